@@ -76,19 +76,20 @@ class TcpOptions:
     timestamps: tuple[int, int] | None = None  # (TSval, TSecr)
 
     def encoded_length(self) -> int:
-        """Bytes these options take on the wire, padded to a multiple of four."""
-        n = 0
-        if self.mss is not None:
-            n += 4
+        """Bytes :meth:`encode` produces, without building them; mirrors its layout."""
+        n = 4 if self.mss is not None else 0
+        if self.sack_permitted and self.timestamps is not None:
+            n += 12
+        else:
+            if self.timestamps is not None:
+                n += 12
+            if self.sack_permitted:
+                n += 4
         if self.wscale is not None:
-            n += 3
-        if self.sack_permitted:
-            n += 2
-        if self.timestamps is not None:
-            n += 10
+            n += 4
         if self.sack_blocks:
-            n += 2 + 8 * len(self.sack_blocks)
-        return (n + 3) & ~3
+            n += 4 + 8 * len(self.sack_blocks)
+        return n
 
     def encode(self) -> bytes:
         """The option bytes, NOP-aligned the way Linux lays them out, padded with EOL."""
@@ -100,7 +101,9 @@ class TcpOptions:
             out += struct.pack("!BBII", OPT_TIMESTAMPS, 10, *self.timestamps)
         else:
             if self.timestamps is not None:
-                out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, *self.timestamps)
+                out += struct.pack(
+                    "!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, *self.timestamps
+                )
             if self.sack_permitted:
                 out += struct.pack("!BBBB", OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2)
         if self.wscale is not None:
@@ -145,7 +148,9 @@ class TcpSegment:
     @property
     def seg_len(self) -> int:
         """SEG.LEN: payload octets plus one each for SYN and FIN (RFC 9293 3.4)."""
-        return len(self.payload) + (1 if self.control is Control.SYN or self.control is Control.FIN else 0)
+        return len(self.payload) + (
+            1 if self.control is Control.SYN or self.control is Control.FIN else 0
+        )
 
 
 def parse_options(data: memoryview) -> TcpOptions:
@@ -195,7 +200,13 @@ def parse_options(data: memoryview) -> TcpOptions:
             timestamps = (tsval, tsecr)
         # unknown options are skipped by their length (RFC 9293 3.2)
         i += length
-    if mss is None and wscale is None and not sack_permitted and not sack_blocks and timestamps is None:
+    if (
+        mss is None
+        and wscale is None
+        and not sack_permitted
+        and not sack_blocks
+        and timestamps is None
+    ):
         return NO_OPTIONS
     return TcpOptions(mss, wscale, sack_permitted, sack_blocks, timestamps)
 
@@ -217,7 +228,9 @@ def parse(
         raise ParseError("tcp_bad_data_offset")
     if hlen > n:
         raise ParseError("tcp_truncated")
-    if verify_checksum and _cs.internet_checksum(mv, _cs.ipv4_pseudo_header_sum(src, dst, PROTO, n)):
+    if verify_checksum and _cs.internet_checksum(
+        mv, _cs.ipv4_pseudo_header_sum(src, dst, PROTO, n)
+    ):
         raise ParseError("tcp_bad_checksum", integrity=True)
     control = _CONTROL_BY_BITS[flags & 0x07]
     if control is None:
@@ -264,6 +277,10 @@ def emit(
         raise ValueError("encoded TCP options must be a multiple of 4 and at most 40 bytes")
     hlen = HEADER_LEN + olen
     total = hlen + len(payload)
+    # A bytearray would silently grow under the slice assignments below; a short buffer is a
+    # caller bug, so say so before writing anything.
+    if offset < 0 or offset + total > len(buf):
+        raise ValueError("buffer too small for the TCP segment")
     _HEADER.pack_into(
         buf, offset, src_port, dst_port, seq, ack, (hlen >> 2) << 4, flags, window, 0, urgent
     )
@@ -277,15 +294,22 @@ def emit(
     return total
 
 
-_FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"), (ECE, "E"), (CWR, "W"))
+# tcpdump's order (print-tcp.c), so ECN segments read the same: ``S.E``, ``SEW``, ``FP.``.
+_FLAG_LETTERS = (
+    (FIN, "F"),
+    (SYN, "S"),
+    (RST, "R"),
+    (PSH, "P"),
+    (ACK, "."),
+    (URG, "U"),
+    (ECE, "E"),
+    (CWR, "W"),
+)
 
 
 def flag_string(flags: int) -> str:
     """tcpdump's flag notation: ``S``, ``S.``, ``P.``, ``F.``, ``R``; ``.`` is ACK."""
-    s = "".join(ch for bit, ch in _FLAG_LETTERS if flags & bit)
-    if flags & ACK:
-        s += "."
-    return s or "none"
+    return "".join(ch for bit, ch in _FLAG_LETTERS if flags & bit) or "none"
 
 
 def format_options(o: TcpOptions) -> str:

@@ -1,0 +1,133 @@
+"""The one-line tcpdump-style formatter: exact lines, Linux packets, and never raising."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from ustack.wire import checksum, icmp, ipv4, tcp
+from ustack.wire.fmt import format_packet
+from ustack.wire.tcp import ACK, SYN, TcpOptions
+
+GOLDEN = Path(__file__).parent / "golden"
+A = ipv4.addr_to_int("10.7.0.1")
+B = ipv4.addr_to_int("10.7.0.2")
+
+
+def golden(name: str) -> bytes:
+    return bytes.fromhex((GOLDEN / f"{name}.hex").read_text())
+
+
+def tcp_packet(flags: int, options: bytes = b"", payload: bytes = b"", **kw: int) -> bytearray:
+    n = 20 + len(options) + len(payload)
+    buf = bytearray(20 + n)
+    ipv4.emit(buf, 0, src=A, dst=B, proto=ipv4.PROTO_TCP, payload_len=n)
+    fields = {"src_port": 40000, "dst_port": 80, "seq": 1, "ack": 0, "window": 64240} | kw
+    tcp.emit(buf, 20, A, B, flags=flags, options=options, payload=payload, **fields)
+    return buf
+
+
+def echo_packet(payload: bytes) -> bytearray:
+    buf = bytearray(28 + len(payload))
+    ipv4.emit(buf, 0, src=A, dst=B, proto=ipv4.PROTO_ICMP, payload_len=8 + len(payload))
+    icmp.emit_echo(buf, 20, type=icmp.ECHO_REQUEST, ident=1, sequence=1, payload=payload)
+    return buf
+
+
+def test_tcp_syn_line() -> None:
+    opts = TcpOptions(mss=1460, sack_permitted=True, timestamps=(1, 0), wscale=7).encode()
+    assert format_packet(tcp_packet(SYN, opts)) == (
+        "IP 10.7.0.1.40000 > 10.7.0.2.80: Flags [S], seq 1, win 64240, "
+        "options [mss 1460,sackOK,TS val 1 ecr 0,wscale 7], length 0"
+    )
+
+
+def test_tcp_data_line() -> None:
+    line = format_packet(tcp_packet(ACK | tcp.PSH, payload=b"hello", seq=100, ack=7, window=502))
+    assert (
+        line == "IP 10.7.0.1.40000 > 10.7.0.2.80: Flags [P.], seq 100:105, ack 7, win 502, length 5"
+    )
+
+
+def test_icmp_echo_line() -> None:
+    assert format_packet(echo_packet(bytes(56))) == (
+        "IP 10.7.0.1 > 10.7.0.2: ICMP echo request, id 1, seq 1, length 64"
+    )
+
+
+def test_other_protocol_line() -> None:
+    buf = bytearray(30)
+    ipv4.emit(buf, 0, src=B, dst=A, proto=253, payload_len=10)
+    assert format_packet(buf) == "IP 10.7.0.2 > 10.7.0.1: ip-proto-253 10"
+
+
+def test_fragment_line() -> None:
+    buf = tcp_packet(SYN)
+    buf[6:8] = struct.pack("!H", 0x2000 | 3)  # MF, offset 24
+    buf[10:12] = b"\0\0"
+    buf[10:12] = struct.pack("!H", checksum.internet_checksum(buf[:20]))
+    assert (
+        format_packet(buf) == "IP 10.7.0.1 > 10.7.0.2: frag (id 0, offset 24+), proto 6, length 20"
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "line"),
+    [
+        (lambda b: b[:0], "IP bad packet (ipv4_truncated), 0 bytes"),
+        (lambda b: b[:39], "IP bad packet (ipv4_truncated), 39 bytes"),
+        (lambda b: b[:8] + b"\x00" + b[9:], "IP bad packet (ipv4_bad_checksum), 40 bytes"),
+        (lambda b: b"\x65" + b[1:], "IP bad packet (ipv4_bad_version), 40 bytes"),
+        (
+            lambda b: b[:-1] + bytes([b[-1] ^ 1]),
+            "IP 10.7.0.1 > 10.7.0.2: tcp bad segment (tcp_bad_checksum), 20 bytes",
+        ),
+    ],
+)
+def test_unparsable_input_says_why(damage: object, line: str) -> None:
+    buf = bytes(tcp_packet(SYN))
+    assert format_packet(damage(buf)) == line  # type: ignore[operator]
+
+
+def test_bad_tcp_flags_and_bad_icmp() -> None:
+    assert format_packet(tcp_packet(SYN | tcp.FIN)).endswith(
+        "tcp bad segment (tcp_bad_flags), 20 bytes"
+    )
+    buf = echo_packet(b"abc")
+    buf[-1] ^= 0xFF
+    assert (
+        format_packet(buf)
+        == "IP 10.7.0.1 > 10.7.0.2: icmp bad message (icmp_bad_checksum), 11 bytes"
+    )
+
+
+GOLDEN_LINES = {
+    "tcp_syn": r"IP 10\.7\.0\.1\.\d+ > 10\.7\.0\.2\.80: Flags \[S\], seq \d+, win 64240, "
+    r"options \[mss 1460,sackOK,TS val \d+ ecr 0,wscale 10\], length 0",
+    "tcp_synack": r"IP 10\.7\.0\.1\.8080 > 10\.7\.0\.2\.40001: Flags \[S\.\], seq \d+, ack 2, win 65160, "
+    r"options \[mss 1460,sackOK,TS val \d+ ecr 1000,wscale 10\], length 0",
+    "tcp_data": r"IP 10\.7\.0\.1\.\d+ > 10\.7\.0\.2\.80: Flags \[P\.\], seq (\d+):(\d+), ack 5001, win 63, "
+    r"options \[TS val \d+ ecr 777\], length 14",
+    "tcp_handshake_ack": r"IP .* Flags \[\.\], seq \d+, ack 5001, win 63, options \[TS val \d+ ecr 777\], length 0",
+    "tcp_fin": r"IP .* Flags \[F\.\], seq \d+, ack 5001, win 63, options \[TS val \d+ ecr 777\], length 0",
+    "tcp_rst_abort": r"IP .* Flags \[R\.\], seq \d+, ack 5001, win 63, .*length 0",
+    "tcp_rst_closed_port": r"IP 10\.7\.0\.1\.9 > 10\.7\.0\.2\.40002: Flags \[R\.\], seq 0, ack 1001, win 0, length 0",
+    "icmp_echo_request": r"IP 10\.7\.0\.1 > 10\.7\.0\.2: ICMP echo request, id \d+, seq 1, length 64",
+    "icmp_echo_reply": r"IP 10\.7\.0\.1 > 10\.7\.0\.2: ICMP echo reply, id 16962, seq 7, length 52",
+    "icmp_port_unreach": r"IP 10\.7\.0\.1 > 10\.7\.0\.2: ICMP 10\.7\.0\.1 udp port 9 unreachable, length 48",
+    "icmp_proto_unreach": r"IP 10\.7\.0\.1 > 10\.7\.0\.2: ICMP 10\.7\.0\.1 protocol 253 unreachable, length 38",
+    "icmp_frag_needed": r"IP 10\.7\.0\.1 > 10\.7\.0\.2: ICMP 10\.8\.0\.5 unreachable - need to frag \(mtu 1000\), length 556",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_LINES))
+def test_linux_packets(name: str) -> None:
+    line = format_packet(golden(name))
+    assert re.fullmatch(GOLDEN_LINES[name], line), line
+
+
+def test_golden_set_is_complete() -> None:
+    assert {p.stem for p in GOLDEN.glob("*.hex")} == set(GOLDEN_LINES)
