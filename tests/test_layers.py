@@ -17,6 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "stack": {"wire", "tcp", "stack"},
     "link": {"wire", "link"},
     "netsim": {"wire", "tcp", "stack", "link", "netsim"},
+    "ladder": {"wire", "tcp", "ladder"},
     "aio": {"wire", "tcp", "stack", "link", "aio"},
     "apps": {"wire", "tcp", "stack", "link", "aio", "apps"},
 }
@@ -28,7 +29,7 @@ EXCEPTIONS = {("wire/checksum.py", "os")}
 
 def _layer(path: Path) -> str | None:
     rel = path.relative_to(PKG)
-    return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem == "netsim" else None
+    return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem in ("netsim", "ladder") else None
 
 
 def _imports(path: Path) -> list[str]:

@@ -2,16 +2,107 @@
 
 Thin by design: every subcommand parses its arguments, calls the library and turns the library's
 errors into one-line messages with a non-zero exit code. Anything a library user would also want
-lives in the library, not here.
+(the stack, the services, the link wrappers, the ladder diagram) lives in the library.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
+import ipaddress
+import json
+import logging
+import shutil
+import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
 
 from ustack import __version__
+
+DEFAULT_SERVICES = "echo,discard,chargen,http"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("ustack")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exits with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _fail(message: str) -> int:
+    print(f"ustack: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _percent(text: str) -> float:
+    """A probability given in percent (``5`` or ``5%``), returned as a fraction."""
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"percentage out of range 0-100: {text!r}")
+    return value / 100.0
+
+
+def _ipv4(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+
+
+def _mtu(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 576 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"MTU must be between 576 and 65535, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def parse_services(text: str) -> list[tuple[str, int]]:
+    """``"echo,http:8080"`` -> ``[("echo", 7), ("http", 8080)]``; raises ValueError with a reason."""
+    from ustack.apps import SERVICES
+
+    chosen: list[tuple[str, int]] = []
+    ports: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, port_text = item.partition(":")
+        if name not in SERVICES:
+            raise ValueError(f"unknown service {name!r} (choose from {', '.join(SERVICES)})")
+        port = SERVICES[name][0]
+        if port_text:
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise ValueError(f"bad port {port_text!r} for {name}: use 1-65535")
+            port = int(port_text)
+        if port in ports:
+            raise ValueError(
+                f"port {port} is already used by {ports[port]}: address already in use"
+            )
+        ports[port] = name
+        chosen.append((name, port))
+    if not chosen:
+        raise ValueError("no services chosen")
+    return chosen
 
 
 def _checksum_info(_args: argparse.Namespace) -> int:
@@ -25,16 +116,321 @@ def _checksum_info(_args: argparse.Namespace) -> int:
     return 0
 
 
+class _Tracer:
+    """``--trace``: one line per connection state change and per retransmission."""
+
+    def __init__(self, fmt: str, out: TextIO, clock: Callable[[], float]) -> None:
+        self.fmt = fmt
+        self.out = out
+        self.clock = clock
+
+    def __call__(self, conn: Any, kind: str, detail: dict[str, Any]) -> None:
+        from ustack.wire.ipv4 import int_to_addr
+
+        local = f"{int_to_addr(conn.local_addr)}:{conn.local_port}"
+        remote = f"{int_to_addr(conn.remote_addr)}:{conn.remote_port}"
+        when = time.time()
+        if self.fmt == "json":
+            record = {"time": round(when, 6), "local": local, "remote": remote, "event": kind}
+            record.update({k: getattr(v, "value", v) for k, v in detail.items()})
+            line = json.dumps(record, sort_keys=True)
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1e6):06d}"
+            if kind == "state":
+                what = f"{_state_name(detail['from'])} -> {_state_name(detail['to'])}"
+            else:
+                what = kind + " " + " ".join(f"{k}={v}" for k, v in detail.items())
+            line = f"{stamp} {local} <-> {remote} {what}"
+        print(line, file=self.out, flush=True)
+
+
+def _state_name(state: Any) -> str:
+    return str(getattr(state, "value", state))
+
+
+def _build_link(args: argparse.Namespace) -> Any:
+    from ustack.link.tun import TunLink
+
+    link: Any = TunLink.open(
+        args.name,
+        mtu=args.mtu,
+        address=args.peer,
+        peer=args.address,
+        prefixlen=args.prefixlen,
+    )
+    try:
+        faults = {
+            "drop": args.loss,
+            "duplicate": args.duplicate,
+            "reorder": args.reorder,
+            "corrupt": args.corrupt,
+            "delay": args.delay / 1000.0,
+        }
+        if any(faults.values()):
+            from ustack.link.fault import FaultConfig, FaultModel
+            from ustack.link.faulty import FaultyLink
+
+            config = FaultConfig(**faults)
+            link = FaultyLink(
+                link,
+                model_out=FaultModel(config, seed=f"{args.seed}-out"),
+                model_in=FaultModel(config, seed=f"{args.seed}-in"),
+            )
+        if args.pcap:
+            from ustack.link.pcap import PcapTap, PcapWriter
+
+            link = PcapTap(link, PcapWriter(args.pcap))
+    except BaseException:
+        link.close()
+        raise
+    return link
+
+
+def _tcp_config(args: argparse.Namespace) -> Any:
+    from ustack.tcp.config import TcpConfig
+
+    config = TcpConfig()
+    if args.msl is not None:
+        config.msl = args.msl
+    return config
+
+
+async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> int:
+    import ustack
+    from ustack.apps import SERVICES
+
+    loop = asyncio.get_running_loop()
+    tracer = _Tracer(args.trace, sys.stderr, loop.time) if args.trace else None
+    link = _build_link(args)
+    stack = ustack.Stack(link, address=args.address, config=_tcp_config(args), tracer=tracer)
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    def info() -> dict[str, Any]:
+        return {"counters": stack.stats.as_dict(), "connections": stack.connections()}
+
+    servers = []
+    try:
+        for name, port in services:
+            handler = SERVICES[name][1](info=info)
+            servers.append(await ustack.start_server(handler, port=port, stack=stack))
+        listening = " ".join(f"{name}:{port}" for name, port in services)
+        print(
+            f"ustack {__version__}: serving {listening} on {args.address} "
+            f"(TUN {args.name}, kernel side {args.peer}/{args.prefixlen}, MTU {args.mtu}, "
+            f"{type(loop).__module__.split('.')[0]} loop); Ctrl-C or SIGTERM to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+        print("ustack: stopping: closing connections", file=sys.stderr, flush=True)
+    finally:
+        for server in servers:
+            server.close()
+        await stack.aclose(grace=args.grace)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ustack.aio.loop import run
+    from ustack.link.errors import LinkError
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        services = parse_services(args.services)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.address == args.peer:
+        return _fail(f"bad address: the stack and the kernel side both use {args.address}")
+    try:
+        return run(_serve(args, services), use_uvloop=not args.no_uvloop)
+    except LinkError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(exc.strerror or str(exc))
+    except ValueError as exc:
+        return _fail(str(exc))
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    import ustack
+    from ustack.apps.httpd import HttpApp, pattern_bytes
+    from ustack.ladder import Ladder
+    from ustack.link.netns import NetNamespace
+    from ustack.link.tun import TunLink
+    from ustack.tcp.config import TcpConfig
+
+    loop = asyncio.get_running_loop()
+    ladder = Ladder(max_run=args.fold)
+    address, peer = "10.7.0.2", "10.7.0.1"
+
+    def on_packet(direction: str, packet: bytes | bytearray | memoryview, now: float) -> None:
+        ladder.packet(now, direction, packet)
+
+    def tracer(conn: Any, kind: str, detail: dict[str, Any]) -> None:
+        if kind == "state":
+            ladder.state(
+                loop.time(),
+                (conn.local_addr, conn.local_port),
+                (conn.remote_addr, conn.remote_port),
+                _state_name(detail["from"]),
+                _state_name(detail["to"]),
+            )
+
+    config = TcpConfig()
+    config.msl = args.msl  # short, so TIME-WAIT ends while you watch
+    with NetNamespace(prefix="ustack-demo") as ns:
+        print(f"created network namespace {ns.name}", file=sys.stderr)
+        link = TunLink.open("ustack0", mtu=1500, address=peer, peer=address, netns=ns.name)
+        stack = ustack.Stack(
+            link, address=address, config=config, tracer=tracer, on_packet=on_packet
+        )
+        async with stack:
+
+            def info() -> dict[str, Any]:
+                return {"counters": stack.stats.as_dict(), "connections": stack.connections()}
+
+            server = await ustack.start_server(HttpApp(info=info), port=80, stack=stack)
+            all_ok = True
+            for path, size in (("/", None), (f"/bytes/{args.size}", args.size)):
+                body, client = await _fetch(ns, f"http://{address}{path}")
+                line = f"GET {path}: {len(body)} bytes via {client}"
+                if size is not None:
+                    ok = (
+                        hashlib.sha256(body).digest()
+                        == hashlib.sha256(pattern_bytes(0, size)).digest()
+                    )
+                    line += f", SHA-256 {hashlib.sha256(body).hexdigest()[:16]}... " + (
+                        "verified" if ok else "MISMATCH"
+                    )
+                    all_ok = all_ok and ok
+                print(line, file=sys.stderr)
+            # Let TIME-WAIT (2 * MSL) run out, so the diagram ends in CLOSED.
+            deadline = loop.time() + 2 * config.msl + 2.0
+            while stack.connections() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            server.close()
+        print(ladder.render())
+        print(
+            f"(ustack side: states recorded by the stack; kernel side: inferred from the "
+            f"segments; MSL set to {config.msl:g} s for the demo, so TIME-WAIT lasts "
+            f"{2 * config.msl:g} s)"
+        )
+    print(f"removed network namespace {ns.name}", file=sys.stderr)
+    return 0 if all_ok else EXIT_ERROR
+
+
+async def _fetch(ns: Any, url: str) -> tuple[bytes, str]:
+    """GET ``url`` from inside the namespace: with curl if installed, else a Python client."""
+    if shutil.which("curl"):
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", ns.name,
+            "curl", "-sS", "--max-time", "30", "-H", "Connection: close", url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        if proc.returncode:
+            raise OSError(f"curl failed: {err.decode(errors='replace').strip()}")
+        return out, "curl"
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    sock = ns.call(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port or 80))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    request = f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nConnection: close\r\n\r\n"
+    writer.write(request.encode())
+    data = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    _head, _, body = data.partition(b"\r\n\r\n")
+    return body, "Python sockets"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ustack.aio.loop import run
+    from ustack.link.errors import LinkError
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    try:
+        return run(_demo(args), use_uvloop=not args.no_uvloop)
+    except LinkError as exc:
+        return _fail(f"{exc} (the demo needs root to create a network namespace)")
+    except OSError as exc:
+        return _fail(str(exc))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ustack", description="A userspace TCP/IP stack in Python over a Linux TUN device."
     )
     parser.add_argument("--version", action="version", version=f"ustack {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
     info = sub.add_parser(
         "checksum-info", help="show which Internet checksum implementation is active and why"
     )
     info.set_defaults(func=_checksum_info)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the stack on a TUN device with the built-in services",
+        description="Bring up a TUN device and answer on it with the built-in services "
+        "until SIGINT/SIGTERM. Then try: curl http://10.7.0.2/",
+    )
+    serve.add_argument("--name", default="ustack0", help="TUN device name (default ustack0)")
+    serve.add_argument(
+        "--address", type=_ipv4, default="10.7.0.2", help="the stack's address (10.7.0.2)"
+    )
+    serve.add_argument(
+        "--peer", type=_ipv4, default="10.7.0.1", help="the kernel side's address (10.7.0.1)"
+    )
+    serve.add_argument(
+        "--prefixlen", type=int, choices=range(8, 31), default=24, metavar="N", help="(24)"
+    )
+    serve.add_argument("--mtu", type=_mtu, default=1500, help="576-65535 (default 1500)")
+    serve.add_argument(
+        "--services",
+        default=DEFAULT_SERVICES,
+        help=f"comma-separated NAME[:PORT] list (default {DEFAULT_SERVICES})",
+    )
+    serve.add_argument("--pcap", metavar="FILE", help="record every packet to a pcap file")
+    serve.add_argument(
+        "--trace",
+        nargs="?",
+        const="text",
+        choices=("text", "json"),
+        help="print a line per state change and retransmission (text or json lines)",
+    )
+    serve.add_argument("--loss", type=_percent, default=0.0, metavar="PCT", help="drop PCT %%")
+    serve.add_argument("--duplicate", type=_percent, default=0.0, metavar="PCT")
+    serve.add_argument("--reorder", type=_percent, default=0.0, metavar="PCT")
+    serve.add_argument("--corrupt", type=_percent, default=0.0, metavar="PCT")
+    serve.add_argument("--delay", type=_positive, default=0.0, metavar="MS", help="extra delay")
+    serve.add_argument("--seed", type=int, default=1, help="fault injector seed (1)")
+    serve.add_argument("--msl", type=_positive, default=None, help="MSL in seconds (30)")
+    serve.add_argument("--grace", type=_positive, default=3.0, help="shutdown grace (3 s)")
+    serve.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
+    serve.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    demo = sub.add_parser(
+        "demo",
+        help="see it work: HTTP through ustack in a private namespace, as a ladder diagram",
+    )
+    demo.add_argument("--size", type=int, default=300_000, help="download size (300000)")
+    demo.add_argument("--msl", type=_positive, default=1.0, help="MSL for the demo (1 s)")
+    demo.add_argument("--fold", type=int, default=4, help="data segments shown per run (4)")
+    demo.add_argument("--no-uvloop", action="store_true")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -44,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(func(args))
     except KeyboardInterrupt:

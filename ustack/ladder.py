@@ -1,0 +1,250 @@
+"""Textbook ladder diagrams of TCP connections.
+
+Theory of operation: a :class:`Ladder` is fed what crossed the link (raw IPv4 packets, each with
+a time and a direction) and what ustack's own connections reported (state changes). It keeps one
+:class:`_Flow` per 4-tuple. For ustack's side the states are the ones the machine recorded; for the
+peer's side (the kernel, whose TCB we cannot see) they are inferred from the segments it sent and
+received, applying the same RFC 9293 transitions a textbook applies when it draws the picture.
+Sequence numbers are shown relative to each side's ISN, as tcpdump -S does not and Wireshark does,
+because "seq 1" is what a learner expects to read.
+
+Long transfers would drown the handshake and the close, so runs of pure data/ACK segments in the
+middle of a flow are folded into one summary line (``max_run`` keeps the first few of each run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ustack.wire import ipv4
+from ustack.wire import tcp as tcpw
+from ustack.wire.errors import ParseError
+from ustack.wire.tcp import Control
+
+# Directions as seen from ustack.
+INBOUND = "in"  # peer -> ustack
+OUTBOUND = "out"  # ustack -> peer
+
+_WIDTH = 46  # columns of the arrow between the two lifelines
+
+
+@dataclass(slots=True)
+class _Row:
+    time: float
+    text: str
+
+
+@dataclass(slots=True)
+class _Flow:
+    peer: tuple[int, int]
+    local: tuple[int, int]
+    peer_isn: int | None = None
+    local_isn: int | None = None
+    peer_state: str = "CLOSED"
+    rows: list[_Row] = field(default_factory=list)
+    run: int = 0  # length of the current run of plain data/ACK segments
+    folded: int = 0
+    folded_bytes: int = 0
+    fold_start: float = 0.0
+    peer_fin_seen: bool = False
+    local_fin_seen: bool = False
+    peer_fin_acked: bool = False
+    local_fin_acked: bool = False
+    peer_fin_seq: int = 0
+    local_fin_seq: int = 0
+
+
+def _rel(seq: int, isn: int | None) -> int:
+    return (seq - isn) & 0xFFFFFFFF if isn is not None else seq
+
+
+class Ladder:
+    """Collects packets and state changes; :meth:`render` draws one ladder per connection."""
+
+    def __init__(self, *, max_run: int = 4, peer_name: str = "kernel", local_name: str = "ustack"):
+        self.max_run = max_run
+        self.peer_name = peer_name
+        self.local_name = local_name
+        self._flows: dict[tuple[int, int, int, int], _Flow] = {}
+        self._order: list[tuple[int, int, int, int]] = []
+        self._t0: float | None = None
+
+    def _flow(self, local: tuple[int, int], peer: tuple[int, int]) -> _Flow:
+        key = (local[0], local[1], peer[0], peer[1])
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._flows[key] = _Flow(peer=peer, local=local)
+            self._order.append(key)
+        return flow
+
+    def packet(self, now: float, direction: str, packet: bytes | bytearray | memoryview) -> None:
+        """Record one IPv4 packet that crossed the link (``direction``: ``"in"`` or ``"out"``)."""
+        try:
+            ip = ipv4.parse(packet)
+            if ip.proto != ipv4.PROTO_TCP:
+                return
+            seg = tcpw.parse(ip.payload, ip.src, ip.dst, verify_checksum=False)
+        except ParseError:
+            return
+        if self._t0 is None:
+            self._t0 = now
+        if direction == INBOUND:
+            flow = self._flow((ip.dst, seg.dst_port), (ip.src, seg.src_port))
+        else:
+            flow = self._flow((ip.src, seg.src_port), (ip.dst, seg.dst_port))
+        self._segment(flow, now, direction, seg)
+
+    def state(
+        self, now: float, local: tuple[int, int], peer: tuple[int, int], old: str, new: str
+    ) -> None:
+        """Record a state change of ustack's connection ``local`` <-> ``peer``."""
+        if self._t0 is None:
+            self._t0 = now
+        flow = self._flow(local, peer)
+        self._flush_fold(flow)
+        flow.rows.append(_Row(now, self._line(right=new)))
+
+    def _peer_state(self, flow: _Flow, now: float, new: str) -> None:
+        if flow.peer_state != new:
+            flow.peer_state = new
+            self._flush_fold(flow)
+            flow.rows.append(_Row(now, self._line(new)))
+
+    def _infer_peer(self, flow: _Flow, direction: str, seg: tcpw.TcpSegment) -> str | None:
+        """The peer's next state, inferred from a segment it sent or received (RFC 9293 3.3.2)."""
+        st = flow.peer_state
+        if seg.control is Control.RST:
+            return "CLOSED"
+        if direction == INBOUND:  # the peer sent it
+            if seg.control is Control.SYN:
+                return "SYN-SENT" if not seg.has_ack else "SYN-RECEIVED"
+            if st == "SYN-SENT" and seg.has_ack:
+                return "ESTABLISHED"
+            if seg.control is Control.FIN:
+                if st in ("ESTABLISHED", "SYN-RECEIVED"):
+                    return "FIN-WAIT-1"
+                if st == "CLOSE-WAIT":
+                    return "LAST-ACK"
+            return None
+        # the peer received it
+        if seg.control is Control.SYN and not seg.has_ack and st == "CLOSED":
+            return "LISTEN"
+        if st == "SYN-RECEIVED" and seg.has_ack and seg.control is not Control.SYN:
+            st = "ESTABLISHED"
+        if flow.peer_fin_seen and seg.has_ack and seg.ack == ((flow.peer_fin_seq + 1) & 0xFFFFFFFF):
+            flow.peer_fin_acked = True
+            if st == "FIN-WAIT-1":
+                st = "FIN-WAIT-2"
+            elif st == "LAST-ACK":
+                return "CLOSED"
+            elif st == "CLOSING":
+                return "TIME-WAIT"
+        if seg.control is Control.FIN:
+            if st == "ESTABLISHED":
+                return "CLOSE-WAIT"
+            if st == "FIN-WAIT-1":
+                return "CLOSING"
+            if st == "FIN-WAIT-2":
+                return "TIME-WAIT"
+        return st if st != flow.peer_state else None
+
+    def _segment(self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment) -> None:
+        if seg.control is Control.SYN:
+            if direction == INBOUND:
+                flow.peer_isn = seg.seq
+            else:
+                flow.local_isn = seg.seq
+        if seg.control is Control.FIN:
+            if direction == INBOUND:
+                flow.peer_fin_seen, flow.peer_fin_seq = (
+                    True,
+                    (seg.seq + len(seg.payload)) & 0xFFFFFFFF,
+                )
+            else:
+                flow.local_fin_seen, flow.local_fin_seq = (
+                    True,
+                    (seg.seq + len(seg.payload)) & 0xFFFFFFFF,
+                )
+        plain = seg.control is Control.NONE
+        if direction == OUTBOUND:
+            # The peer's view changes when it receives our segment; show the arrow first.
+            self._arrow(flow, now, direction, seg, plain)
+            new = self._infer_peer(flow, direction, seg)
+            if new:
+                self._peer_state(flow, now, new)
+        else:
+            new = self._infer_peer(flow, direction, seg)
+            if new:
+                self._peer_state(flow, now, new)
+            self._arrow(flow, now, direction, seg, plain)
+
+    def _arrow(
+        self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment, plain: bool
+    ) -> None:
+        if plain and flow.run >= self.max_run:
+            if not flow.folded:
+                flow.fold_start = now
+            flow.folded += 1
+            flow.folded_bytes += len(seg.payload)
+            return
+        if plain:
+            flow.run += 1
+        else:
+            self._flush_fold(flow)
+        if direction == INBOUND:
+            isn, ack_isn = flow.peer_isn, flow.local_isn
+        else:
+            isn, ack_isn = flow.local_isn, flow.peer_isn
+        label = f"{tcpw.flag_string(seg.flags):<3} seq={_rel(seg.seq, isn)}"
+        if seg.has_ack:
+            label += f" ack={_rel(seg.ack, ack_isn)}"
+        label += f" win={seg.window} len={len(seg.payload)}"
+        if seg.options is not tcpw.NO_OPTIONS:
+            label += f" <{tcpw.format_options(seg.options)}>"
+        flow.rows.append(_Row(now, self._line(arrow=(direction, label))))
+
+    def _flush_fold(self, flow: _Flow) -> None:
+        flow.run = 0
+        if flow.folded:
+            text = f"... {flow.folded} more data/ACK segments, {flow.folded_bytes} bytes ..."
+            flow.rows.append(_Row(flow.fold_start, self._line(note=text)))
+            flow.folded = 0
+            flow.folded_bytes = 0
+
+    def _line(
+        self,
+        left: str = "",
+        *,
+        right: str = "",
+        arrow: tuple[str, str] | None = None,
+        note: str = "",
+    ) -> str:
+        if arrow is not None:
+            direction, label = arrow
+            body = f" {label} "
+            if len(body) > _WIDTH - 4:
+                body = body[: _WIDTH - 5] + "~ "
+            if direction == INBOUND:  # peer (left) -> ustack (right)
+                mid = "--" + body + "-" * (_WIDTH - 3 - len(body)) + ">"
+            else:
+                mid = "<" + "-" * (_WIDTH - 3 - len(body)) + body + "--"
+        elif note:
+            mid = note.center(_WIDTH)
+        else:
+            mid = " " * _WIDTH
+        return f"{left:>12} |{mid}| {right}".rstrip()
+
+    def render(self) -> str:
+        """The diagrams, one per connection, oldest first."""
+        out: list[str] = []
+        t0 = self._t0 or 0.0
+        for key in self._order:
+            flow = self._flows[key]
+            self._flush_fold(flow)
+            peer = f"{self.peer_name} {ipv4.int_to_addr(flow.peer[0])}:{flow.peer[1]}"
+            local = f"{self.local_name} {ipv4.int_to_addr(flow.local[0])}:{flow.local[1]}"
+            out.append(f"{'time':>9}  {peer:<{_WIDTH // 2 + 14}}{local:>{_WIDTH // 2}}")
+            for row in flow.rows:
+                out.append(f"{(row.time - t0) * 1000:8.3f}ms {row.text}")
+            out.append("")
+        return "\n".join(out)
