@@ -1,0 +1,257 @@
+"""Listeners (bounded SYN and accept queues), connect() and ephemeral ports, demux, TIME-WAIT."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from tests.stack.helpers import HOST, PEER, SERVER_ISN, make_host, segments, tcp_packet
+from ustack.stack.config import HostConfig
+from ustack.stack.events import ConnectionAccepted
+from ustack.stack.host import Host
+from ustack.tcp.events import Closed, Established, Reset
+from ustack.tcp.state import State
+from ustack.wire import tcp
+
+CLIENT_ISN = 1000
+
+
+def events(host: Host) -> list[object]:
+    out = []
+    while (ev := host.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def handshake_syn(host: Host, sport: int, now: float = 0.0) -> list[tcp.TcpSegment]:
+    """Send a SYN and return the host's reply (the SYN-ACK must be sent before it is ACKed)."""
+    host.receive_packet(tcp_packet(sport, 80, CLIENT_ISN), now)
+    return segments(host, now)
+
+
+def handshake_ack(host: Host, sport: int, now: float = 0.0) -> None:
+    host.receive_packet(tcp_packet(sport, 80, CLIENT_ISN + 1, SERVER_ISN + 1, tcp.ACK), now)
+
+
+def test_listen_answers_syn_with_syn_ack_and_queues_the_connection() -> None:
+    h = make_host()
+    listener = h.listen(80)
+    [synack] = handshake_syn(h, 40000)
+    assert synack.control is tcp.Control.SYN and synack.has_ack
+    assert (synack.seq, synack.ack, synack.dst_port) == (SERVER_ISN, CLIENT_ISN + 1, 40000)
+    assert listener.half_open == 1 and listener.accept() is None
+    handshake_ack(h, 40000)
+    evs = events(h)
+    assert [type(e) for e in evs] == [Established, ConnectionAccepted]
+    assert isinstance(evs[1], ConnectionAccepted) and evs[1].listener is listener
+    conn = listener.accept()
+    assert conn is not None and conn.state is State.ESTABLISHED and conn is evs[0].conn  # type: ignore[attr-defined]
+    assert listener.accept() is None
+    assert h.stats.listen_syn == 1 and h.stats.listen_queued == 1 and h.stats.listen_accepted == 1
+
+
+def test_syn_queue_full_drops_syn_and_counts() -> None:
+    h = make_host()
+    listener = h.listen(80, backlog=8, syn_backlog=2)
+    replies = [handshake_syn(h, port) for port in (40001, 40002, 40003)]
+    assert [len(r) for r in replies] == [1, 1, 0]
+    assert listener.half_open == 2
+    assert h.stats.listen_syn_queue_overflow == 1 and h.stats.listen_syn == 2
+    assert h.lookup(PEER, 40003, HOST, 80) is None
+    # Once a handshake completes there is room again.
+    handshake_ack(h, 40001)
+    handshake_syn(h, 40003)
+    assert listener.half_open == 2 and h.stats.listen_syn_queue_overflow == 1
+
+
+def test_accept_queue_full_drops_final_ack_until_accept() -> None:
+    h = make_host()
+    listener = h.listen(80, backlog=1, syn_backlog=4)
+    handshake_syn(h, 40001)
+    handshake_syn(h, 40002)
+    handshake_ack(h, 40001)
+    assert listener.pending == 1
+    handshake_ack(h, 40002)  # accept queue full: the ACK is dropped, the peer will retransmit
+    assert h.stats.listen_accept_queue_overflow == 1
+    assert h.lookup(PEER, 40002, HOST, 80).state is State.SYN_RECEIVED  # type: ignore[union-attr]
+    assert listener.pending == 1 and listener.half_open == 1
+    assert segments(h) == []
+    first = listener.accept()
+    assert first is not None and first.remote_port == 40001
+    handshake_ack(h, 40002, 0.5)  # the retransmitted ACK now completes the handshake
+    second = listener.accept()
+    assert second is not None and second.remote_port == 40002 and second.state is State.ESTABLISHED
+    assert h.stats.listen_accept_queue_overflow == 1 and h.stats.listen_queued == 2
+
+
+def test_listener_close_resets_unaccepted_connections() -> None:
+    h = make_host()
+    listener = h.listen(80)
+    for port in (40001, 40002, 40003):
+        handshake_syn(h, port)
+    handshake_ack(h, 40001)
+    handshake_ack(h, 40002)
+    accepted = listener.accept()
+    segments(h)
+    listener.close(1.0)
+    rsts = segments(h, 1.0)
+    assert sorted(s.dst_port for s in rsts) == [40002, 40003]
+    assert all(s.control is tcp.Control.RST for s in rsts)
+    assert h.stats.listen_close_reset == 2
+    assert [c.remote_port for c in h.connections] == [40001] and accepted is h.connections[0]
+    # The port is closed now: a new SYN gets the closed-port RST.
+    [rst] = handshake_syn(h, 40004, 1.0)
+    assert rst.control is tcp.Control.RST and h.stats.rst_sent_closed_port == 1
+    listener.close(1.0)  # idempotent
+
+
+def test_duplicate_listen_raises_eaddrinuse() -> None:
+    h = make_host()
+    h.listen(80)
+    with pytest.raises(OSError) as info:
+        h.listen(80)
+    assert info.value.errno == errno.EADDRINUSE
+    with pytest.raises(ValueError):
+        h.listen(0)
+
+
+def test_listener_ignores_rst_answers_ack_with_rst_and_drops_others() -> None:
+    h = make_host()
+    h.listen(80)
+    h.receive_packet(tcp_packet(40000, 80, 5, 77, tcp.RST | tcp.ACK), 0.0)
+    h.receive_packet(tcp_packet(40000, 80, 5, 77, tcp.ACK), 0.0)
+    h.receive_packet(tcp_packet(40000, 80, 5, 0, tcp.FIN), 0.0)
+    [rst] = segments(h)
+    assert (rst.seq, rst.flags) == (77, tcp.RST)
+    assert h.stats.listen_drop_rst == 1 and h.stats.listen_rst_for_ack == 1
+    assert h.stats.listen_drop_no_syn == 1 and h.connections == []
+
+
+def test_ephemeral_ports_from_configured_range_skip_ports_in_use() -> None:
+    h = make_host(host_config=HostConfig(ephemeral_low=50000, ephemeral_high=50002))
+    h.listen(50001)
+    a = h.connect(PEER, 80, 0.0)
+    b = h.connect(PEER, 81, 0.0)
+    assert {a.local_port, b.local_port} == {50000, 50002}
+    segments(h)
+    with pytest.raises(OSError) as info:
+        h.connect(PEER, 82, 0.0)
+    assert info.value.errno == errno.EADDRNOTAVAIL
+    # A refused connection frees its port.
+    h.receive_packet(tcp_packet(80, a.local_port, 0, SERVER_ISN + 1, tcp.RST | tcp.ACK), 0.0)
+    assert [type(e) for e in events(h)] == [Reset, Closed]
+    assert h.connect(PEER, 82, 0.0).local_port == a.local_port
+
+
+def test_default_ephemeral_range_and_explicit_port_conflict() -> None:
+    h = Host(HOST, secret=b"s" * 16)
+    ports = {h.connect(PEER, 80, 0.0).local_port for _ in range(50)}
+    assert len(ports) == 50 and all(49152 <= p <= 65535 for p in ports)
+    h.connect(PEER, 80, 0.0, local_port=1234)
+    with pytest.raises(OSError) as info:
+        h.connect(PEER, 80, 0.0, local_port=1234)
+    assert info.value.errno == errno.EADDRINUSE
+
+
+def test_active_open_sends_syn_with_isn_from_source() -> None:
+    h = make_host()
+    conn = h.connect(PEER, 80, 0.0)
+    [syn] = segments(h)
+    assert syn.control is tcp.Control.SYN and not syn.has_ack and syn.seq == SERVER_ISN
+    assert syn.options.mss == 1460 and conn.state is State.SYN_SENT
+    # The advertised MSS follows the MTU.
+    h2 = make_host(mtu=1000)
+    h2.connect(PEER, 80, 0.0)
+    assert segments(h2)[0].options.mss == 960
+
+
+def test_secret_isn_differs_per_connection() -> None:
+    h = Host(HOST, secret=b"s" * 16)
+    h.connect(PEER, 80, 0.0)
+    h.connect(PEER, 80, 0.0)
+    a, b = segments(h)
+    assert a.seq != b.seq
+
+
+def test_demux_many_connections() -> None:
+    h = make_host()
+    conns = [h.connect(PEER, 80, 0.0, local_port=20000 + i) for i in range(500)]
+    segments(h)
+    events(h)
+    order = list(range(500))
+    order = order[::7] + [i for i in order if i % 7]
+    for i in order:
+        h.receive_packet(
+            tcp_packet(80, 20000 + i, 9000 + i, SERVER_ISN + 1, tcp.SYN | tcp.ACK), 0.01
+        )
+        [ev] = events(h)
+        assert isinstance(ev, Established) and ev.conn is conns[i]
+        assert conns[i].rcv_nxt == 9001 + i
+        assert h.lookup(PEER, 80, HOST, 20000 + i) is conns[i]
+    assert h.stats.tcp_demuxed == 500
+    assert all(c.state is State.ESTABLISHED for c in conns)
+
+
+def test_closed_connection_leaves_the_demux() -> None:
+    h = make_host()
+    conn = h.connect(PEER, 80, 0.0)
+    segments(h)
+    h.receive_packet(tcp_packet(80, conn.local_port, 0, SERVER_ISN + 1, tcp.RST | tcp.ACK), 0.0)
+    evs = events(h)
+    assert [type(e) for e in evs] == [Reset, Closed] and evs[0].refused  # type: ignore[attr-defined]
+    assert h.connections == [] and h.lookup(PEER, 80, HOST, conn.local_port) is None
+    assert h.next_deadline() is None
+    # Now the 4-tuple is a closed port.
+    h.receive_packet(tcp_packet(80, conn.local_port, 5, 6, tcp.ACK), 0.0)
+    assert h.stats.rst_sent_closed_port == 1
+
+
+def _to_time_wait(h: Host) -> object:
+    """Server-side active close through raw packets: ESTABLISHED, close, FIN exchange."""
+    listener = h.listen(80)
+    handshake_syn(h, 40000)
+    handshake_ack(h, 40000)
+    conn = listener.accept()
+    assert conn is not None
+    segments(h)
+    conn.close(1.0)
+    h.touch(conn)
+    [fin] = segments(h, 1.0)
+    assert fin.control is tcp.Control.FIN
+    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 1, SERVER_ISN + 2, tcp.FIN | tcp.ACK), 1.01)
+    segments(h, 1.01)
+    assert conn.state is State.TIME_WAIT
+    events(h)
+    return conn
+
+
+def test_time_wait_stays_in_demux_until_2msl_then_closes() -> None:
+    h = make_host()
+    conn = _to_time_wait(h)
+    assert h.connections == [conn]
+    deadline = h.next_deadline()
+    assert deadline is not None and deadline == pytest.approx(1.01 + 2 * h.config.msl)
+    h.on_deadline(deadline - 0.001)
+    assert h.connections == [conn]
+    h.on_deadline(deadline)
+    assert [type(e) for e in events(h)] == [Closed] and h.connections == []
+
+
+def test_syn_above_rcv_nxt_reopens_time_wait_connection() -> None:
+    h = make_host()
+    old = _to_time_wait(h)
+    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 100_000), 2.0)
+    [synack] = segments(h, 2.0)
+    assert synack.control is tcp.Control.SYN and synack.ack == CLIENT_ISN + 100_001
+    assert [type(e) for e in events(h)] == [Closed] and h.stats.time_wait_reused == 1
+    new = h.lookup(PEER, 40000, HOST, 80)
+    assert new is not None and new is not old and new.state is State.SYN_RECEIVED
+
+
+def test_syn_at_or_below_rcv_nxt_goes_to_the_time_wait_connection() -> None:
+    h = make_host()
+    old = _to_time_wait(h)
+    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN), 2.0)
+    assert h.stats.time_wait_reused == 0 and h.lookup(PEER, 40000, HOST, 80) is old
+    assert all(s.control is not tcp.Control.SYN for s in segments(h, 2.0))

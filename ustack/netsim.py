@@ -1,0 +1,405 @@
+"""A virtual-time network simulator for sans-IO hosts.
+
+Theory of operation: a :class:`Network` holds hosts, one :class:`SimLink` per direction between
+two hosts, and a heap of ``(time, seq, kind, host, packet)`` actions. Nothing waits for real
+time: the loop pops the earliest action, sets ``now`` to its time, and either delivers a packet
+(``host.receive_packet``) or runs a host's timers (``host.on_deadline``). After every action the
+host is *serviced*: its events go to the application callback registered for it (which may call
+into connections and then ``host.touch``), its packets go onto the links, and its
+``next_deadline()`` is scheduled. A host has at most one live deadline entry; a moved deadline
+leaves the old entry in the heap, recognised as stale when it is popped.
+
+A link models a bottleneck: packets are serialised at ``bandwidth`` bytes/s behind the ones
+already queued, a packet finding ``queue_limit`` packets waiting is dropped (drop-tail,
+counted), and each packet then travels for ``delay`` seconds; an optional seeded
+:class:`~ustack.link.fault.FaultModel` decides losses, duplicates, reordering and corruption on
+arrival. Everything is deterministic for given seeds, so a failing run can be replayed exactly;
+``log=True`` keeps a packet log that :meth:`Network.format_log` prints tcpdump-style.
+
+The module also holds :class:`TransferApp`, a small bulk-transfer application used by the tests
+and ``bench/netsim.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from ustack.link.fault import FaultModel
+from ustack.stack.events import ConnectionAccepted, HostEvent
+from ustack.stack.host import Host, Listener
+from ustack.tcp.connection import Connection
+from ustack.tcp.events import (
+    Closed,
+    DataReceived,
+    EofReceived,
+    Established,
+    Event,
+    Reset,
+    TimedOut,
+    WriteSpace,
+)
+from ustack.wire.fmt import format_packet
+
+App = Callable[[Event | HostEvent, float], None]
+
+_DELIVER = 0
+_DEADLINE = 1
+# A host whose deadline does not move forward after on_deadline would spin forever at one
+# instant; this many actions at the same virtual time is treated as that bug.
+_MAX_ACTIONS_PER_INSTANT = 100_000
+
+
+@dataclass(slots=True)
+class SimLinkStats:
+    packets: int = 0  # offered to the link
+    bytes: int = 0
+    queue_drops: int = 0  # drop-tail: the queue already held queue_limit packets
+    fault_lost: int = 0  # the fault model delivered no copy
+    delivered: int = 0  # copies delivered to the far host (duplicates included)
+    no_route: int = 0  # counted on the Network's loopback stats only
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class SimLink:
+    """One direction of a simulated link."""
+
+    __slots__ = (
+        "_busy_until",
+        "_queue",
+        "bandwidth",
+        "delay",
+        "fault",
+        "name",
+        "queue_limit",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        name: str = "link",
+        *,
+        bandwidth: float | None = None,
+        delay: float = 0.0,
+        queue_limit: int | None = 1000,
+        fault: FaultModel | None = None,
+    ) -> None:
+        if bandwidth is not None and bandwidth <= 0:
+            raise ValueError("bandwidth must be positive (bytes/s) or None for unlimited")
+        if delay < 0:
+            raise ValueError("delay must not be negative")
+        self.name = name
+        self.bandwidth = bandwidth
+        self.delay = delay
+        self.queue_limit = queue_limit
+        self.fault = fault
+        self.stats = SimLinkStats()
+        self._busy_until = 0.0
+        self._queue: deque[float] = deque()  # departure times of packets not yet on the wire
+
+    def transmit(self, packet: bytes | bytearray, now: float) -> list[tuple[float, bytes]]:
+        """Queue ``packet`` at ``now``; return its arrivals at the far end as (time, bytes)."""
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(packet)
+        queue = self._queue
+        while queue and queue[0] <= now:
+            queue.popleft()
+        if self.queue_limit is not None and len(queue) >= self.queue_limit:
+            stats.queue_drops += 1
+            return []
+        start = max(now, self._busy_until)
+        done = start + (len(packet) / self.bandwidth if self.bandwidth else 0.0)
+        self._busy_until = done
+        queue.append(done)
+        arrive = done + self.delay
+        if self.fault is None:
+            arrivals = [(arrive, bytes(packet))]
+        else:
+            arrivals = self.fault.apply(packet, arrive)
+            if not arrivals:
+                stats.fault_lost += 1
+        stats.delivered += len(arrivals)
+        return arrivals
+
+
+@dataclass(slots=True)
+class LogEntry:
+    time: float
+    link: str
+    what: str  # "sent", "queue_drop", "lost", "delivered"
+    packet: bytes
+
+    def format(self) -> str:
+        return f"{self.time:12.6f} {self.link} {self.what:10} {format_packet(self.packet)}"
+
+
+class Network:
+    """Hosts, links between them, and the virtual clock."""
+
+    def __init__(self, *, start: float = 0.0, log: bool = False) -> None:
+        self.now = start
+        self.log: list[LogEntry] | None = [] if log else None
+        self._heap: list[tuple[float, int, int, Host, bytes]] = []
+        self._seq = 0
+        self._routes: dict[int, Host] = {}
+        self._links: dict[tuple[int, int], SimLink] = {}
+        self._apps: dict[int, App] = {}
+        self._deadline: dict[int, float | None] = {}
+        self.no_route = 0
+        self.actions = 0
+
+    def add_host(self, host: Host, app: App | None = None) -> Host:
+        for addr in host.addresses:
+            if addr in self._routes and self._routes[addr] is not host:
+                raise ValueError("address already used by another host")
+            self._routes[addr] = host
+        if app is not None:
+            self._apps[id(host)] = app
+        return host
+
+    def set_app(self, host: Host, app: App) -> None:
+        self._apps[id(host)] = app
+
+    def add_link(self, src: Host, dst: Host, link: SimLink) -> SimLink:
+        self._links[(id(src), id(dst))] = link
+        return link
+
+    def connect(
+        self,
+        a: Host,
+        b: Host,
+        *,
+        bandwidth: float | None = None,
+        delay: float = 0.0,
+        queue_limit: int | None = 1000,
+        fault_ab: FaultModel | None = None,
+        fault_ba: FaultModel | None = None,
+    ) -> tuple[SimLink, SimLink]:
+        """Join ``a`` and ``b`` with a link in each direction; return (a->b, b->a)."""
+        ab = SimLink(
+            "a>b", bandwidth=bandwidth, delay=delay, queue_limit=queue_limit, fault=fault_ab
+        )
+        ba = SimLink(
+            "b>a", bandwidth=bandwidth, delay=delay, queue_limit=queue_limit, fault=fault_ba
+        )
+        return self.add_link(a, b, ab), self.add_link(b, a, ba)
+
+    def transmit(self, src: Host, packet: bytes | bytearray) -> None:
+        """Put a raw datagram on the link from ``src`` to its destination, as if ``src`` sent it."""
+        self._send(src, packet, self.now)
+
+    def kick(self, host: Host) -> None:
+        """Service ``host`` now: call after the test itself called into it (connect, send...)."""
+        self._service(host)
+
+    def run(
+        self,
+        until: Callable[[], bool] | None = None,
+        *,
+        max_time: float,
+        max_actions: int | None = None,
+    ) -> bool:
+        """Run actions in time order until ``until()`` holds (return True), nothing is left to
+        do, or the next action is later than ``max_time`` (return ``until()``)."""
+        heap = self._heap
+        same_instant = 0
+        budget = max_actions
+        if until is not None and until():
+            return True
+        while heap:
+            t, _, kind, host, packet = heap[0]
+            if t > max_time:
+                # Everything up to max_time has happened.
+                self.now = max(self.now, max_time)
+                break
+            heapq.heappop(heap)
+            if t == self.now:
+                same_instant += 1
+                if same_instant > _MAX_ACTIONS_PER_INSTANT:
+                    raise RuntimeError(f"livelock: {same_instant} actions at t={t}")
+            else:
+                same_instant = 0
+            self.now = t
+            self.actions += 1
+            if budget is not None:
+                budget -= 1
+                if budget < 0:
+                    raise RuntimeError("netsim action budget exhausted")
+            if kind == _DELIVER:
+                host.receive_packet(packet, t)
+            else:
+                if self._deadline.get(id(host)) != t:
+                    continue  # stale: the host's deadline moved after this entry was pushed
+                self._deadline[id(host)] = None
+                host.on_deadline(t)
+            self._service(host)
+            if until is not None and until():
+                return True
+        return until() if until is not None else False
+
+    def format_log(self) -> str:
+        return "\n".join(e.format() for e in self.log or ())
+
+    def _push(self, t: float, kind: int, host: Host, packet: bytes) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, host, packet))
+
+    def _service(self, host: Host) -> None:
+        now = self.now
+        app = self._apps.get(id(host))
+        while True:
+            progressed = False
+            while (ev := host.next_event()) is not None:
+                progressed = True
+                if app is not None:
+                    app(ev, now)
+            packets = host.packets_to_send(now)
+            for p in packets:
+                self._send(host, p, now)
+            if not packets and not progressed:
+                break
+        d = host.next_deadline()
+        key = id(host)
+        if d is not None and self._deadline.get(key) != d:
+            d = max(d, now)
+            self._deadline[key] = d
+            self._push(d, _DEADLINE, host, b"")
+
+    def _send(self, src: Host, packet: bytes | bytearray, now: float) -> None:
+        dst_addr = int.from_bytes(packet[16:20], "big") if len(packet) >= 20 else 0
+        dst = self._routes.get(dst_addr)
+        link = self._links.get((id(src), id(dst))) if dst is not None else None
+        if dst is None or link is None:
+            self.no_route += 1
+            return
+        log = self.log
+        before = link.stats.queue_drops
+        arrivals = link.transmit(packet, now)
+        if log is not None:
+            data = bytes(packet)
+            if link.stats.queue_drops != before:
+                log.append(LogEntry(now, link.name, "queue_drop", data))
+            elif not arrivals:
+                log.append(LogEntry(now, link.name, "lost", data))
+            else:
+                log.append(LogEntry(now, link.name, "sent", data))
+        for t, copy in arrivals:
+            if log is not None:
+                log.append(LogEntry(t, link.name, "delivered", copy))
+            self._push(t, _DELIVER, dst, copy)
+
+
+@dataclass(slots=True)
+class TransferResult:
+    """What one side of one connection saw."""
+
+    sent: int = 0
+    received: int = 0
+    sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
+    established_at: float | None = None
+    eof_at: float | None = None
+    closed_at: float | None = None
+    reset: bool = False
+    timed_out: str | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.sha256.hexdigest()
+
+
+class TransferApp:
+    """Bulk transfer on every connection of one host: send ``payload``, read everything.
+
+    With a payload, the send side is shut down (FIN) once all of it is queued; without one, the
+    side shuts down after the peer's EOF, so the payload's sender is the active closer and ends
+    in TIME-WAIT. Pass ``listener`` to serve connections accepted there.
+    """
+
+    def __init__(
+        self, host: Host, payload: bytes = b"", *, listener: Listener | None = None
+    ) -> None:
+        self.host = host
+        self.payload = memoryview(payload)
+        self.listener = listener
+        self.results: dict[int, TransferResult] = {}
+        self._offset: dict[int, int] = {}
+        self._conns: dict[int, Connection] = {}
+        self._shut: set[int] = set()
+
+    def add(self, conn: Connection) -> TransferResult:
+        """Adopt ``conn`` (an active open, or one taken from the listener)."""
+        key = id(conn)
+        self._conns[key] = conn
+        self._offset[key] = 0
+        return self.results.setdefault(key, TransferResult())
+
+    def result(self, conn: Connection) -> TransferResult:
+        return self.results[id(conn)]
+
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._conns.values())
+
+    def __call__(self, event: Event | HostEvent, now: float) -> None:
+        if isinstance(event, ConnectionAccepted):
+            conn = event.listener.accept()
+            while conn is not None:
+                self.add(conn).established_at = now
+                self._push(conn, now)
+                conn = event.listener.accept()
+            return
+        conn = event.conn
+        key = id(conn)
+        result = self.results.get(key)
+        if result is None:
+            return  # a passive connection not accepted yet
+        if isinstance(event, Established):
+            result.established_at = now
+            self._push(conn, now)
+        elif isinstance(event, WriteSpace):
+            self._push(conn, now)
+        elif isinstance(event, DataReceived):
+            data = conn.read()
+            result.received += len(data)
+            result.sha256.update(data)
+            self.host.touch(conn)
+        elif isinstance(event, EofReceived):
+            data = conn.read()
+            if data:
+                result.received += len(data)
+                result.sha256.update(data)
+            result.eof_at = now
+            if not self.payload and key not in self._shut:
+                self._shut.add(key)
+                conn.shutdown(now)
+            self.host.touch(conn)
+        elif isinstance(event, Reset):
+            result.reset = True
+        elif isinstance(event, TimedOut):
+            result.timed_out = event.reason
+        elif isinstance(event, Closed):
+            result.closed_at = now
+
+    def _push(self, conn: Connection, now: float) -> None:
+        key = id(conn)
+        if key in self._shut or not self.payload:
+            return
+        offset = self._offset[key]
+        total = len(self.payload)
+        while offset < total:
+            n = conn.send(self.payload[offset:])
+            if n <= 0:
+                break
+            offset += n
+        self._offset[key] = offset
+        self.results[key].sent = offset
+        if offset == total:
+            self._shut.add(key)
+            conn.shutdown(now)
+        self.host.touch(conn)

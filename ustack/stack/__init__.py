@@ -1,0 +1,1 @@
+"""The sans-IO host: IPv4, ICMP echo, TCP demultiplexing, listeners (see :mod:`.host`)."""
