@@ -268,13 +268,16 @@ async def _demo(args: argparse.Namespace) -> int:
     ladder = Ladder(max_run=args.fold)
     address, peer = "10.7.0.2", "10.7.0.1"
 
-    def on_packet(direction: str, packet: bytes | bytearray | memoryview, now: float) -> None:
-        ladder.packet(now, direction, packet)
+    def on_packet(direction: str, packet: bytes | bytearray | memoryview, _now: float) -> None:
+        # One fine-grained clock for packets and state changes (uvloop's loop.time() moves in
+        # whole milliseconds, and the driver's ``now`` is the batch's), so times never run
+        # backwards in the diagram.
+        ladder.packet(time.monotonic(), direction, packet)
 
     def tracer(conn: Any, kind: str, detail: dict[str, Any]) -> None:
         if kind == "state":
             ladder.state(
-                loop.time(),
+                time.monotonic(),
                 (conn.local_addr, conn.local_port),
                 (conn.remote_addr, conn.remote_port),
                 _state_name(detail["from"]),

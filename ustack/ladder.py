@@ -25,7 +25,7 @@ from ustack.wire.tcp import Control
 INBOUND = "in"  # peer -> ustack
 OUTBOUND = "out"  # ustack -> peer
 
-_WIDTH = 46  # columns of the arrow between the two lifelines
+_WIDTH = 56  # columns of the arrow between the two lifelines
 
 
 @dataclass(slots=True)
@@ -52,6 +52,9 @@ class _Flow:
     local_fin_acked: bool = False
     peer_fin_seq: int = 0
     local_fin_seq: int = 0
+    # Window scale shifts from the two SYNs; None until known (RFC 7323 2.2: both or neither).
+    peer_wscale: int | None = None
+    local_wscale: int | None = None
 
 
 def _rel(seq: int, isn: int | None) -> int:
@@ -102,7 +105,14 @@ class Ladder:
             self._t0 = now
         flow = self._flow(local, peer)
         self._flush_fold(flow)
-        flow.rows.append(_Row(now, self._line(right=new)))
+        row = _Row(now, self._line(right=new))
+        if new == "LISTEN" and flow.rows:
+            # A listener's per-SYN TCB is created when the SYN arrives; a textbook draws the
+            # listening side in LISTEN before anything happens.
+            row.time = min(now, flow.rows[0].time)
+            flow.rows.insert(0, row)
+        else:
+            flow.rows.append(row)
 
     def _peer_state(self, flow: _Flow, now: float, new: str) -> None:
         if flow.peer_state != new:
@@ -151,9 +161,9 @@ class Ladder:
     def _segment(self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment) -> None:
         if seg.control is Control.SYN:
             if direction == INBOUND:
-                flow.peer_isn = seg.seq
+                flow.peer_isn, flow.peer_wscale = seg.seq, seg.options.wscale
             else:
-                flow.local_isn = seg.seq
+                flow.local_isn, flow.local_wscale = seg.seq, seg.options.wscale
         if seg.control is Control.FIN:
             if direction == INBOUND:
                 flow.peer_fin_seen, flow.peer_fin_seq = (
@@ -192,16 +202,21 @@ class Ladder:
         else:
             self._flush_fold(flow)
         if direction == INBOUND:
-            isn, ack_isn = flow.peer_isn, flow.local_isn
+            isn, ack_isn, shift = flow.peer_isn, flow.local_isn, flow.peer_wscale
         else:
-            isn, ack_isn = flow.local_isn, flow.peer_isn
+            isn, ack_isn, shift = flow.local_isn, flow.peer_isn, flow.local_wscale
+        window = seg.window
+        negotiated = flow.peer_wscale is not None and flow.local_wscale is not None
+        if seg.control is not Control.SYN and shift is not None and negotiated:
+            window <<= shift  # show the window in bytes, as the receiver reads it
         label = f"{tcpw.flag_string(seg.flags):<3} seq={_rel(seg.seq, isn)}"
         if seg.has_ack:
             label += f" ack={_rel(seg.ack, ack_isn)}"
-        label += f" win={seg.window} len={len(seg.payload)}"
-        if seg.options is not tcpw.NO_OPTIONS:
-            label += f" <{tcpw.format_options(seg.options)}>"
+        label += f" win={window} len={len(seg.payload)}"
         flow.rows.append(_Row(now, self._line(arrow=(direction, label))))
+        if seg.options is not tcpw.NO_OPTIONS and seg.options.sack_blocks == ():
+            note = f"<{tcpw.format_options(seg.options)}>"
+            flow.rows.append(_Row(now, self._line(note=note)))
 
     def _flush_fold(self, flow: _Flow) -> None:
         flow.run = 0
