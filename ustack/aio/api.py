@@ -1,0 +1,649 @@
+"""The public asyncio API: :class:`Stack`, servers, listeners and stream helpers.
+
+Theory of operation. A :class:`Stack` owns one link, the sans-IO host speaking through it and
+the :class:`~ustack.aio.driver.Driver` between them. Everything an application does goes
+through it and mirrors the stdlib: ``create_connection``/``create_server`` take protocol
+factories like the loop methods, ``connect``/``listen`` and the module-level
+``open_connection``/``start_server`` hand out stock ``asyncio.StreamReader``/``StreamWriter``
+pairs built on :class:`~ustack.aio.transport.TcpTransport`.
+
+Accepting comes in two styles. A :class:`Server` takes every connection the host's listener
+has completed as soon as the host reports it, like a kernel listening socket serviced by
+asyncio. A :class:`Listener` takes one only when ``accept()`` is awaited, so connections wait
+in the host's bounded accept queue meanwhile and ``backlog`` means what it says.
+
+``aclose(grace)`` is the orderly end: stop listening, close every connection gracefully, give
+them ``grace`` seconds to finish the FIN exchange, then reset whatever is left and close the
+link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ustack.aio.driver import DEFAULT_BATCH, Driver, PacketObserver, Tracer
+from ustack.aio.transport import TcpTransport
+from ustack.stack.host import Host
+from ustack.tcp.config import TcpConfig
+from ustack.tcp.state import State
+from ustack.wire.ipv4 import addr_to_int, int_to_addr
+
+if TYPE_CHECKING:
+    from ustack.link.base import Link
+    from ustack.tcp.connection import Connection
+    from ustack.tcp.stats import Stats
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+DEFAULT_LIMIT = 2**16  # asyncio's StreamReader buffer limit
+DEFAULT_BACKLOG = 128
+DEFAULT_GRACE = 2.0  # seconds aclose() waits for FIN exchanges before resetting
+
+ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
+
+# States in which nothing the application did is still in flight.
+_SETTLED = frozenset({State.CLOSED, State.TIME_WAIT, State.LISTEN})
+
+
+class _TracingHost(Host):
+    """A host whose connections get the tracer from birth, so a trace starts at the first
+    transition (CLOSED -> SYN-SENT, LISTEN -> SYN-RECEIVED) rather than at the first event
+    the driver sees. ``Host`` takes no tracer itself; this is the one place that sets it."""
+
+    def __init__(self, *args: Any, tracer: Tracer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tracer = tracer
+
+    def _new_connection(self, key: tuple[int, int, int, int], now: float) -> Connection:
+        conn = super()._new_connection(key, now)
+        conn.tracer = self._tracer
+        return conn
+
+
+def _parse_address(address: str, what: str) -> int:
+    try:
+        return addr_to_int(address)
+    except (ValueError, TypeError, OSError):
+        raise ValueError(f"{what} must be a dotted-quad IPv4 address, got {address!r}") from None
+
+
+class Stack:
+    """A userspace TCP/IP host on one link, driven by the running event loop.
+
+    Use as ``async with Stack(link, address="10.7.0.2") as stack:``. The stack owns the link
+    and closes it in :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        address: str,
+        config: TcpConfig | None = None,
+        batch: int = DEFAULT_BATCH,
+        tracer: Tracer | None = None,
+        on_packet: PacketObserver | None = None,
+        secret: bytes | None = None,
+        isn: Callable[..., int] | None = None,
+        **host_options: Any,
+    ) -> None:
+        self.link = link
+        self.address = address
+        self._addr = _parse_address(address, "address")
+        self.config = config if config is not None else TcpConfig()
+        self.tracer = tracer
+        self._batch = batch
+        self._on_packet = on_packet
+        self._secret = secret if secret is not None else os.urandom(16)
+        self._isn = isn
+        self._host_options = host_options
+        self._host: Host | None = None
+        self._driver: Driver | None = None
+        self._transports: set[TcpTransport] = set()
+        self._servers: set[Server] = set()
+        self._listeners: set[Listener] = set()
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    @classmethod
+    def tun(
+        cls,
+        name: str = "ustack0",
+        address: str = "10.7.0.2",
+        peer: str = "10.7.0.1",
+        prefixlen: int = 24,
+        mtu: int = 1500,
+        *,
+        netns: str | None = None,
+        **kwargs: Any,
+    ) -> Stack:
+        """A stack on a new TUN device: the kernel side gets ``peer/prefixlen``, the stack
+        answers as ``address``. ``netns`` creates the device inside that namespace.
+
+        Raises :class:`~ustack.link.errors.LinkError` (an ``OSError``) with a one-line reason.
+        """
+        from ustack.link.tun import TunLink
+
+        link = TunLink.open(
+            name, mtu=mtu, address=peer, peer=address, prefixlen=prefixlen, netns=netns
+        )
+        try:
+            return cls(link, address=address, **kwargs)
+        except BaseException:
+            link.close()
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._driver else "new"
+        return f"<Stack {self.address} {state} on {self.link!r}>"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Stack:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        """Attach to the running loop; the async methods call this on first use."""
+        if self._closed:
+            raise RuntimeError("stack is closed")
+        if self._driver is not None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        options = dict(self._host_options)
+        if self._isn is not None:
+            options["isn"] = self._isn
+        if self.tracer is not None:
+            options["tracer"] = self.tracer
+        self._host = (Host if self.tracer is None else _TracingHost)(
+            self._addr,
+            config=self.config,
+            mtu=self.link.mtu,
+            secret=self._secret,
+            now=now,
+            **options,
+        )
+        self._driver = Driver(
+            loop,
+            self.link,
+            self._host,
+            batch=self._batch,
+            on_packet=self._on_packet,
+        )
+        self._driver.start()
+
+    def _running(self) -> Driver:
+        if self._driver is None:
+            self.start()
+        assert self._driver is not None
+        if self._closed or self._closing is not None:
+            raise RuntimeError("stack is closed")
+        return self._driver
+
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            raise RuntimeError("stack not started: use 'async with' or call start()")
+        return self._host
+
+    @property
+    def driver(self) -> Driver:
+        if self._driver is None:
+            raise RuntimeError("stack not started: use 'async with' or call start()")
+        return self._driver
+
+    @property
+    def stats(self) -> Stats:
+        return self.host.stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def aclose(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop listening, close connections gracefully, wait up to ``grace`` seconds for
+        them to finish, reset the rest, and close the link."""
+        if self._closed:
+            return
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        driver = self._driver
+        if driver is None:
+            self._closed = True
+            self.link.close()
+            return
+        loop = driver.loop
+        self._closing = loop.create_future()
+        try:
+            for server in list(self._servers):
+                server.close()
+            for listener in list(self._listeners):
+                listener.close()
+            for transport in list(self._transports):
+                transport.close()
+            driver.kick()
+            if grace > 0 and not self._settled():
+                settled = loop.create_future()
+
+                def check() -> None:
+                    if not settled.done() and self._settled():
+                        settled.set_result(None)
+
+                driver._on_progress = check
+                try:
+                    await asyncio.wait_for(settled, grace)
+                except TimeoutError:
+                    pass
+                finally:
+                    driver._on_progress = None
+            # Whatever is still exchanging FINs (or was never closed) is reset.
+            now = driver.now()
+            for conn in self._host_connections():
+                if conn.state not in _SETTLED:
+                    conn.abort(now)
+                    driver.host.touch(conn)
+            driver.dispatch_events()
+            driver.flush(now)
+            # Let connection_lost callbacks scheduled above run before the loop moves on.
+            await asyncio.sleep(0)
+        finally:
+            self._closed = True
+            driver.stop()
+            self.link.close()
+            self._closing.set_result(None)
+
+    def _settled(self) -> bool:
+        return all(conn.state in _SETTLED for conn in self._host_connections())
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def _host_connections(self) -> list[Connection]:
+        if self._host is None:
+            return []
+        return self._host.connections
+
+    def connections(self) -> list[dict[str, Any]]:
+        """One dict per connection the host knows, for status pages and the CLI."""
+        rows = []
+        for conn in self._host_connections():
+            rows.append(
+                {
+                    "local": f"{int_to_addr(conn.local_addr)}:{conn.local_port}",
+                    "remote": f"{int_to_addr(conn.remote_addr)}:{conn.remote_port}",
+                    "state": str(conn.state),  # RFC 9293 spelling: "TIME-WAIT"
+                    "snd_una": conn.snd_una,
+                    "snd_nxt": conn.snd_nxt,
+                    "snd_wnd": conn.snd_wnd,
+                    "rcv_nxt": conn.rcv_nxt,
+                    "rcv_wnd": conn.rcv_wnd,
+                    "send_queued": conn.send_queued,
+                    "readable": conn.readable,
+                    "cwnd": conn.cwnd,
+                    "ssthresh": conn.ssthresh,
+                    "srtt": conn.srtt,
+                    "rto": conn.rto,
+                }
+            )
+        return rows
+
+    # -- making transports ---------------------------------------------------------------------
+
+    def _track(self, transport: TcpTransport, also: Callable[[TcpTransport], None] | None) -> None:
+        self._transports.add(transport)
+
+        def lost(t: TcpTransport) -> None:
+            self._transports.discard(t)
+            if also is not None:
+                also(t)
+
+        transport.on_lost = lost
+
+    def _accepted(
+        self,
+        conn: Connection,
+        protocol: asyncio.BaseProtocol,
+        on_lost: Callable[[TcpTransport], None] | None = None,
+    ) -> TcpTransport:
+        transport = TcpTransport(self.driver, conn, protocol)
+        self._track(transport, on_lost)
+        transport.start_passive()
+        return transport
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], P],
+        host: str,
+        port: int,
+        *,
+        timeout: float | None = None,
+        local_port: int | None = None,
+    ) -> tuple[TcpTransport, P]:
+        """Active open, like ``loop.create_connection``. Raises ``ConnectionRefusedError``
+        (RST), ``TimeoutError`` (SYN retries exhausted, or ``timeout`` seconds passed)."""
+        driver = self._running()
+        remote = _parse_address(host, "host")
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be 1..65535, got {port!r}")
+        conn = self.host.connect(remote, port, driver.now(), local_port=local_port)
+        protocol = protocol_factory()
+        waiter: asyncio.Future[None] = driver.loop.create_future()
+        transport = TcpTransport(driver, conn, protocol, waiter=waiter)
+        self._track(transport, None)
+        driver.kick()
+        try:
+            if timeout is None:
+                await waiter
+            else:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except BaseException:
+            self._transports.discard(transport)
+            transport._abandon()
+            if conn.state is not State.CLOSED:
+                conn.abort(driver.now())
+                driver.touch(conn)
+            raise
+        return transport, protocol
+
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        port: int,
+        *,
+        host: str | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        start_serving: bool = True,
+    ) -> Server:
+        """Listen on ``port``, like ``loop.create_server``; every completed connection gets a
+        protocol from ``protocol_factory``."""
+        self._running()
+        self._check_local(host)
+        server = Server(self, protocol_factory, port, backlog)
+        if start_serving:
+            await server.start_serving()
+        return server
+
+    async def connect(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None = None,
+        limit: int = DEFAULT_LIMIT,
+        local_port: int | None = None,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """``open_connection`` on this stack: returns a stock reader/writer pair."""
+        loop = self._running().loop
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await self.create_connection(
+            lambda: protocol, host, port, timeout=timeout, local_port=local_port
+        )
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, writer
+
+    async def listen(
+        self, port: int, *, backlog: int = DEFAULT_BACKLOG, limit: int = DEFAULT_LIMIT
+    ) -> Listener:
+        """Listen on ``port``; ``await listener.accept()`` returns (reader, writer) pairs."""
+        self._running()
+        return Listener(self, port, backlog, limit)
+
+    def _check_local(self, host: str | None) -> None:
+        if host is None or host in ("", "0.0.0.0"):
+            return
+        if _parse_address(host, "host") != self._addr:
+            raise OSError(errno.EADDRNOTAVAIL, f"{host} is not this stack's address")
+
+    def _listen(self, port: int, backlog: int, owner: Server | Listener) -> Any:
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be 1..65535, got {port!r}")
+        listener = self.host.listen(port, backlog=backlog)
+        self.driver.register_listener(listener, owner)
+        return listener
+
+    def _unlisten(self, listener: Any) -> None:
+        if self._driver is not None:
+            self._driver.unregister_listener(listener)
+        if self._driver is not None and not self._driver.closed:
+            listener.close(self._driver.now())
+            self._driver.kick()
+
+
+class Server:
+    """A listening port serviced by protocol factories; the ``asyncio.Server`` surface
+    without sockets."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        port: int,
+        backlog: int,
+    ) -> None:
+        self._stack = stack
+        self._loop = stack.driver.loop
+        self._factory = protocol_factory
+        self.port = port
+        self._backlog = backlog
+        self._listener: Any = None
+        self._serving = False
+        self._closed = False
+        self._active: set[TcpTransport] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._serving_forever: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ustack Server {self._stack.address}:{self.port} serving={self._serving}>"
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if not self._serving:
+            self._listener = self._stack._listen(self.port, self._backlog, self)
+            self._stack._servers.add(self)
+            self._serving = True
+            self._accept_all()
+
+    def _on_event(self, event: Any) -> None:
+        self._accept_all()
+
+    def _accept_all(self) -> None:
+        listener = self._listener
+        while self._serving:
+            conn = listener.accept()
+            if conn is None:
+                return
+            try:
+                protocol = self._factory()
+            except Exception as exc:
+                self._loop.call_exception_handler(
+                    {"message": "ustack: protocol factory failed", "exception": exc}
+                )
+                conn.abort(self._stack.driver.now())
+                self._stack.driver.touch(conn)
+                continue
+            transport = self._stack._accepted(conn, protocol, self._detach)
+            self._active.add(transport)
+
+    def _detach(self, transport: TcpTransport) -> None:
+        self._active.discard(transport)
+        if self._closed and not self._active:
+            self._wakeup()
+
+    def _wakeup(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop listening; connections already accepted carry on (see :meth:`close_clients`)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._serving = False
+        self._stack._servers.discard(self)
+        if self._listener is not None:
+            self._stack._unlisten(self._listener)
+            self._listener = None
+        if self._serving_forever is not None and not self._serving_forever.done():
+            self._serving_forever.cancel()
+        if not self._active:
+            self._wakeup()
+
+    def close_clients(self) -> None:
+        for transport in list(self._active):
+            transport.close()
+
+    def abort_clients(self) -> None:
+        for transport in list(self._active):
+            transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed and every connection it accepted has ended."""
+        if self._closed and not self._active:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever is not None:
+            raise RuntimeError(f"{self!r} is already being awaited on serve_forever()")
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        await self.start_serving()
+        self._serving_forever = self._loop.create_future()
+        try:
+            await self._serving_forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever = None
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+class Listener:
+    """A listening port whose connections are taken one ``accept()`` at a time."""
+
+    def __init__(self, stack: Stack, port: int, backlog: int, limit: int) -> None:
+        self._stack = stack
+        self._loop = stack.driver.loop
+        self.port = port
+        self._limit = limit
+        self._closed = False
+        self._ready: asyncio.Future[None] | None = None
+        self._listener: Any = stack._listen(port, backlog, self)
+        stack._listeners.add(self)
+
+    def __repr__(self) -> str:
+        return f"<ustack Listener {self._stack.address}:{self.port}>"
+
+    def _on_event(self, event: Any) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    async def accept(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The next completed connection as a stock (reader, writer) pair."""
+        while True:
+            if self._closed:
+                raise OSError(errno.EBADF, "listener is closed")
+            conn = self._listener.accept()
+            if conn is not None:
+                break
+            self._ready = self._loop.create_future()
+            try:
+                await self._ready
+            finally:
+                self._ready = None
+        reader = asyncio.StreamReader(limit=self._limit, loop=self._loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=self._loop)
+        transport = self._stack._accepted(conn, protocol)
+        writer = asyncio.StreamWriter(transport, protocol, reader, self._loop)
+        return reader, writer
+
+    def close(self) -> None:
+        """Stop listening; connections not yet accepted are reset by the host."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stack._listeners.discard(self)
+        self._stack._unlisten(self._listener)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    stack: Stack,
+    limit: int = DEFAULT_LIMIT,
+    timeout: float | None = None,
+    local_port: int | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` over ``stack``."""
+    return await stack.connect(host, port, timeout=timeout, limit=limit, local_port=local_port)
+
+
+async def start_server(
+    client_connected_cb: ClientConnected,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    stack: Stack,
+    backlog: int = DEFAULT_BACKLOG,
+    limit: int = DEFAULT_LIMIT,
+    start_serving: bool = True,
+) -> Server:
+    """``asyncio.start_server`` over ``stack``: ``client_connected_cb(reader, writer)`` runs for
+    every connection (as a task when it is a coroutine function)."""
+    if port is None:
+        raise ValueError("port is required")
+    loop = asyncio.get_running_loop()
+
+    def factory() -> asyncio.StreamReaderProtocol:
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+    return await stack.create_server(
+        factory, port, host=host, backlog=backlog, start_serving=start_serving
+    )

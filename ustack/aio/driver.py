@@ -1,0 +1,284 @@
+"""The asyncio driver: link -> host -> link, with one timer.
+
+Theory of operation. The host and its connections are sans-IO: they take ``now`` and bytes, and
+hand back packets, events and a single ``next_deadline()``. The driver is the only thing that
+turns those into wakeups:
+
+* **Input.** ``loop.add_reader(link.fileno())``. Each readiness event drains at most ``batch``
+  packets (DESIGN rule 12), feeding each to ``host.receive_packet(pkt, now)`` with one ``now``
+  for the whole batch. A full batch means more may be waiting, so the rest is read from a
+  ``call_soon`` continuation: other callbacks get a turn, and the reader callback does nothing
+  while that continuation is pending, so one loop iteration never does two batches.
+* **After a batch**, host events are dispatched to their transports and listeners first
+  (delivering data may read it, which can open the receive window), then ``packets_to_send`` is
+  flushed once, as one ``write_batch``.
+* **Application calls** (write, close, abort, resume_reading, connect) only mark the driver
+  dirty; a single ``call_soon`` flush serves every call made in the same loop iteration, so a
+  burst of ``write()`` calls makes one flush, and Nagle/cwnd see the whole burst.
+* **Time.** Exactly one ``loop.call_at`` handle is live, armed at the earlier of
+  ``host.next_deadline()`` and ``link.next_deadline()``. It is re-armed only when that deadline
+  changes, never polled. ``now`` passed to the core never goes backwards, and a timer that
+  fires counts as having reached its deadline: uvloop's clock has millisecond granularity, and
+  a timer seen as early would otherwise re-arm at the same instant and spin.
+
+Nothing here formats a log message per packet; the packet observer hook costs one ``is None``
+test when unused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ustack.tcp import events as ev
+
+if TYPE_CHECKING:
+    from ustack.link.base import Link
+    from ustack.stack.host import Host
+    from ustack.tcp.connection import Connection
+
+DEFAULT_BATCH = 256
+
+PacketObserver = Callable[[str, bytes | bytearray | memoryview, float], None]
+# (connection, kind, detail): the Connection.tracer signature, set on every connection.
+Tracer = Callable[[Any, str, dict[str, Any]], None]
+
+
+class EventSink(Protocol):
+    """Whatever owns a connection (a transport) or a listener (a server) on the asyncio side."""
+
+    def _on_event(self, event: Any) -> None: ...
+
+
+class Driver:
+    __slots__ = (
+        "_batch",
+        "_closed",
+        "_continue_pending",
+        "_flush_pending",
+        "_last_now",
+        "_listeners",
+        "_on_progress",
+        "_owners",
+        "_reading",
+        "_timer",
+        "_timer_when",
+        "host",
+        "link",
+        "loop",
+        "on_packet",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        link: Link,
+        host: Host,
+        *,
+        batch: int = DEFAULT_BATCH,
+        on_packet: PacketObserver | None = None,
+    ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        self.loop = loop
+        self.link = link
+        self.host = host
+        self.on_packet = on_packet
+        self._batch = batch
+        self._owners: dict[int, EventSink] = {}  # id(conn) -> transport
+        self._listeners: dict[int, EventSink] = {}  # id(host listener) -> server
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self._flush_pending = False
+        self._continue_pending = False
+        self._reading = False
+        self._closed = False
+        self._last_now = loop.time()
+        # Called after every batch, timer or flush; aclose() uses it to notice quiescence.
+        self._on_progress: Callable[[], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("driver is closed")
+        if not self._reading:
+            self.loop.add_reader(self.link.fileno(), self._on_readable)
+            self._reading = True
+        self._rearm()
+
+    def stop(self) -> None:
+        """Stop reading and cancel the timer; the link and host are left to their owner."""
+        self._closed = True
+        if self._reading:
+            self.loop.remove_reader(self.link.fileno())
+            self._reading = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_when = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def now(self) -> float:
+        now = self.loop.time()
+        if now < self._last_now:
+            return self._last_now
+        self._last_now = now
+        return now
+
+    # -- registration ------------------------------------------------------------------------
+
+    def register(self, conn: Connection, owner: EventSink) -> None:
+        self._owners[id(conn)] = owner
+
+    def unregister(self, conn: Connection) -> None:
+        self._owners.pop(id(conn), None)
+
+    def register_listener(self, listener: object, owner: EventSink) -> None:
+        self._listeners[id(listener)] = owner
+
+    def unregister_listener(self, listener: object) -> None:
+        self._listeners.pop(id(listener), None)
+
+    # -- the three wakeups -------------------------------------------------------------------
+
+    def touch(self, conn: Connection) -> None:
+        """The application called into ``conn``: the host must look at it again (its output,
+        deadline and events), and a flush is due."""
+        self.host.touch(conn)
+        if not self._flush_pending and not self._closed:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush_soon)
+
+    def kick(self) -> None:
+        """An application call changed what the host wants to send: flush once, soon."""
+        if not self._flush_pending and not self._closed:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush_soon)
+
+    def _on_readable(self) -> None:
+        if self._continue_pending:
+            return  # the continuation already scheduled will read; one batch per iteration
+        self._read_batch()
+
+    def _continue(self) -> None:
+        self._continue_pending = False
+        if not self._closed:
+            self._read_batch()
+
+    def _read_batch(self) -> None:
+        now = self.now()
+        packets = self.link.read_batch(now, self._batch)
+        if packets:
+            host = self.host
+            observer = self.on_packet
+            if observer is None:
+                for pkt in packets:
+                    host.receive_packet(pkt, now)
+            else:
+                for pkt in packets:
+                    observer("in", pkt, now)
+                    host.receive_packet(pkt, now)
+            if len(packets) >= self._batch and not self._continue_pending:
+                self._continue_pending = True
+                self.loop.call_soon(self._continue)
+        self._process(now)
+
+    def _on_timer(self) -> None:
+        when = self._timer_when
+        self._timer = None
+        self._timer_when = None
+        if self._closed:
+            return
+        now = self.now()
+        if when is not None and now < when:
+            now = self._last_now = when
+        host_deadline = self.host.next_deadline()
+        if host_deadline is not None and host_deadline <= now:
+            self.host.on_deadline(now)
+        link_deadline = self.link.next_deadline()
+        if link_deadline is not None and link_deadline <= now:
+            self.link.on_deadline(now)
+            # A delaying link may now have inbound packets due; they are read like any others.
+            packets = self.link.read_batch(now, self._batch)
+            observer = self.on_packet
+            for pkt in packets:
+                if observer is not None:
+                    observer("in", pkt, now)
+                self.host.receive_packet(pkt, now)
+        self._process(now)
+
+    def _flush_soon(self) -> None:
+        self._flush_pending = False
+        if not self._closed:
+            self._process(self.now())
+
+    # -- the common tail: events, one flush, one timer ---------------------------------------
+
+    def _process(self, now: float) -> None:
+        self.dispatch_events()
+        self.flush(now)
+        self._rearm()
+        if self._on_progress is not None:
+            self._on_progress()
+
+    def dispatch_events(self) -> None:
+        host = self.host
+        owners = self._owners
+        event = host.next_event()
+        while event is not None:
+            conn = getattr(event, "conn", None)
+            owner: EventSink | None
+            if conn is not None:
+                owner = owners.get(id(conn))
+                if type(event) is ev.Closed:
+                    owners.pop(id(conn), None)
+            else:
+                owner = self._listeners.get(id(getattr(event, "listener", None)))
+            if owner is not None:
+                try:
+                    owner._on_event(event)
+                except Exception as exc:
+                    # A failing protocol callback must not cost the other connections their
+                    # events or this batch its flush; report it the way asyncio reports a
+                    # failing callback, and reset that one connection.
+                    self._owner_failed(owner, event, exc)
+            event = host.next_event()
+
+    def _owner_failed(self, owner: EventSink, event: object, exc: Exception) -> None:
+        self.loop.call_exception_handler(
+            {"message": f"ustack: handling {type(event).__name__} failed", "exception": exc}
+        )
+        abort = getattr(owner, "abort", None)
+        if abort is not None:
+            try:
+                abort()
+            except Exception:
+                pass
+
+    def flush(self, now: float) -> None:
+        packets = self.host.packets_to_send(now)
+        if packets:
+            observer = self.on_packet
+            if observer is not None:
+                for pkt in packets:
+                    observer("out", pkt, now)
+            self.link.write_batch(packets, now)
+
+    def _rearm(self) -> None:
+        deadline = self.host.next_deadline()
+        link_deadline = self.link.next_deadline()
+        if link_deadline is not None and (deadline is None or link_deadline < deadline):
+            deadline = link_deadline
+        if deadline == self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_when = deadline
+        if deadline is not None and not self._closed:
+            self._timer = self.loop.call_at(deadline, self._on_timer)

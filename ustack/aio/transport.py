@@ -1,0 +1,426 @@
+"""``asyncio.Transport`` over one TCP connection of the sans-IO core.
+
+Theory of operation. A :class:`TcpTransport` owns one ``Connection`` and the asyncio protocol
+on top of it. The driver hands it that connection's events; it turns them into protocol calls.
+
+* **Sending.** ``write()`` copies into the connection's send buffer up to ``send_space`` (the
+  connection plays the part the kernel socket buffer plays for asyncio's socket transport).
+  Whatever does not fit waits in an overflow queue here and is moved in on ``WriteSpace``
+  events. ``get_write_buffer_size()`` is the overflow size, and the usual high/low watermarks
+  on it call ``pause_writing``/``resume_writing``, which is what ``StreamWriter.drain()`` waits
+  on. So a writer is held back once the peer's window, our send buffer and the high watermark
+  are all full.
+* **Receiving.** ``DataReceived`` is answered with ``conn.read()`` -> ``data_received``.
+  ``pause_reading()`` simply stops reading: the bytes stay in the connection, its receive
+  window shrinks to zero, and the peer stops sending. ``resume_reading()`` reads what is
+  pending, which reopens the window; the driver's flush sends the window update.
+* **Closing.** ``write_eof()`` is a FIN after every queued byte (half-close); ``close()`` is a
+  graceful close, deferred until the overflow has been handed to the connection; ``abort()``
+  is an RST. As with asyncio's socket transport, ``connection_lost`` follows a local close as
+  soon as everything has been handed over (the connection finishes FIN-WAIT/TIME-WAIT on its
+  own), or when the connection ends by itself, with the builtin exception that says why.
+* **Errors.** RST -> ``ConnectionResetError``, a give-up timer -> ``TimeoutError``; writes
+  after that are dropped silently (counted) and ``drain()`` raises, as with asyncio sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ustack.tcp import events as ev
+from ustack.wire.ipv4 import int_to_addr
+
+if TYPE_CHECKING:
+    from ustack.aio.driver import Driver
+    from ustack.tcp.connection import Connection
+
+# asyncio's defaults for selector transports (64 KiB high, a quarter of it low).
+DEFAULT_HIGH_WATER = 64 * 1024
+
+
+def _error(code: int, detail: str | None = None) -> OSError:
+    # OSError(errno, ...) instantiates the matching builtin subclass (ConnectionResetError, ...).
+    message = os.strerror(code) if detail is None else f"{os.strerror(code)} ({detail})"
+    return OSError(code, message)
+
+
+def error_for(event: ev.Reset | ev.TimedOut) -> OSError:
+    """The builtin exception an application sees for a connection that ended abnormally."""
+    if type(event) is ev.Reset:
+        return _error(errno.ECONNREFUSED if event.refused else errno.ECONNRESET)
+    assert type(event) is ev.TimedOut
+    return _error(errno.ETIMEDOUT, event.reason)
+
+
+class TcpTransport(asyncio.Transport):
+    """One TCP connection as an asyncio transport; create via the :mod:`ustack.aio.api`."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        conn: Connection,
+        protocol: asyncio.BaseProtocol,
+        *,
+        waiter: asyncio.Future[None] | None = None,
+    ) -> None:
+        extra = {
+            "peername": (int_to_addr(conn.remote_addr), conn.remote_port),
+            "sockname": (int_to_addr(conn.local_addr), conn.local_port),
+            "ustack_connection": conn,
+            "socket": None,
+        }
+        super().__init__(extra)
+        self._driver = driver
+        self._loop = driver.loop
+        self._conn = conn
+        self._protocol = protocol
+        self._waiter = waiter  # set while an active open is in progress
+        self._overflow: deque[bytes] = deque()
+        self._overflow_size = 0
+        self._high_water = DEFAULT_HIGH_WATER
+        self._low_water = DEFAULT_HIGH_WATER // 4
+        self._protocol_paused = False  # pause_writing() was called on the protocol
+        self._reading_paused = False
+        self._eof_pending = False  # peer FIN arrived while reading was paused
+        self._eof_delivered = False
+        self._write_eof_pending = False  # write_eof() waiting for the overflow to drain
+        self._eof_sent = False
+        self._closing = False  # close() or abort() called, or the connection is gone
+        self._close_pending = False  # close() waiting for the overflow to drain
+        self._made = False  # connection_made delivered
+        self._lost = False  # connection_lost delivered (or scheduled)
+        self._exc: Exception | None = None
+        self.writes_after_lost = 0
+        # Called once after connection_lost; servers and the Stack track live transports.
+        self.on_lost: Callable[[TcpTransport], None] | None = None
+        driver.register(conn, self)
+
+    def __repr__(self) -> str:
+        local = self.get_extra_info("sockname")
+        remote = self.get_extra_info("peername")
+        state = getattr(self._conn.state, "name", self._conn.state)
+        return f"<TcpTransport {local[0]}:{local[1]} -> {remote[0]}:{remote[1]} {state}>"
+
+    # -- asyncio.BaseTransport -----------------------------------------------------------------
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Graceful close: FIN once every byte written so far has been handed to TCP."""
+        if self._closing:
+            return
+        self._closing = True
+        self._reading_paused = True  # asyncio: no data_received after close()
+        if self._overflow:
+            self._close_pending = True
+            return
+        self._close_now()
+
+    def _close_now(self) -> None:
+        self._close_pending = False
+        if not self._lost:
+            self._conn.close(self._driver.now())
+            self._driver.touch(self._conn)
+            self._connection_lost(None)
+
+    def abort(self) -> None:
+        """Reset the connection (RST) and drop anything not yet sent."""
+        if self._lost:
+            return
+        self._closing = True
+        self._overflow.clear()
+        self._overflow_size = 0
+        self._conn.abort(self._driver.now())
+        self._driver.touch(self._conn)
+        self._connection_lost(None)
+
+    # -- asyncio.ReadTransport -----------------------------------------------------------------
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused and not self._closing
+
+    def pause_reading(self) -> None:
+        """Stop taking bytes from the connection; its receive window closes as they pile up."""
+        if self._closing:
+            return
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        """Take what is waiting (reopening the window); pending EOF follows the data."""
+        if self._closing or not self._reading_paused:
+            return
+        self._reading_paused = False
+        self._loop.call_soon(self._deliver_pending)
+
+    def _deliver_pending(self) -> None:
+        if self._reading_paused or self._lost or not self._made:
+            return
+        self._deliver_data()
+        if self._eof_pending:
+            self._deliver_eof()
+        # Reading may have opened the window: let the window update go out.
+        self._driver.touch(self._conn)
+
+    # -- asyncio.WriteTransport ----------------------------------------------------------------
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+        self._maybe_resume_protocol()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def get_write_buffer_size(self) -> int:
+        return self._overflow_size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be a bytes-like object, not {type(data).__name__!r}")
+        if self._eof_sent or self._write_eof_pending:
+            raise RuntimeError("cannot call write() after write_eof()")
+        if self._closing:
+            # Like asyncio's socket transport after close() or a lost connection: no exception
+            # and no log here; StreamWriter.drain() raises the connection's error instead.
+            self.writes_after_lost += 1
+            return
+        if not data:
+            return
+        if self._overflow:
+            self._overflow.append(bytes(data))
+            self._overflow_size += len(data)
+        else:
+            try:
+                sent = self._conn.send(data)
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if sent < len(data):
+                rest = bytes(memoryview(data)[sent:])
+                self._overflow.append(rest)
+                self._overflow_size += len(rest)
+        self._driver.touch(self._conn)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        """Half-close: FIN after everything written so far; reading goes on."""
+        if self._eof_sent or self._write_eof_pending or self._closing:
+            return
+        if self._overflow:
+            self._write_eof_pending = True
+            return
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._write_eof_pending = False
+        self._eof_sent = True
+        try:
+            self._conn.shutdown(self._driver.now())
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._driver.touch(self._conn)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    # -- events from the driver ----------------------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        kind = type(event)
+        if self._lost and kind is not ev.Closed:
+            return  # closed or aborted locally: the connection finishes without us
+        if kind is ev.DataReceived:
+            if not self._reading_paused and self._made and not self._lost:
+                self._deliver_data()
+        elif kind is ev.WriteSpace:
+            self._refill()
+        elif kind is ev.Established:
+            self._established()
+        elif kind is ev.EofReceived:
+            self._eof_pending = True
+            if not self._reading_paused and self._made and not self._lost:
+                self._deliver_data()
+                self._deliver_eof()
+        elif kind is ev.Reset or kind is ev.TimedOut:
+            self._fail(error_for(event))
+        elif kind is ev.Closed:
+            self._driver.unregister(self._conn)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_exception(self._exc or _error(errno.ECONNABORTED))
+            elif self._made and not self._lost:
+                # Both FINs exchanged (or the peer's RST already reported): the stream is over.
+                self._closing = True
+                self._connection_lost(self._exc)
+
+    def _established(self) -> None:
+        if self._made:
+            return
+        self._made = True
+        self._protocol.connection_made(self)
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def start_passive(self) -> None:
+        """A connection taken from a listener: already established, maybe with data and FIN."""
+        self._made = True
+        self._protocol.connection_made(self)
+        if self._conn.readable or self._conn.eof_received:
+            self._eof_pending = self._conn.eof_received
+            self._loop.call_soon(self._deliver_pending)
+
+    def _deliver_data(self) -> None:
+        data = self._conn.read()
+        # Reading opens the receive window, which may call for a window update.
+        self._driver.host.touch(self._conn)
+        if data:
+            self._protocol.data_received(data)  # type: ignore[attr-defined]
+
+    def _deliver_eof(self) -> None:
+        if self._eof_delivered:
+            return
+        self._eof_pending = False
+        self._eof_delivered = True
+        keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+        if not keep_open:
+            self.close()
+
+    def _refill(self) -> None:
+        """Move overflow into the connection's send buffer as space opens."""
+        overflow = self._overflow
+        conn = self._conn
+        moved = False
+        while overflow:
+            if conn.send_space <= 0:
+                break
+            chunk = overflow[0]
+            try:
+                # The whole chunk, even if it does not fit: a short write is what tells the
+                # connection to report WriteSpace again once the buffer drains.
+                sent = conn.send(chunk)
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if sent <= 0:
+                break
+            moved = True
+            self._overflow_size -= sent
+            if sent == len(chunk):
+                overflow.popleft()
+            else:
+                overflow[0] = chunk[sent:]
+                break
+        if moved:
+            self._driver.touch(self._conn)
+        if not overflow:
+            if self._close_pending:
+                self._close_now()
+            elif self._write_eof_pending:
+                self._shutdown()
+        self._maybe_resume_protocol()
+
+    def _fail(self, exc: Exception) -> None:
+        """The connection is gone abnormally: report ``exc`` once, to whoever is waiting."""
+        if self._exc is None:
+            self._exc = exc
+        self._overflow.clear()
+        self._overflow_size = 0
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_exception(exc)
+            self._closing = True
+            self._lost = True
+            return
+        self._closing = True
+        if self._made:
+            self._connection_lost(exc)
+
+    def _abandon(self) -> None:
+        """The active open failed or was given up: no protocol callback will ever follow."""
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        self._closing = True
+        self._lost = True
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Exception | None) -> None:
+        try:
+            if self._protocol_paused:
+                self._protocol_paused = False
+            self._protocol.connection_lost(exc)
+        finally:
+            self._protocol = None  # type: ignore[assignment]
+            if self.on_lost is not None:
+                self.on_lost(self)
+
+    # -- write flow control (the same contract as asyncio's _FlowControlMixin) -----------------
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._overflow_size <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": "protocol.pause_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    def _maybe_resume_protocol(self) -> None:
+        if not self._protocol_paused or self._overflow_size > self._low_water:
+            return
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": "protocol.resume_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )

@@ -1,0 +1,208 @@
+"""Send and receive buffers.
+
+Theory of operation
+-------------------
+:class:`SendBuffer` holds every byte the application queued that the peer has not acknowledged:
+unacknowledged bytes first, then unsent ones. The connection addresses it by offset from its
+first byte (which sits at a known sequence number), so the buffer needs no sequence arithmetic.
+Chunks are immutable ``bytes`` kept in a deque; a segment that falls inside one chunk is handed
+out as a ``memoryview`` slice (no copy, and no export that could block a later resize); only a
+segment spanning chunks is joined. Small writes are coalesced into the tail chunk so the deque
+stays short.
+
+:class:`ReceiveBuffer` holds in-order bytes the application has not read yet plus out-of-order
+pieces for reassembly. Out-of-order pieces are keyed by *stream offset* (a Python int counting
+in-order bytes since the start), so reassembly never deals with sequence wrap-around. New data
+only ever fills gaps: overlaps with bytes already held are trimmed (and counted), adjacent pieces
+are kept apart (merging would copy), and the number of pieces is bounded. The connection trims every segment to the
+advertised window first, so the bytes held never exceed the buffer's capacity.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections import deque
+
+# Writes smaller than this are appended to a tail chunk of at most _COALESCE_MAX bytes.
+_SMALL_WRITE = 4096
+_COALESCE_MAX = 16384
+
+
+class SendBuffer:
+    __slots__ = ("_chunks", "_head", "capacity", "size")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._chunks: deque[bytes] = deque()
+        self._head = 0  # bytes of _chunks[0] already consumed
+        self.size = 0  # bytes held (acknowledged bytes are gone)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue as much of ``data`` as fits; return how many bytes were taken."""
+        n = min(len(data), self.capacity - self.size)
+        if n <= 0:
+            return 0
+        chunk = data if type(data) is bytes and n == len(data) else bytes(data[:n])
+        chunks = self._chunks
+        if n < _SMALL_WRITE and chunks and len(chunks[-1]) + n <= _COALESCE_MAX:
+            # appending keeps every offset into the chunk (and _head) valid
+            chunks[-1] = chunks[-1] + chunk
+        else:
+            chunks.append(chunk)
+        self.size += n
+        return n
+
+    def consume(self, n: int) -> None:
+        """Forget the first ``n`` bytes (they were acknowledged)."""
+        n = min(n, self.size)
+        self.size -= n
+        chunks = self._chunks
+        head = self._head + n
+        while chunks and head >= len(chunks[0]):
+            head -= len(chunks.popleft())
+        self._head = head if chunks else 0
+
+    def peek(self, offset: int, n: int) -> bytes | memoryview:
+        """Up to ``n`` bytes starting ``offset`` bytes after the first held byte."""
+        n = min(n, self.size - offset)
+        if n <= 0:
+            return b""
+        pos = self._head + offset
+        for i, chunk in enumerate(self._chunks):
+            clen = len(chunk)
+            if pos < clen:
+                if pos + n <= clen:
+                    if pos == 0 and n == clen:
+                        return chunk
+                    return memoryview(chunk)[pos : pos + n]
+                return self._join(i, pos, n)
+            pos -= clen
+        return b""
+
+    def _join(self, i: int, pos: int, n: int) -> bytes:
+        parts: list[bytes | memoryview] = []
+        chunks = self._chunks
+        while n > 0:
+            chunk = chunks[i]
+            take = min(len(chunk) - pos, n)
+            parts.append(memoryview(chunk)[pos : pos + take])
+            n -= take
+            pos = 0
+            i += 1
+        return b"".join(parts)
+
+
+class ReceiveBuffer:
+    __slots__ = ("_data", "_ooo", "_stream", "capacity", "max_pieces")
+
+    def __init__(self, capacity: int, max_pieces: int) -> None:
+        self.capacity = capacity
+        self.max_pieces = max_pieces
+        self._data = bytearray()  # in order, not yet read
+        self._stream = 0  # stream offset of the next in-order byte (RCV.NXT)
+        self._ooo: list[tuple[int, bytes]] = []  # sorted, disjoint (start, data)
+
+    @property
+    def readable(self) -> int:
+        return len(self._data)
+
+    @property
+    def has_ooo(self) -> bool:
+        return bool(self._ooo)
+
+    @property
+    def ooo_bytes(self) -> int:
+        return sum(len(d) for _, d in self._ooo)
+
+    @property
+    def ooo_pieces(self) -> int:
+        return len(self._ooo)
+
+    def free(self) -> int:
+        """Bytes of window left: capacity minus what the application has not read."""
+        return self.capacity - len(self._data)
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        data = self._data
+        if max_bytes < 0 or max_bytes >= len(data):
+            out = bytes(data)
+            data.clear()
+            return out
+        out = bytes(data[:max_bytes])
+        del data[:max_bytes]
+        return out
+
+    def add_in_order(self, data: bytes | memoryview) -> int:
+        """Append bytes at RCV.NXT; pull in any out-of-order pieces this joins up with.
+
+        Returns the number of bytes RCV.NXT advances (``len(data)`` plus reassembled bytes).
+        """
+        self._data += data
+        advanced = len(data)
+        self._stream += advanced
+        if self._ooo:
+            advanced += self._drain_ooo()
+        return advanced
+
+    def _drain_ooo(self) -> int:
+        advanced = 0
+        ooo = self._ooo
+        while ooo:
+            start, piece = ooo[0]
+            if start > self._stream:
+                break
+            del ooo[0]
+            skip = self._stream - start
+            if skip < len(piece):
+                tail = piece[skip:]
+                self._data += tail
+                self._stream += len(tail)
+                advanced += len(tail)
+        return advanced
+
+    def add_out_of_order(self, offset: int, data: bytes | memoryview) -> tuple[int, int]:
+        """Hold ``data`` that starts ``offset`` (> 0) bytes after RCV.NXT.
+
+        Returns ``(new_bytes, duplicate_bytes)``; ``new_bytes`` is -1 when the new bytes had to
+        be dropped because the piece bound was reached.
+        """
+        start = self._stream + offset
+        end = start + len(data)
+        ooo = self._ooo
+        new: list[tuple[int, bytes]] = []
+        cur = start
+        dup = 0
+        # cut the new range into the gaps between held pieces, starting at the last piece that
+        # begins at or before it
+        j = max(bisect_right(ooo, start, key=_start) - 1, 0)
+        while j < len(ooo):
+            a, piece = ooo[j]
+            b = a + len(piece)
+            j += 1
+            if b <= cur:
+                continue
+            if a >= end:
+                break
+            if a > cur:
+                new.append((cur, bytes(data[cur - start : a - start])))
+            dup += min(b, end) - max(a, cur)
+            cur = b
+            if cur >= end:
+                break
+        if cur < end:
+            new.append((cur, bytes(data[cur - start :])))
+        if not new:
+            return 0, dup
+        if len(ooo) + len(new) > self.max_pieces:
+            return -1, dup
+        for item in new:
+            insort(ooo, item, key=_start)
+        return sum(len(p) for _, p in new), dup
+
+
+def _start(piece: tuple[int, bytes]) -> int:
+    return piece[0]

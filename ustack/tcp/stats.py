@@ -1,0 +1,144 @@
+"""Every counter in the stack, in one dataclass.
+
+One :class:`Stats` is shared by a host and all its connections. Each decision that drops,
+answers or retransmits something bumps exactly one plain ``int`` field (``stats.x += 1`` on the
+hot path), and log lines use the same names. Tests assert the whole set with :meth:`nonzero`.
+
+The TCP machine's counters come first; the host (``ustack/stack``) appends its own block below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(slots=True)
+class Stats:
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def nonzero(self) -> dict[str, int]:
+        return {k: v for k, v in self.as_dict().items() if v}
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+    # --- TCP connection machine (ustack/tcp) ---
+    # lifecycle
+    tcp_active_opens: int = 0
+    tcp_passive_opens: int = 0
+    tcp_established: int = 0
+    tcp_closed: int = 0
+    tcp_aborts: int = 0  # abort() by the application (RST sent when synchronized)
+    tcp_close_unread_rst: int = 0  # close() with unread data -> RST (RFC 2525 2.17)
+    tcp_resets_received: int = 0  # an acceptable RST tore the connection down
+    tcp_refused: int = 0  # RST answered our SYN
+    tcp_synrcvd_back_to_listen: int = 0  # RST in SYN-RECEIVED of a passive open
+    tcp_time_wait_expired: int = 0
+    tcp_time_wait_restarted: int = 0  # retransmitted FIN in TIME-WAIT re-ACKed
+    tcp_timeout_syn: int = 0
+    tcp_timeout_synack: int = 0
+    tcp_timeout_retransmit: int = 0
+    tcp_timeout_user: int = 0
+    tcp_timeout_keepalive: int = 0
+    tcp_timeout_fin_wait2: int = 0
+    # segments in/out
+    tcp_segments_received: int = 0
+    tcp_segments_sent: int = 0
+    tcp_data_segments_sent: int = 0
+    tcp_bytes_sent: int = 0  # new payload bytes, not counting retransmissions
+    tcp_bytes_received: int = 0  # in-order payload bytes made readable
+    tcp_acks_sent: int = 0  # segments with no payload and no SYN/FIN/RST
+    tcp_delayed_acks: int = 0  # ACKs sent by the delayed-ACK timer
+    tcp_quick_acks: int = 0  # immediate ACKs for out-of-order data or filling a hole
+    tcp_window_updates: int = 0  # ACKs sent because the receive window opened
+    tcp_rsts_sent: int = 0
+    tcp_challenge_acks: int = 0  # RFC 5961
+    tcp_challenge_acks_suppressed: int = 0  # over the RFC 5961 7 rate limit
+    # retransmission and congestion control
+    tcp_rto_expired: int = 0
+    tcp_retransmits: int = 0  # segments sent again (any cause)
+    tcp_retransmitted_bytes: int = 0
+    tcp_syn_retransmits: int = 0
+    tcp_synack_retransmits: int = 0
+    tcp_fin_retransmits: int = 0
+    tcp_fast_retransmits: int = 0  # RFC 5681 3.2 after three duplicate ACKs
+    tcp_partial_ack_retransmits: int = 0  # RFC 6582 3.2 step 5
+    tcp_recoveries_completed: int = 0  # full ACK ended fast recovery
+    tcp_dup_acks: int = 0  # RFC 5681 2 duplicate ACKs received
+    tcp_rtt_samples: int = 0
+    tcp_window_probes: int = 0  # zero-window probes (RFC 9293 3.8.6.1)
+    tcp_keepalive_probes: int = 0
+    # received data
+    tcp_ooo_queued: int = 0  # out-of-order segments held for reassembly
+    tcp_ooo_dropped: int = 0  # out-of-order segment not held (queue bound)
+    tcp_dup_segments: int = 0  # payload entirely old (already received)
+    tcp_dup_bytes_trimmed: int = 0  # old bytes trimmed from a segment's front
+    tcp_window_trimmed_bytes: int = 0  # bytes beyond the receive window cut off
+    tcp_urgent_received: int = 0  # segments with URG; data delivered inline (RFC 6093)
+    # drops (each with its reason)
+    tcp_drop_closed: int = 0  # segment reached a CLOSED connection
+    tcp_drop_listen_rst: int = 0  # RST in LISTEN is ignored
+    tcp_drop_listen_ack: int = 0  # ACK in LISTEN answered with RST
+    tcp_drop_listen_no_syn: int = 0  # neither SYN, RST nor ACK in LISTEN
+    tcp_drop_syn_sent_bad_ack: int = 0  # unacceptable ACK in SYN-SENT (RST sent unless RST)
+    tcp_drop_syn_sent_rst_no_ack: int = 0  # RST in SYN-SENT without an acceptable ACK
+    tcp_drop_syn_sent_no_syn: int = 0  # neither SYN nor RST in SYN-SENT
+    tcp_drop_synrcvd_bad_ack: int = 0  # unacceptable ACK in SYN-RECEIVED -> RST
+    tcp_drop_out_of_window: int = 0  # unacceptable segment (RFC 9293 3.10.7.4 first check)
+    tcp_drop_rst_out_of_window: int = 0  # RST outside the window (RFC 5961 3.2)
+    tcp_drop_rst_time_wait: int = 0  # RST in TIME-WAIT ignored (RFC 1337)
+    tcp_drop_syn_synchronized: int = 0  # SYN in a synchronized state (challenge ACK)
+    tcp_drop_no_ack: int = 0  # segment without ACK in a synchronized state
+    tcp_drop_ack_old: int = 0  # ACK below SND.UNA - MAX.SND.WND (RFC 5961 5.2)
+    tcp_drop_ack_unsent: int = 0  # ACK of data never sent (ACK sent and segment dropped)
+    tcp_drop_data_after_fin: int = 0  # payload after the peer's FIN
+    tcp_rst_data_after_close: int = 0  # data for an orphaned connection -> RST (as Linux)
+    tcp_drop_unexpected: int = 0  # the machine's `case _:`
+
+    # --- host (ustack/stack): IPv4, ICMP, demux and listeners; appended by the host, one
+    # counter per decision the host takes before (or instead of) handing a segment to a
+    # connection ---
+    ip_rx: int = 0  # datagrams handed to receive_packet
+    ip_tx: int = 0  # datagrams returned by packets_to_send
+    ip_bad_checksum: int = 0
+    ip_truncated: int = 0
+    ip_bad_version: int = 0
+    ip_bad_ihl: int = 0
+    ip_bad_total_length: int = 0
+    ip_malformed: int = 0  # any other IPv4 parse error
+    ip_not_for_us: int = 0  # destination is none of our addresses
+    ip_bad_source: int = 0  # zero, broadcast, multicast or loopback source (RFC 1122 3.2.1.3)
+    ip_fragment: int = 0  # fragments are dropped: ustack does not reassemble
+    ip_unknown_protocol: int = 0  # answered with ICMP protocol unreachable (rate limited)
+    icmp_rx: int = 0
+    icmp_bad_checksum: int = 0
+    icmp_truncated: int = 0
+    icmp_malformed: int = 0  # any other ICMP parse error
+    icmp_ignored: int = 0  # a valid message of a type the host does not act on
+    icmp_echo_replies: int = 0  # echo request answered
+    icmp_unreach_sent: int = 0  # protocol unreachable sent
+    icmp_rate_limited: int = 0  # an ICMP error not sent because of the rate limit
+    tcp_rx: int = 0  # segments that reached TCP parsing
+    tcp_truncated: int = 0
+    tcp_bad_data_offset: int = 0
+    tcp_bad_checksum: int = 0
+    tcp_bad_flags: int = 0  # impossible SYN/FIN/RST combination
+    tcp_bad_options: int = 0  # malformed option list
+    tcp_malformed: int = 0  # any other TCP parse error
+    tcp_bad_port: int = 0  # source or destination port 0
+    tcp_demuxed: int = 0  # segments handed to an existing connection
+    rst_sent_closed_port: int = 0  # RFC 9293 3.10.7.1 reply for a segment to no connection
+    rst_closed_port_ignored: int = 0  # a RST to no connection is never answered
+    listen_syn: int = 0  # SYN to a listener that created a SYN-RECEIVED connection
+    listen_syn_queue_overflow: int = 0  # SYN dropped: SYN-RECEIVED queue full (no cookies)
+    listen_accept_queue_overflow: int = 0  # handshake ACK dropped: accept queue full
+    listen_rst_for_ack: int = 0  # ACK to a listener without a connection -> RST (3.10.7.2)
+    listen_drop_rst: int = 0  # RST to a listener without a connection is ignored
+    listen_drop_no_syn: int = 0  # neither SYN, ACK nor RST to a listener
+    listen_queued: int = 0  # connection entered a listener's accept queue
+    listen_accepted: int = 0  # connection popped by Listener.accept()
+    listen_close_reset: int = 0  # unaccepted connection reset by Listener.close()
+    time_wait_reused: int = 0  # new SYN above RCV.NXT replaced a TIME-WAIT connection
+    host_internal_error: int = 0  # a bug caught by receive_packet's last-resort handler
