@@ -29,7 +29,11 @@ EXCEPTIONS = {("wire/checksum.py", "os")}
 
 def _layer(path: Path) -> str | None:
     rel = path.relative_to(PKG)
-    return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem in ("netsim", "ladder") else None
+    return (
+        rel.parts[0].removesuffix(".py")
+        if len(rel.parts) > 1 or rel.stem in ("netsim", "ladder")
+        else None
+    )
 
 
 def _imports(path: Path) -> list[str]:

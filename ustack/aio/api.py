@@ -50,21 +50,6 @@ ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitab
 _SETTLED = frozenset({State.CLOSED, State.TIME_WAIT, State.LISTEN})
 
 
-class _TracingHost(Host):
-    """A host whose connections get the tracer from birth, so a trace starts at the first
-    transition (CLOSED -> SYN-SENT, LISTEN -> SYN-RECEIVED) rather than at the first event
-    the driver sees. ``Host`` takes no tracer itself; this is the one place that sets it."""
-
-    def __init__(self, *args: Any, tracer: Tracer, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._tracer = tracer
-
-    def _new_connection(self, key: tuple[int, int, int, int], now: float) -> Connection:
-        conn = super()._new_connection(key, now)
-        conn.tracer = self._tracer
-        return conn
-
-
 def _parse_address(address: str, what: str) -> int:
     try:
         return addr_to_int(address)
@@ -169,7 +154,7 @@ class Stack:
             options["isn"] = self._isn
         if self.tracer is not None:
             options["tracer"] = self.tracer
-        self._host = (Host if self.tracer is None else _TracingHost)(
+        self._host = Host(
             self._addr,
             config=self.config,
             mtu=self.link.mtu,

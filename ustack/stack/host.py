@@ -40,7 +40,7 @@ from ustack.stack.config import HostConfig
 from ustack.stack.events import ConnectionAccepted, HostEvent
 from ustack.stack.isn import IsnSource, Rfc6528Isn
 from ustack.tcp.config import TcpConfig
-from ustack.tcp.connection import Connection, OutSegment
+from ustack.tcp.connection import Connection, OutSegment, Tracer
 from ustack.tcp.events import Closed, Established, Event
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
@@ -153,6 +153,7 @@ class Host:
         mtu: int = 1500,
         secret: bytes | None = None,
         isn: IsnSource | None = None,
+        tracer: Tracer | None = None,
         now: float = 0.0,
     ) -> None:
         addrs = [addresses] if isinstance(addresses, int) else list(addresses)
@@ -164,9 +165,11 @@ class Host:
         self._address_set = frozenset(addrs)
         self.mtu = mtu
         base = config if config is not None else TcpConfig()
-        # RFC 9293 3.7.1: the MSS we advertise is what fits the link without fragmenting.
+        # RFC 9293 3.7.1: the MSS we advertise is what fits the link without fragmenting;
+        # a configured MSS can only lower it.
+        link_mss = mtu - ipv4.HEADER_LEN - tcp.HEADER_LEN
         self.config = dataclasses.replace(
-            base, mss=min(base.mss, mtu - ipv4.HEADER_LEN - tcp.HEADER_LEN)
+            base, mss=min(base.mss, link_mss) if base.mss else link_mss
         )
         self.host_config = host_config if host_config is not None else HostConfig()
         self._hasher: Rfc6528Isn | None = Rfc6528Isn(secret) if secret is not None else None
@@ -191,6 +194,8 @@ class Host:
         self._icmp_tokens = float(self.host_config.icmp_error_burst)
         self._icmp_refill = now
         self._internal_error_logged = False
+        # Given to every connection at birth, so a trace starts at its first transition.
+        self.tracer = tracer
 
     # -- public API -------------------------------------------------------------------------
 
@@ -484,7 +489,7 @@ class Host:
     def _new_connection(self, key: Key, now: float) -> Connection:
         remote_addr, remote_port, local_addr, local_port = key
         iss = self._isn(local_addr, local_port, remote_addr, remote_port, now) & 0xFFFFFFFF
-        return Connection(
+        conn = Connection(
             self.config,
             self.stats,
             local_addr=local_addr,
@@ -494,6 +499,8 @@ class Host:
             iss=iss,
             now=now,
         )
+        conn.tracer = self.tracer
+        return conn
 
     def _add(self, key: Key, conn: Connection, listener: Listener | None) -> _Entry:
         entry = _Entry(conn, key, listener)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 # RFC 9293 3.7.1: a host that receives no MSS option assumes 536 (576 - 40).
 DEFAULT_PEER_MSS = 536
+ETHERNET_MSS = 1460  # 1500-byte MTU minus 40 bytes of IPv4 and TCP headers
 # RFC 7323 2.3: the shift count is at most 14 (windows up to 1 GiB).
 MAX_WSCALE = 14
 # RFC 9293 3.8.6.3: ACK at least every second full-sized segment; the delay is below 0.5 s.
@@ -44,7 +45,10 @@ CHALLENGE_ACK_WINDOW = 1.0
 
 @dataclass(slots=True)
 class TcpConfig:
-    mss: int = 1460  # our MSS to advertise; the host sets it from the link MTU minus 40
+    # The MSS we advertise. 0 means "what the link carries": the host uses its MTU minus 40
+    # (RFC 9293 3.7.1); a non-zero value caps that. A Connection made without a host and with
+    # 0 here advertises ETHERNET_MSS.
+    mss: int = 0
     send_buffer: int = 256 * 1024
     recv_buffer: int = 256 * 1024  # the largest receive window we will advertise
     send_low_water: int = 64 * 1024  # WriteSpace fires when queued bytes fall below this

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from ustack.tcp import congestion as _cc
 from ustack.tcp.buffers import ReceiveBuffer, SendBuffer
-from ustack.tcp.config import DEFAULT_PEER_MSS, MAX_WSCALE, TcpConfig
+from ustack.tcp.config import DEFAULT_PEER_MSS, ETHERNET_MSS, MAX_WSCALE, TcpConfig
 from ustack.tcp.events import (
     Closed,
     DataReceived,
@@ -141,6 +141,7 @@ class Connection:
         "_unacked_since",
         "_write_blocked",
         "_ws_offered",
+        "adv_mss",
         "cc",
         "config",
         "irs",
@@ -187,6 +188,7 @@ class Connection:
         congestion: _cc.CongestionControl | None = None,
     ) -> None:
         self.config = config
+        self.adv_mss = config.mss or ETHERNET_MSS  # the MSS we advertise (RFC 9293 3.7.1)
         self.stats = stats
         self.local_addr = local_addr
         self.local_port = local_port
@@ -210,7 +212,7 @@ class Connection:
         self.snd_wscale = 0
         self.rcv_wscale = 0
         self.peer_mss = DEFAULT_PEER_MSS
-        self.snd_mss = max(min(DEFAULT_PEER_MSS, config.mss) - DATA_OPTION_BYTES, 1)
+        self.snd_mss = max(min(DEFAULT_PEER_MSS, self.adv_mss) - DATA_OPTION_BYTES, 1)
         # receive sequence space
         self.irs = 0
         self.rcv_nxt = 0
@@ -218,7 +220,7 @@ class Connection:
         self._sbuf = SendBuffer(config.send_buffer)
         self._buf_seq = sq.add(self.iss, 1)  # sequence number of the send buffer's first byte
         self._rbuf = ReceiveBuffer(config.recv_buffer, config.max_ooo_segments)
-        self._sws_threshold = max(min(config.recv_buffer // 2, config.mss), 1)
+        self._sws_threshold = max(min(config.recv_buffer // 2, self.adv_mss), 1)
         self._fin_queued = False
         self._fin_seq = 0
         self._fin_received = False
@@ -266,7 +268,7 @@ class Connection:
         self._ka_count = config.keepalive_count
         self._ka_probes = 0
         self._last_recv = now
-        self._rcv_mss = min(DEFAULT_PEER_MSS, config.mss)  # largest segment seen from the peer
+        self._rcv_mss = min(DEFAULT_PEER_MSS, self.adv_mss)  # largest segment seen from the peer
         self._unacked_rcv = 0  # payload bytes received since we last sent an ACK
         self._chal_start = -_INF
         self._chal_count = 0
@@ -349,7 +351,7 @@ class Connection:
             raise OSError("connection is not in CLOSED")
         self.stats.tcp_active_opens += 1
         self._syn_options = TcpOptions(
-            mss=self.config.mss,
+            mss=self.adv_mss,
             wscale=_wscale_for(self.config.recv_buffer) if self._ws_offered else None,
         ).encode()
         self._syn_due = True
@@ -493,7 +495,7 @@ class Connection:
                 self._take_syn(seg, now)
                 # RFC 7323 2.2: echo window scale only if the SYN carried it
                 self._syn_options = TcpOptions(
-                    mss=self.config.mss, wscale=self.rcv_wscale if self._ws_ok(seg) else None
+                    mss=self.adv_mss, wscale=self.rcv_wscale if self._ws_ok(seg) else None
                 ).encode()
                 self._syn_due = True
                 self._set_state(State.SYN_RECEIVED, "rcv_syn", now)
@@ -527,7 +529,7 @@ class Connection:
                 # 3.10.7.3 fourth check: SYN without ACK is a simultaneous open -> SYN-RECEIVED.
                 self._take_syn(seg, now)
                 if not self._ws_ok(seg):
-                    self._syn_options = TcpOptions(mss=self.config.mss).encode()
+                    self._syn_options = TcpOptions(mss=self.adv_mss).encode()
                 self._syn_due = True
                 self._retries = 0
                 self._rtx_at = None
@@ -929,7 +931,7 @@ class Connection:
         opts = seg.options
         # 3.7.1: without an MSS option the peer can take 536 bytes
         self.peer_mss = opts.mss if opts.mss is not None else DEFAULT_PEER_MSS
-        self.snd_mss = max(min(max(self.peer_mss, MIN_MSS), cfg.mss) - DATA_OPTION_BYTES, 1)
+        self.snd_mss = max(min(max(self.peer_mss, MIN_MSS), self.adv_mss) - DATA_OPTION_BYTES, 1)
         if self._ws_ok(seg):
             # RFC 7323 2.2: scaling is on only if both SYNs carried the option
             self.snd_wscale = min(opts.wscale or 0, MAX_WSCALE)
