@@ -288,3 +288,19 @@ async def test_hooks_see_packets_and_state_changes() -> None:
     assert any(d == "out" and n >= 140 for d, n in seen)  # 100 bytes + IP and TCP headers
     states = [str(d["to"]) for k, d in trace if k == "state"]
     assert "SYN-SENT" in states and "ESTABLISHED" in states
+
+
+async def test_driver_stops_reading_a_link_whose_peer_is_gone() -> None:
+    # A closed SEQPACKET peer leaves our fd readable at EOF forever; without the EOF check
+    # the reader callback would spin the loop at 100 % CPU.
+    left, right = LinkPair.create()
+    a = Stack(left, address=A, config=fast_config())
+    async with a:
+        a.start()
+        right.close()
+        await until(lambda: left.at_eof, "the link to see EOF")
+        await until(lambda: not a.driver._reading, "the driver to drop its reader")
+        reads_before = left.stats.rx_packets + left.stats.rx_error
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert left.stats.rx_packets + left.stats.rx_error == reads_before

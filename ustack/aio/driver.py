@@ -28,6 +28,7 @@ test when unused.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from ustack.link.base import Link
     from ustack.stack.host import Host
     from ustack.tcp.connection import Connection
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 256
 
@@ -186,6 +189,11 @@ class Driver:
             if len(packets) >= self._batch and not self._continue_pending:
                 self._continue_pending = True
                 self.loop.call_soon(self._continue)
+        elif self._reading and self.link.at_eof:
+            # The other end of the link is gone; its fd would wake us forever.
+            log.warning("link %r reached EOF; no longer reading it", self.link)
+            self.loop.remove_reader(self.link.fileno())
+            self._reading = False
         self._process(now)
 
     def _on_timer(self) -> None:

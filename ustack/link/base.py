@@ -67,6 +67,12 @@ class Link(Protocol):
 
     def fileno(self) -> int: ...
 
+    @property
+    def at_eof(self) -> bool:
+        """True once the other end is gone for good (a closed pair peer); the fd then stays
+        readable forever, so the driver must stop watching it."""
+        ...
+
     def read_batch(self, now: float, limit: int) -> list[bytes | memoryview]: ...
 
     def write(self, packet: Packet, now: float) -> None: ...
@@ -101,13 +107,14 @@ class FdLink:
     handed up as a damaged packet.
     """
 
-    __slots__ = ("_fd", "_read_size", "mtu", "stats")
+    __slots__ = ("_fd", "_read_size", "at_eof", "mtu", "stats")
 
     def __init__(self, fd: int, mtu: int) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
         self.mtu = check_mtu(mtu)
         self._read_size = mtu + 1
+        self.at_eof = False
         self.stats = LinkStats()
 
     @property
@@ -144,6 +151,7 @@ class FdLink:
                 continue
             if n == 0:
                 # A SEQPACKET peer that closed reads as EOF; a TUN never returns 0.
+                self.at_eof = True
                 break
             packets.append(data)
             nbytes += n

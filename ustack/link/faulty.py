@@ -70,6 +70,10 @@ class FaultyLink:
     def fileno(self) -> int:
         return self.inner.fileno()
 
+    @property
+    def at_eof(self) -> bool:
+        return self.inner.at_eof
+
     def _hold(self, heap: _Held, due: float, packet: Packet) -> bool:
         if len(heap) >= self.max_held:
             return False

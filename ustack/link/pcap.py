@@ -139,6 +139,10 @@ class PcapTap:
     def fileno(self) -> int:
         return self.inner.fileno()
 
+    @property
+    def at_eof(self) -> bool:
+        return self.inner.at_eof
+
     def read_batch(self, now: float, limit: int) -> list[bytes | memoryview]:
         packets = self.inner.read_batch(now, limit)
         record = self.writer.write
