@@ -21,5 +21,5 @@ def test_readme_state_table_is_current() -> None:
 
 def test_readme_has_the_two_commands() -> None:
     text = README.read_text()
-    assert "python3 -m pip install . && ustack demo" in text
+    assert "python3 -m pip install . && python3 -m ustack demo" in text
     assert "python3 -m pip install -e '.[test]' && bash tests/run.sh" in text
