@@ -124,7 +124,7 @@ def main() -> int:
     args = parser.parse_args()
     losses = [float(x) / 100 for x in args.loss.split(",")]
     config = TcpConfig()
-    mss = min(config.mss, 1500 - 40)
+    mss = min(config.mss or 1500 - 40, 1500 - 40)  # 0: from the link (RFC 9293 3.7.1)
     wmax = config.recv_buffer // mss
 
     rows = []

@@ -1,0 +1,648 @@
+"""Shared plumbing for the live benchmarks: namespaces, servers, statistics, tables, JSON, charts.
+
+Every benchmark compares ustack with the kernel's own TCP, measured in the same run:
+
+* **ustack** runs as ``ustack serve`` in a subprocess inside a fresh network namespace
+  (:class:`UstackServe`). The kernel side of its TUN device (10.7.0.1) is where the benchmark's
+  client sockets live, so every byte crosses the kernel's TCP and ustack's.
+* **the reference** is two fresh namespaces joined by a veth pair (:class:`VethPair`), the
+  client on one side (10.8.0.1) and a kernel-socket server (``bench/_refserver.py``, or nginx
+  for connection rates) on the other (10.8.0.2): kernel TCP at both ends, same MTU.
+
+The client runs in the benchmark process itself: sockets are created inside a namespace
+(:func:`ns_socket`, :func:`inside`) and then used from the main thread, which never leaves the
+root namespace for long. Nothing here touches the root namespace's interfaces or routes.
+
+Cleanup is by context managers, so Ctrl-C, SIGTERM (turned into ``KeyboardInterrupt`` by
+:func:`setup`) and errors all remove the namespaces and stop the subprocesses, each by the PID
+this process got when starting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ustack.link.netns import NetNamespace, have_net_admin  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+BENCH = ROOT / "bench"
+MB = 1e6  # throughput is reported in decimal megabytes per second, like the targets
+
+USTACK_ADDR = "10.7.0.2"
+USTACK_PEER = "10.7.0.1"  # the kernel side of the TUN device, where clients live
+VETH_CLIENT = "10.8.0.1"
+VETH_SERVER = "10.8.0.2"
+
+START_TIMEOUT = 20.0  # seconds a server gets to say it is listening
+STOP_TIMEOUT = 10.0  # seconds a server gets to exit after SIGTERM before SIGKILL
+SOCKET_BUFFER = 1 << 20  # the kernel client's SO_SNDBUF/SO_RCVBUF
+
+
+# -- command line and process setup -----------------------------------------------------------
+
+
+def parser(description: str, *, runs: int = 3) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="fewer and smaller runs: a smoke check")
+    p.add_argument(
+        "--runs", type=int, default=None, help=f"repetitions per figure (default {runs}; quick 1)"
+    )
+    p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG files go")
+    p.set_defaults(default_runs=runs)
+    return p
+
+
+def runs_of(args: argparse.Namespace) -> int:
+    if args.runs is not None:
+        return max(1, int(args.runs))
+    return 1 if args.quick else int(args.default_runs)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def handle_signals() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+
+
+def setup() -> None:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt (so ``with`` blocks clean up) and exit early,
+    with a reason, where namespaces or TUN devices cannot be made."""
+    handle_signals()
+    ok, reason = have_net_admin()
+    if not ok:
+        print(f"benchmark skipped: {reason}", file=sys.stderr)
+        raise SystemExit(2)
+    _raise_nofile(65536)
+
+
+def guard(main: Callable[[], int]) -> int:
+    """Run a benchmark's ``main``; Ctrl-C or SIGTERM ends it with exit 130 and one line, after
+    the ``with`` blocks have removed its namespaces and stopped its servers."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted: namespaces removed, servers stopped", file=sys.stderr)
+        return 130
+
+
+def _raise_nofile(want: int) -> int:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise SystemExit(f"benchmark needs {tool!r} on PATH (apt-get install {tool})")
+    return path
+
+
+# -- machine description -------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    from ustack.aio.loop import uvloop_wanted
+    from ustack.wire import checksum
+
+    try:
+        import uvloop
+
+        version = getattr(uvloop, "__version__", "?")
+        uv = f"on (uvloop {version})" if uvloop_wanted() else "off (USTACK_NO_UVLOOP)"
+    except ImportError:
+        uv = "off (not installed)"
+    impl = checksum.IMPLEMENTATION
+    kernel = getattr(checksum, "KERNEL", None)
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "uvloop": uv,
+        "checksum": f"{impl} ({kernel})" if kernel else impl,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return (
+        f"{m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
+        f"uvloop {m['uvloop']}, checksum {m['checksum']}, load {m['load_average_1min']}"
+    )
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.median(finite) if finite else float("nan")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100): a value that was actually observed."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 1) -> str:
+    cells = [[fmt(c, digits) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def write_json(out: Path, name: str, doc: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    doc = {"bench": name, "argv": sys.argv[1:], **doc}
+    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# -- namespaces and sockets ----------------------------------------------------------------------
+
+
+def sysctl(ns: NetNamespace, key: str, value: str) -> None:
+    """Set a per-namespace sysctl (``net.ipv4.*`` keys are per network namespace)."""
+    path = "/proc/sys/" + key.replace(".", "/")
+
+    def write() -> None:
+        Path(path).write_text(value)
+
+    with contextlib.suppress(OSError):
+        ns.call(write)
+
+
+def _client_sysctls(ns: NetNamespace) -> None:
+    # Many short connections from one client: use the whole port range, and keep accept
+    # queues deep enough that the reference server's backlog is never what limits it.
+    sysctl(ns, "net.ipv4.ip_local_port_range", "1024 65000")
+    sysctl(ns, "net.core.somaxconn", "8192")
+    sysctl(ns, "net.ipv4.tcp_max_syn_backlog", "8192")
+
+
+def ns_socket(ns: NetNamespace) -> socket.socket:
+    """A TCP socket that belongs to ``ns`` (created by a helper thread inside it)."""
+    return ns.call(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+
+
+@contextlib.contextmanager
+def inside(ns: NetNamespace) -> Iterator[None]:
+    """Move this thread into ``ns`` for a block (to create many sockets cheaply), then back."""
+    ns.enter()
+    try:
+        yield
+    finally:
+        ns.exit()
+
+
+def ip(*args: str, ns: NetNamespace | None = None) -> None:
+    cmd = ["ip", *(("-n", ns.name) if ns else ()), *args]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {run.stderr.strip()}")
+
+
+OFFLOADS = ("tx-tcp-segmentation", "tx-generic-segmentation", "rx-gro")
+
+
+def disable_offloads(ns: NetNamespace, ifname: str) -> None:
+    """Turn off TSO/GSO/GRO so every skb is one wire-sized packet (as on ustack's TUN device,
+    which takes no GSO packets): a per-packet drop rule then drops packets, not 64 KB bursts."""
+
+    def apply() -> None:
+        from pyroute2.ethtool import Ethtool
+
+        tool = Ethtool()
+        try:
+            features = tool.get_features(ifname)
+            for name in OFFLOADS:
+                if name in features.features:
+                    features.features[name].enable = False
+            tool.set_features(ifname, features)
+        finally:
+            tool.close()
+
+    ns.call(apply)
+
+
+class VethPair:
+    """Two fresh namespaces, ``client`` (10.8.0.1) and ``server`` (10.8.0.2), joined by veth.
+
+    ``offloads=False`` turns segmentation and receive offloads off on both ends."""
+
+    def __init__(self, mtu: int = 1500, *, offloads: bool = True) -> None:
+        self.mtu = mtu
+        self.offloads = offloads
+        self.client = NetNamespace(prefix="ustack-bench-cli")
+        self.server = NetNamespace(prefix="ustack-bench-srv")
+        self.client_addr = VETH_CLIENT
+        self.server_addr = VETH_SERVER
+
+    def __enter__(self) -> VethPair:
+        try:
+            self.client.create()
+            self.server.create()
+            mtu = str(self.mtu)
+            ip("link", "add", "vc", "mtu", mtu, "type", "veth",
+               "peer", "name", "vs", "mtu", mtu, "netns", self.server.name, ns=self.client)  # fmt: skip
+            ip("addr", "add", f"{VETH_CLIENT}/24", "dev", "vc", ns=self.client)
+            ip("addr", "add", f"{VETH_SERVER}/24", "dev", "vs", ns=self.server)
+            ip("link", "set", "vc", "up", ns=self.client)
+            ip("link", "set", "vs", "up", ns=self.server)
+            if not self.offloads:
+                disable_offloads(self.client, "vc")
+                disable_offloads(self.server, "vs")
+            _client_sysctls(self.client)
+            _client_sysctls(self.server)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        # Removing a namespace destroys its end of the veth, and with it the other end.
+        self.client.remove()
+        self.server.remove()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- subprocesses --------------------------------------------------------------------------------
+
+
+class Proc:
+    """A subprocess this benchmark started, with its output in a log file; stopped by PID."""
+
+    def __init__(self, cmd: Sequence[str], *, name: str, env: dict[str, str] | None = None):
+        self.cmd = list(cmd)
+        self.name = name
+        self.log = Path(tempfile.mkstemp(prefix=f"ustack-bench-{name}-", suffix=".log")[1])
+        with self.log.open("wb") as out:
+            self.popen = subprocess.Popen(
+                self.cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+            )
+        self.pid = self.popen.pid
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for(self, marker: str, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.output():
+                return
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.02)
+        output = self.output()
+        self.stop()
+        raise RuntimeError(
+            f"{self.name} did not start (exit {self.popen.returncode}):\n{output[-2000:]}"
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        with contextlib.suppress(OSError):
+            self.log.unlink()
+        return self.popen.returncode
+
+    def rss_kb(self) -> int:
+        """VmRSS of the process, in kB (from /proc/PID/status)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no VmRSS for {self.pid}")
+
+    def sched(self) -> tuple[float, float]:
+        """(seconds on a CPU, seconds runnable but waiting for one) from /proc/PID/schedstat.
+        The second says how much a busy machine held the process back."""
+        fields = Path(f"/proc/{self.pid}/schedstat").read_text().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+
+
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+class UstackServe:
+    """``ustack serve`` in a fresh namespace of its own; clients go to ``self.ns``."""
+
+    def __init__(
+        self, *, mtu: int = 1500, services: str = "echo,discard,http", extra: Sequence[str] = ()
+    ) -> None:
+        self.mtu = mtu
+        self.services = services
+        self.extra = list(extra)
+        self.ns = NetNamespace(prefix="ustack-bench")
+        self.address = USTACK_ADDR
+        self.proc: Proc | None = None
+
+    def __enter__(self) -> UstackServe:
+        try:
+            self.ns.create()
+            _client_sysctls(self.ns)
+            # ``ip netns exec`` execs the command, so the PID is the ustack process itself.
+            cmd = ["ip", "netns", "exec", self.ns.name, sys.executable, "-m", "ustack", "serve",
+                   "--mtu", str(self.mtu), "--services", self.services, "--address", USTACK_ADDR,
+                   "--peer", USTACK_PEER, "--grace", "1", *self.extra]  # fmt: skip
+            self.proc = Proc(cmd, name="ustack", env=_python_env())
+            self.proc.wait_for("serving")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+        self.ns.remove()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RefServer:
+    """``bench/_refserver.py`` (kernel sockets, epoll) in ``ns``: echo 7, discard 9, http 80."""
+
+    def __init__(self, ns: NetNamespace, address: str = VETH_SERVER) -> None:
+        self.ns = ns
+        self.address = address
+        self.proc: Proc | None = None
+
+    def __enter__(self) -> RefServer:
+        cmd = ["ip", "netns", "exec", self.ns.name, sys.executable,
+               str(BENCH / "_refserver.py"), "--address", self.address]  # fmt: skip
+        self.proc = Proc(cmd, name="refserver", env=_python_env())
+        self.proc.wait_for("ready")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    server {{
+        listen {address}:{port} backlog=8192 reuseport;
+        root {tmp}/www;
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx (one process, one worker: the same one core ustack gets) serving ``files``."""
+
+    def __init__(self, ns: NetNamespace, files: dict[str, bytes], address: str = VETH_SERVER):
+        self.ns = ns
+        self.files = files
+        self.address = address
+        self.port = 80
+        self.tmp: Path | None = None
+        self.proc: Proc | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("nginx") is not None
+
+    def __enter__(self) -> Nginx:
+        self.tmp = Path(tempfile.mkdtemp(prefix="ustack-bench-nginx-"))
+        try:
+            for rel, data in self.files.items():
+                path = self.tmp / "www" / rel.lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            conf = self.tmp / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(tmp=self.tmp, address=self.address, port=self.port))
+            cmd = ["ip", "netns", "exec", self.ns.name, need("nginx"),
+                   "-p", str(self.tmp), "-e", str(self.tmp / "error.log"), "-c", str(conf)]  # fmt: skip
+            self.proc = Proc(cmd, name="nginx")
+            deadline = time.monotonic() + START_TIMEOUT
+            while not self._listening():
+                if not self.proc.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not start: {self._errors()}")
+                time.sleep(0.05)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _errors(self) -> str:
+        assert self.tmp is not None and self.proc is not None
+        log = self.tmp / "error.log"
+        return (log.read_text() if log.exists() else "") + self.proc.output()
+
+    def _listening(self) -> bool:
+        sock = ns_socket(self.ns)
+        sock.settimeout(0.5)
+        try:
+            sock.connect((self.address, self.port))
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- small client helpers ------------------------------------------------------------------------
+
+
+def connect(ns: NetNamespace, address: str, port: int, *, timeout: float = 10.0) -> socket.socket:
+    """A blocking client socket created in ``ns``, with 1 MiB buffers, connected."""
+    sock = ns_socket(ns)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def http_get(ns: NetNamespace, address: str, path: str, *, timeout: float = 10.0) -> bytes:
+    """One ``GET`` with ``Connection: close``; returns the body (small responses only)."""
+    sock = connect(ns, address, 80, timeout=timeout)
+    try:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode()
+        )
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (chunk := sock.recv(65536)):
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    _head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return body
+
+
+def ustack_counters(server: UstackServe) -> dict[str, Any]:
+    """The running ustack's counters, from its HTTP service's ``/stats.json`` (if it has one)."""
+    if "http" not in server.services:
+        return {}
+    try:
+        doc = json.loads(http_get(server.ns, server.address, "/stats.json"))
+    except (OSError, ValueError):
+        return {}
+    counters = doc.get("counters", doc)
+    return counters if isinstance(counters, dict) else {}
+
+
+def bounded(count: int, seconds: float) -> Callable[[int], bool]:
+    """``keep_going(i)``: true while ``i < count`` and ``seconds`` have not passed."""
+    deadline = time.monotonic() + seconds
+
+    def keep_going(i: int) -> bool:
+        return i < count and time.monotonic() < deadline
+
+    return keep_going
+
+
+def load_result(out: Path, name: str) -> dict[str, Any] | None:
+    path = out / f"{name}.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def http_body_pattern(size: int) -> bytes:
+    """The body ustack's ``GET /bytes/N`` sends: byte ``i`` is ``i % 251``."""
+    return bytes(i % 251 for i in range(size))

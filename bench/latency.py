@@ -1,0 +1,202 @@
+"""Round-trip latency of 64-byte echoes on one connection: ustack's echo against the kernel's.
+
+A kernel client (blocking socket, ``TCP_NODELAY``) sends 64 bytes, waits for all 64 to come
+back, and times that with ``perf_counter_ns``; after a warm-up it repeats ``--count`` times
+(5,000). One round trip crosses the kernel's TCP twice and the server once, so for ustack it
+includes two TUN crossings and one pass through the event loop, the stack and the echo
+coroutine. The reference is the same client against a kernel echo server
+(``bench/_refserver.py``, one epoll loop in Python) over veth, in the same run and interleaved:
+its figure is the kernel's TCP plus the same kind of Python loop, so the difference is ustack.
+
+Each run reports the median and the 99th percentile; the table shows the median of runs.
+
+    python bench/latency.py [--quick] [--runs N] [--count 5000]
+
+Writes bench/results/latency.json and latency.png (distribution of the median run).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c
+
+COUNT = 5000
+WARMUP = 500
+QUICK_COUNT = 1000
+SIZE = 64
+TIME_LIMIT = 60.0  # seconds per run, whatever the count
+TARGET_P50_US = 40.0
+
+
+def round_trips(ns: Any, address: str, count: int, warmup: int) -> dict[str, Any]:
+    sock = c.connect(ns, address, 7)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(5.0)
+    payload = bytes(range(SIZE))
+    samples: list[float] = []
+    errors = 0
+    try:
+        keep_going = c.bounded(count + warmup, TIME_LIMIT)
+        i = 0
+        while keep_going(i):
+            t0 = time.perf_counter_ns()
+            sock.sendall(payload)
+            got = b""
+            while len(got) < SIZE:
+                chunk = sock.recv(SIZE - len(got))
+                if not chunk:
+                    raise OSError("echo server closed the connection")
+                got += chunk
+            t1 = time.perf_counter_ns()
+            if got != payload:
+                errors += 1
+            if i >= warmup:
+                samples.append((t1 - t0) / 1000)
+            i += 1
+    except OSError as exc:
+        return {"ok": False, "error": str(exc), "samples_us": samples}
+    finally:
+        sock.close()
+    return {
+        "ok": errors == 0 and len(samples) == count,
+        "count": len(samples),
+        "errors": errors,
+        "p50_us": c.percentile(samples, 50),
+        "p99_us": c.percentile(samples, 99),
+        "mean_us": sum(samples) / len(samples) if samples else float("nan"),
+        "samples_us": samples,
+    }
+
+
+def run(args: Any) -> dict[str, Any]:
+    runs = c.runs_of(args)
+    count = args.count or (QUICK_COUNT if args.quick else COUNT)
+    results: dict[str, list[dict[str, Any]]] = {"ustack": [], "kernel": []}
+    with (
+        c.UstackServe(mtu=1500, services="echo") as us,
+        c.VethPair(1500) as veth,
+        c.RefServer(veth.server),
+    ):
+        for i in range(runs):
+            assert us.proc is not None
+            cpu0, wait0 = us.proc.sched()
+            u = round_trips(us.ns, us.address, count, WARMUP)
+            cpu1, wait1 = us.proc.sched()
+            # Server CPU and run-queue wait per round trip: how much of the round trip is
+            # ustack working, and how much is waiting for a CPU on a shared machine.
+            trips = count + WARMUP
+            u["server_cpu_us_per_trip"] = (cpu1 - cpu0) / trips * 1e6
+            u["server_wait_us_per_trip"] = (wait1 - wait0) / trips * 1e6
+            k = round_trips(veth.client, veth.server_addr, count, WARMUP)
+            results["ustack"].append(u)
+            results["kernel"].append(k)
+            print(
+                f"  run {i + 1}/{runs}: ustack p50 {u.get('p50_us', float('nan')):6.1f} us "
+                f"p99 {u.get('p99_us', float('nan')):6.1f} us; kernel p50 "
+                f"{k.get('p50_us', float('nan')):6.1f} us p99 {k.get('p99_us', float('nan')):6.1f}"
+                " us" + ("" if u["ok"] and k["ok"] else "  FAILED"),
+                flush=True,
+            )
+    summary: dict[str, Any] = {}
+    for who, rs in results.items():
+        summary[who] = {
+            "p50_us": c.median([r.get("p50_us", float("nan")) for r in rs]),
+            "p99_us": c.median([r.get("p99_us", float("nan")) for r in rs]),
+            "mean_us": c.median([r.get("mean_us", float("nan")) for r in rs]),
+            "server_cpu_us_per_trip": c.median(
+                [r.get("server_cpu_us_per_trip", float("nan")) for r in rs]
+            ),
+            "server_wait_us_per_trip": c.median(
+                [r.get("server_wait_us_per_trip", float("nan")) for r in rs]
+            ),
+            "all_ok": all(r["ok"] for r in rs),
+        }
+    # Keep one run's raw samples (the median run by p50) for the chart; drop the rest.
+    chart: dict[str, list[float]] = {}
+    for who, rs in results.items():
+        ordered = sorted(rs, key=lambda r: r.get("p50_us", float("inf")))
+        chart[who] = [round(x, 1) for x in ordered[len(ordered) // 2]["samples_us"]]
+        for r in rs:
+            r.pop("samples_us", None)
+    return {
+        "payload_bytes": SIZE,
+        "count": count,
+        "warmup": WARMUP,
+        "runs": runs,
+        "target_p50_us": TARGET_P50_US,
+        "summary": summary,
+        "ratio_p50": c.ratio(summary["ustack"]["p50_us"], summary["kernel"]["p50_us"]),
+        "ratio_p99": c.ratio(summary["ustack"]["p99_us"], summary["kernel"]["p99_us"]),
+        "per_run": results,
+        "median_run_samples_us": chart,
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    s = doc["summary"]
+    rows = [
+        ["p50 (us)", s["ustack"]["p50_us"], s["kernel"]["p50_us"], doc["ratio_p50"], "<= 40"],
+        ["p99 (us)", s["ustack"]["p99_us"], s["kernel"]["p99_us"], doc["ratio_p99"], ""],
+        ["mean (us)", s["ustack"]["mean_us"], s["kernel"]["mean_us"], "", ""],
+        ["ustack CPU/trip (us)", s["ustack"]["server_cpu_us_per_trip"], "", "", ""],
+        ["ustack CPU wait/trip (us)", s["ustack"]["server_wait_us_per_trip"], "", "", ""],
+    ]
+    ok = s["ustack"]["all_ok"] and s["kernel"]["all_ok"]
+    return c.table(["64 B echo RTT", "ustack", "kernel", "ratio", "target"], rows) + (
+        "" if ok else "\n(some runs FAILED)"
+    )
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    plt = c.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for who, samples in doc["median_run_samples_us"].items():
+        if not samples:
+            continue
+        ordered = sorted(samples)
+        n = len(ordered)
+        ax.plot(ordered, [(i + 1) / n for i in range(n)], label=f"{who} (median run)")
+    ax.axvline(TARGET_P50_US, color="red", linestyle="--", label="ustack p50 target")
+    ax.set_xscale("log")
+    ticks = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xticks([], minor=True)
+    all_samples = [x for xs in doc["median_run_samples_us"].values() for x in xs]
+    if all_samples:
+        ax.set_xlim(min(all_samples) * 0.8, max(all_samples) * 1.2)
+    ax.set_xlabel("round-trip time (us, log)")
+    ax.set_ylabel("fraction of round trips")
+    ax.set_title(f"64-byte echo round trips, {doc['count']} per run")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = c.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=None, help=f"round trips per run ({COUNT})")
+    args = p.parse_args()
+    c.setup()
+    machine = c.machine()
+    print(f"latency: {c.machine_line(machine)}", flush=True)
+    doc = run(args)
+    doc["machine"] = machine
+    print(render(doc))
+    path = c.write_json(args.out, "latency", doc)
+    plot(doc, args.out / "latency.png")
+    print(f"wrote {path} and {args.out / 'latency.png'}")
+    s = doc["summary"]
+    return 0 if s["ustack"]["all_ok"] and s["kernel"]["all_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(c.guard(main))

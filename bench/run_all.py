@@ -1,0 +1,418 @@
+"""Run every benchmark, then rewrite the performance section of README.md from their results.
+
+Each benchmark runs as its own process (exactly as when run alone) with ``--quick`` and
+``--runs`` passed through, and writes its JSON under bench/results/. The README is then
+regenerated from those files: only the region between ``<!-- PERFORMANCE:BEGIN ... -->`` and
+``<!-- PERFORMANCE:END -->`` changes. ``--readme-only`` skips the runs and just rewrites that
+region from the JSON already there.
+
+    python bench/run_all.py [--quick] [--runs N] [--only throughput,latency] [--readme-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c
+
+# (name, extra arguments in quick mode, time limit in seconds)
+BENCHES: tuple[tuple[str, tuple[str, ...], float], ...] = (
+    ("checksum", ("--quick",), 300),
+    ("netsim", ("--size", "2000000"), 300),
+    ("throughput", ("--quick",), 600),
+    ("latency", ("--quick",), 300),
+    ("connrate", ("--quick",), 300),
+    ("concurrency", ("--quick",), 600),
+    ("loss", ("--quick",), 600),
+)
+OURS = {"throughput", "latency", "connrate", "concurrency", "loss"}  # take --quick/--runs
+STOP_GRACE = 60.0  # seconds a benchmark gets to clean up after SIGTERM
+README = c.ROOT / "README.md"
+BEGIN = re.compile(r"<!-- PERFORMANCE:BEGIN[^>]*-->")
+END = "<!-- PERFORMANCE:END -->"
+
+
+def run_benchmarks(args: argparse.Namespace) -> dict[str, int | None]:
+    only = set(args.only.split(",")) if args.only else None
+    status: dict[str, int | None] = {}
+    for name, quick_args, limit in BENCHES:
+        if only is not None and name not in only:
+            continue
+        script = c.BENCH / f"{name}.py"
+        if not script.exists():
+            status[name] = None
+            continue
+        cmd = [sys.executable, str(script)]
+        if args.quick:
+            cmd += quick_args
+        if name in OURS:
+            if args.runs:
+                cmd += ["--runs", str(args.runs)]
+            cmd += ["--out", str(args.out)]
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=c.ROOT)
+        try:
+            status[name] = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            print(f"== {name}: over its {limit:.0f} s limit; stopping it", flush=True)
+            status[name] = _stop(proc)
+        except KeyboardInterrupt:
+            _stop(proc)
+            raise
+        print(f"== {name}: exit {status[name]} in {time.monotonic() - t0:.0f} s", flush=True)
+    return status
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM first: every benchmark turns it into KeyboardInterrupt and removes its
+    namespaces and servers on the way out; SIGKILL only if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+# -- README section ------------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, (int, float)) and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _pct(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value * 100:.1f} %" if value < 0.995 else f"{value * 100:.0f} %"
+
+
+def _times(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}x"
+
+
+def _span(rows: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] * 100 for r in rows if key in r and not math.isnan(r[key])]
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{low:.0f} %" if round(low) == round(high) else f"{low:.0f}-{high:.0f} %"
+
+
+def _busy_verdict(rows: list[dict[str, Any]]) -> str:
+    busy = [r["ustack_cpu"] + r.get("ustack_runqueue_wait", 0.0) for r in rows]
+    busy = [b for b in busy if not math.isnan(b)]
+    if not busy:
+        return "."
+    if min(busy) >= 0.9:
+        return ": its one thread is the bottleneck (CPU-bound), on a core it shared."
+    return (
+        f": it sat idle up to {(1 - min(busy)) * 100:.0f} % of the time, so not only CPU limits it."
+    )
+
+
+def _segments(rows: list[dict[str, Any]]) -> str:
+    seen = {r["mtu"]: r for r in rows if "ustack_avg_segment_sent" in r}
+    if not seen:
+        return ""
+    cells = [
+        f"{r['ustack_avg_segment_sent']:.0f} B sent / {r['ustack_avg_segment_received']:.0f} B "
+        f"received at MTU {mtu}"
+        for mtu, r in sorted(seen.items())
+    ]
+    return " ustack's average data segment: " + "; ".join(cells) + "."
+
+
+def _met(ok: bool | None) -> str:
+    return "" if ok is None else ("yes" if ok else "**no**")
+
+
+def performance_rows(out: Path) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """The summary table (metric, ustack, kernel, ustack/kernel, target, met) and the docs used."""
+    rows: list[list[str]] = []
+    docs: list[dict[str, Any]] = []
+    tp = c.load_result(out, "throughput")
+    if tp:
+        docs.append(tp)
+        for r in tp["rows"]:
+            target = r.get("target_mb_s")
+            arrow = r["direction"].replace("->", " → ")
+            rows.append(
+                [
+                    f"bulk {arrow}, MTU {r['mtu']} (MB/s)",
+                    _num(r["ustack_mb_s"], 1),
+                    _num(r["kernel_mb_s"]),
+                    _pct(r["ratio"]),
+                    f"≥ {target:g}" if target else "",
+                    _met(r["ustack_mb_s"] >= target if target else None),
+                ]
+            )
+    lat = c.load_result(out, "latency")
+    if lat:
+        docs.append(lat)
+        u, k = lat["summary"]["ustack"], lat["summary"]["kernel"]
+        rows.append(
+            [
+                "64 B echo round trip, p50 (µs)",
+                _num(u["p50_us"], 1),
+                _num(k["p50_us"], 1),
+                _times(lat["ratio_p50"]),
+                f"≤ {lat['target_p50_us']:g}",
+                _met(u["p50_us"] <= lat["target_p50_us"]),
+            ]
+        )
+        rows.append(
+            [
+                "64 B echo round trip, p99 (µs)",
+                _num(u["p99_us"], 1),
+                _num(k["p99_us"], 1),
+                _times(lat["ratio_p99"]),
+                "",
+                "",
+            ]
+        )
+    cr = c.load_result(out, "connrate")
+    if cr:
+        docs.append(cr)
+        for r in cr["rows"]:
+            target = r.get("target_per_s")
+            rows.append(
+                [
+                    f"{r['mode']} per second (HTTP, wrk)",
+                    _num(r["ustack_per_s"]),
+                    _num(r["kernel_per_s"]),
+                    _pct(r["ratio"]),
+                    f"≥ {target:,.0f}" if target else "",
+                    _met(r["ustack_per_s"] >= target if target else None),
+                ]
+            )
+    cc = c.load_result(out, "concurrency")
+    if cc:
+        docs.append(cc)
+        u, k = cc["summary"]["ustack"], cc["summary"]["kernel"]
+        n = cc["connections"]
+        target = cc["target_bytes_per_conn"]
+        rows.append(
+            [
+                f"{n:,} connections: memory per connection (bytes)",
+                _num(u["bytes_per_conn"]),
+                "in kernel memory",
+                "",
+                f"≤ {target:,.0f}",
+                _met(u["bytes_per_conn"] <= target and u["opened"] >= n),
+            ]
+        )
+        rows.append(
+            [
+                f"{n:,} connections: time to open all (s)",
+                _num(u["open_seconds"], 2),
+                _num(k["open_seconds"], 2),
+                _times(c.ratio(u["open_seconds"], k["open_seconds"])),
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                f"{n:,} connections: echoing correctly afterwards",
+                f"{u['echoed_ok']:,.0f}",
+                f"{k['echoed_ok']:,.0f}",
+                "",
+                f"{n:,}",
+                _met(u["echoed_ok"] >= n),
+            ]
+        )
+    return rows, docs
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def loss_section(out: Path) -> str:
+    doc = c.load_result(out, "loss")
+    if not doc:
+        return ""
+    rows = [
+        [
+            f"{r['loss_percent']:g}",
+            f"{_num(r['ustack_mb_s'], 2)} ({_pct(r['ustack_relative'])})",
+            f"{_num(r['kernel_mb_s'], 2)} ({_pct(r['kernel_relative'])})",
+            f"{_num(r['netsim_mbit'], 2)} ({_pct(r['netsim_relative'])})",
+        ]
+        for r in doc["rows"]
+    ]
+    ns = doc["netsim"]
+    return (
+        f"Goodput under random loss on both directions ({doc['size_bytes'] / 1e6:g} MB per "
+        f"transfer, at most {doc['seconds_limit']:g} s; ustack sends; in brackets: share of the "
+        f"loss-free figure). Kernel reference: veth with offloads off and iptables dropping at "
+        f"random; netsim: two ustack hosts in virtual time over {ns['rate_bit_s'] / 1e6:g} "
+        f"Mbit/s, {ns['rtt_s'] * 1e3:g} ms RTT.\n\n"
+        + _md_table(
+            ["loss %", "ustack → kernel, MB/s", "kernel → kernel, MB/s", "netsim, Mbit/s"], rows
+        )
+    )
+
+
+def checksum_section(out: Path) -> str:
+    doc = c.load_result(out, "checksum")
+    if not doc or "results" not in doc:
+        return ""
+    res = doc["results"]
+    parts = []
+    for impl in sorted(res):
+        at = res[impl].get("1500") or res[impl].get(1500)
+        big = res[impl].get("65536") or res[impl].get(65536)
+        if at:
+            cell = f"{impl} {at['gb_per_s']:.2f} GB/s at 1500 B"
+            if big:
+                cell += f", {big['gb_per_s']:.1f} GB/s at 64 KiB"
+            parts.append(cell)
+    met = [t for t in doc.get("targets", [])]
+    text = "Internet checksum (`bench/checksum.py`): " + "; ".join(parts) + "."
+    if met:
+        text += (
+            " Targets: "
+            + "; ".join(f"{t['target']}: {_num(t['value'], 2)} ({_met(t['met'])})" for t in met)
+            + "."
+        )
+    return text
+
+
+def netsim_section(out: Path) -> str:
+    doc = c.load_result(out, "netsim")
+    if not doc or "rows" not in doc:
+        return ""
+    link = doc.get("link", {})
+    cells = [f"{r['loss'] * 100:g} %: {r['goodput_mbit_median']:.2f}" for r in doc["rows"]]
+    return (
+        f"Simulator (`bench/netsim.py`, virtual time, {doc.get('size_bytes', 0) / 1e6:g} MB over "
+        f"{link.get('rate_bit_s', 0) / 1e6:g} Mbit/s, {link.get('rtt_s', 0) * 1e3:g} ms RTT), "
+        f"goodput in Mbit/s by loss rate: " + ", ".join(cells) + "."
+    )
+
+
+def render_section(out: Path) -> str:
+    rows, docs = performance_rows(out)
+    if not docs:
+        return "No benchmark results yet: run `python bench/run_all.py` (as root)."
+    machine = docs[0]["machine"]
+    dates = sorted({d["machine"]["date"] for d in docs})
+    runs = sorted({d["runs"] for d in docs})
+    loads = [d["machine"]["load_average_1min"] for d in docs]
+    parts = [
+        "## Performance",
+        "",
+        f"Measured {dates[0]}"
+        + (f" to {dates[-1]}" if len(dates) > 1 else "")
+        + f" on {c.machine_line(machine).rsplit(', load', 1)[0]}"
+        + f" (1-minute load average {min(loads):g} to {max(loads):g} during the runs: other work "
+        "shared the machine, so absolute numbers are noisy; ratios less so). ustack runs as "
+        "`ustack serve` on a TUN device in a private network namespace; the kernel reference is "
+        "the same client against kernel sockets over a veth pair between two namespaces, "
+        f"measured in the same run. Every figure is the median of {'/'.join(map(str, runs))} "
+        "runs. MB = 10^6 bytes. Reproduce with `python bench/run_all.py` (root; about 10 "
+        "minutes); each `bench/*.py` also runs alone and takes `--quick`.",
+        "",
+        _md_table(["metric", "ustack", "kernel", "ustack / kernel", "target", "met"], rows),
+        "",
+    ]
+    notes = []
+    cr = c.load_result(out, "connrate")
+    if cr:
+        notes.append(f"Connection and request rates: {cr['client']}; reference: {cr['reference']}.")
+    lat = c.load_result(out, "latency")
+    if lat:
+        notes.append(
+            f"Echo: {lat['count']:,} round trips per run after {lat['warmup']} warm-up, blocking "
+            "client with TCP_NODELAY; the kernel reference echo server is a Python epoll loop. "
+            "ustack's own CPU time per round trip: "
+            f"{_num(lat['summary']['ustack'].get('server_cpu_us_per_trip'), 0)} µs."
+        )
+    cc = c.load_result(out, "concurrency")
+    if cc:
+        notes.append(
+            "Memory per connection is the growth of the ustack process's VmRSS with all "
+            "connections open and echoed, divided by their number; the kernel keeps its "
+            "connections in kernel memory, so only time and correctness compare."
+        )
+    tp = c.load_result(out, "throughput")
+    if tp:
+        notes.append(
+            f"Bulk: one connection, {tp['size_bytes'] / 1e6:g} MB or {tp['seconds_limit']:g} s, "
+            "kernel client with 1 MiB socket buffers; ustack's discard service "
+            "(kernel → ustack) and `GET /bytes/N` (ustack → kernel). During these transfers the "
+            f"ustack process was on a CPU {_span(tp['rows'], 'ustack_cpu')} of the time and "
+            f"runnable but waiting for one {_span(tp['rows'], 'ustack_runqueue_wait')}"
+            + _busy_verdict(tp["rows"])
+            + _segments(tp["rows"])
+        )
+    parts += [" ".join(notes), ""] if notes else []
+    for section in (loss_section(out), checksum_section(out), netsim_section(out)):
+        if section:
+            parts += [section, ""]
+    charts = [
+        f"[{name}](bench/results/{name}.png)"
+        for name in ("throughput", "latency", "connrate", "loss", "checksum", "netsim")
+        if (out / f"{name}.png").exists()
+    ]
+    if charts:
+        parts.append("Charts: " + ", ".join(charts) + ".")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def update_readme(out: Path, readme: Path = README) -> bool:
+    text = readme.read_text()
+    begin = BEGIN.search(text)
+    end = text.find(END, begin.end() if begin else 0)
+    if begin is None or end < 0:
+        print(f"{readme}: no PERFORMANCE:BEGIN/END markers; README left alone", file=sys.stderr)
+        return False
+    new = text[: begin.end()] + "\n" + render_section(out) + text[end:]
+    if new != text:
+        readme.write_text(new)
+    return True
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--only", default="", help="comma-separated benchmark names")
+    p.add_argument("--out", type=Path, default=c.RESULTS)
+    p.add_argument("--readme-only", action="store_true", help="only regenerate the README")
+    args = p.parse_args()
+    c.handle_signals()
+    status: dict[str, int | None] = {}
+    if not args.readme_only:
+        t0 = time.monotonic()
+        status = run_benchmarks(args)
+        print(f"== all done in {time.monotonic() - t0:.0f} s: {status}", flush=True)
+    if update_readme(args.out):
+        print(f"updated the performance section of {README}")
+    print(render_section(args.out))
+    return 0 if all(v == 0 for v in status.values() if v is not None) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(c.guard(main))
