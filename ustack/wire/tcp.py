@@ -122,7 +122,9 @@ class TcpOptions:
 NO_OPTIONS = TcpOptions()
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one of these is built per packet, and a frozen dataclass's __init__ goes through
+# object.__setattr__ for every field (about 1.8 us against 0.3 us here). Treat it as read-only.
+@dataclass(slots=True)
 class TcpSegment:
     src_port: int
     dst_port: int
