@@ -646,24 +646,7 @@ class Host:
         return buf
 
     def _emit_rst(self, key: Key, seq_: int, ack: int, flags: int) -> None:
-        remote_addr, remote_port, local_addr, local_port = key
-        buf = bytearray(ipv4.HEADER_LEN + tcp.HEADER_LEN)
-        self._emit_ip(
-            buf, src=local_addr, dst=remote_addr, proto=ipv4.PROTO_TCP, payload_len=tcp.HEADER_LEN
-        )
-        tcp.emit(
-            buf,
-            ipv4.HEADER_LEN,
-            local_addr,
-            remote_addr,
-            src_port=local_port,
-            dst_port=remote_port,
-            seq=seq_,
-            ack=ack,
-            flags=flags,
-            window=0,
-        )
-        self._out.append(buf)
+        self._out.append(self._build_segment(key, OutSegment(seq_, ack, flags, 0, b"", b"")))
 
     def _send_unreachable(
         self,

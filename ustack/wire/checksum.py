@@ -47,21 +47,8 @@ IMPLEMENTATION_REASON: str
 """One sentence saying why this implementation (and kernel) was chosen."""
 
 _force = os.environ.get("USTACK_PUREPYTHON", "")
-if _force not in ("", "0"):
-    from ustack.wire._checksum_py import (
-        finish,
-        internet_checksum,
-        ipv4_pseudo_header_sum,
-        partial_sum,
-        tcp_checksum,
-        update16,
-        update32,
-        verify_tcp,
-    )
-
-    IMPLEMENTATION, KERNEL = "python", None
-    IMPLEMENTATION_REASON = f"USTACK_PUREPYTHON={_force} set"
-else:
+_fallback_reason = f"USTACK_PUREPYTHON={_force} set" if _force not in ("", "0") else ""
+if not _fallback_reason:
     try:
         from ustack.wire._checksum import (
             finish,
@@ -74,34 +61,36 @@ else:
             verify_tcp,
         )
     except ImportError as exc:
-        from ustack.wire._checksum_py import (
-            finish,
-            internet_checksum,
-            ipv4_pseudo_header_sum,
-            partial_sum,
-            tcp_checksum,
-            update16,
-            update32,
-            verify_tcp,
-        )
+        _fallback_reason = f"C extension not built: {type(exc).__name__}: {exc}"
+if _fallback_reason:
+    from ustack.wire._checksum_py import (
+        finish,
+        internet_checksum,
+        ipv4_pseudo_header_sum,
+        partial_sum,
+        tcp_checksum,
+        update16,
+        update32,
+        verify_tcp,
+    )
 
-        IMPLEMENTATION, KERNEL = "python", None
-        IMPLEMENTATION_REASON = f"C extension not built: {type(exc).__name__}: {exc}"
+    IMPLEMENTATION, KERNEL = "python", None
+    IMPLEMENTATION_REASON = _fallback_reason
+else:
+    from ustack.wire import _checksum
+
+    IMPLEMENTATION = "c"
+    _wanted = os.environ.get("USTACK_CHECKSUM_KERNEL", "")
+    _note = ""
+    if _wanted:
+        try:
+            _checksum._set_kernel(_wanted)
+            _note = f" (USTACK_CHECKSUM_KERNEL={_wanted} set)"
+        except ValueError:
+            _note = f" (USTACK_CHECKSUM_KERNEL={_wanted} ignored: not available here)"
+    KERNEL = _checksum._kernel()
+    if KERNEL == "avx2":
+        IMPLEMENTATION_REASON = f"C extension loaded, AVX2 path{_note}"
     else:
-        from ustack.wire import _checksum
-
-        IMPLEMENTATION = "c"
-        _wanted = os.environ.get("USTACK_CHECKSUM_KERNEL", "")
-        _note = ""
-        if _wanted:
-            try:
-                _checksum._set_kernel(_wanted)
-                _note = f" (USTACK_CHECKSUM_KERNEL={_wanted} set)"
-            except ValueError:
-                _note = f" (USTACK_CHECKSUM_KERNEL={_wanted} ignored: not available here)"
-        KERNEL = _checksum._kernel()
-        if KERNEL == "avx2":
-            IMPLEMENTATION_REASON = f"C extension loaded, AVX2 path{_note}"
-        else:
-            _why = _note or f" ({_checksum.NO_AVX2_REASON})"
-            IMPLEMENTATION_REASON = f"C extension loaded, portable path{_why}"
+        _why = _note or f" ({_checksum.NO_AVX2_REASON})"
+        IMPLEMENTATION_REASON = f"C extension loaded, portable path{_why}"
