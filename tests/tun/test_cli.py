@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,59 @@ async def test_without_cap_net_admin_gives_one_line(netns: NetNamespace) -> None
     command = "exec " + shlex.join([*SERVE, "--name", "t2"])
     rc, _, err = await run_in(netns, "capsh", "--drop=cap_net_admin", "--", "-c", command)
     _assert_one_line_error(rc, err, "CAP_NET_ADMIN")
+
+
+@needs_curl
+async def test_serve_traces_state_changes_and_retransmissions_as_json(
+    netns: NetNamespace, tmp_path: Path
+) -> None:
+    pcap = f"{tmp_path}/serve.pcap"
+    async with serving(
+        netns, "--name", "t1", "--services", "http", "--trace", "json",
+        "--loss", "10", "--seed", "3", "--pcap", pcap,
+    ) as proc:  # fmt: skip
+        rc, out, err = await run_in(
+            netns, "curl", "-sS", "--fail", "--max-time", "60", "-H", "Connection: close",
+            f"http://{STACK}/bytes/400000",
+        )  # fmt: skip
+        assert rc == 0, err
+        assert out == pattern_bytes(0, 400_000)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        rest = (await asyncio.wait_for(proc.stderr.read(), SAFETY)).decode()
+        await asyncio.wait_for(proc.wait(), STOP_BOUND)
+    assert proc.returncode == 0
+    records = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    transitions = [(r["from"], r["to"]) for r in records if r["event"] == "state"]
+    assert ("SYN-RECEIVED", "ESTABLISHED") in transitions
+    assert ("ESTABLISHED", "FIN-WAIT-1") in transitions  # Connection: close -> we close first
+    retransmits = [r for r in records if r["event"] == "retransmit"]
+    assert retransmits, "10 % loss over 270 segments must cost at least one retransmission"
+    assert all(r["remote"].startswith("10.7.0.1:") for r in records)
+    # The capture is what ustack saw, readable by scapy.
+    from scapy.utils import rdpcap
+
+    assert len(rdpcap(pcap)) > 200
+
+
+async def test_demo_draws_every_state_and_removes_its_namespace() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON, "-m", "ustack", "demo", "--size", "100000",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    text, log = out.decode(), err.decode()
+    assert "SHA-256" in log and "verified" in log
+    for state in (
+        "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2",
+        "CLOSE-WAIT", "LAST-ACK", "TIME-WAIT", "CLOSED",
+    ):  # fmt: skip
+        assert state in text, f"{state} missing from the ladder:\n{text}"
+    assert "|<" in text and ">|" in text  # arrows both ways
+    name = next(w for w in log.split() if w.startswith("ustack-demo-"))
+    listed = await asyncio.create_subprocess_exec(
+        "ip", "netns", "list", stdout=asyncio.subprocess.PIPE
+    )
+    names, _ = await listed.communicate()
+    assert name not in names.decode()
