@@ -1,4 +1,4 @@
-"""The README's state table is generated from the machine's own transition table."""
+"""The README's state diagram and table are generated from the machine's own transition table."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ def test_readme_state_table_is_current() -> None:
     text = README.read_text()
     begin = text.index("<!-- STATES:BEGIN -->") + len("<!-- STATES:BEGIN -->")
     end = text.index("<!-- STATES:END -->")
-    assert text[begin:end].strip() == state.markdown_table().strip(), (
-        "README.md's state table is stale: paste ustack.tcp.state.markdown_table() between the "
-        "STATES markers"
+    expected = "```mermaid\n" + state.mermaid().strip() + "\n```\n\n" + state.markdown_table()
+    assert text[begin:end].strip() == expected.strip(), (
+        "README.md's state diagram/table is stale: regenerate them from ustack.tcp.state "
+        "(mermaid() and markdown_table()) between the STATES markers"
     )
 
 
