@@ -196,6 +196,36 @@ async def test_one_timer_rearmed_only_when_the_deadline_changes() -> None:
         link.close()
 
 
+async def test_a_later_or_vanished_deadline_keeps_the_armed_timer() -> None:
+    # Deadlines come and go every round trip (RTO while data is in flight); the driver keeps an
+    # earlier timer armed instead of cancelling it, and re-arms when it fires early.
+    real = asyncio.get_running_loop()
+    loop = CountingLoop(real)
+    link = QueueLink(0)
+    host = ScriptedHost()
+    driver = Driver(loop, link, host)  # type: ignore[arg-type]
+    driver.start()
+    try:
+        t0 = real.time()
+        host.deadline = t0 + 0.02
+        driver.kick()
+        await asyncio.sleep(0)
+        host.deadline = None  # the RTO was cleared by an ACK
+        driver.kick()
+        await asyncio.sleep(0)
+        host.deadline = t0 + 0.2  # the next round trip's RTO, later than the armed timer
+        driver.kick()
+        await asyncio.sleep(0)
+        assert len(loop.handles) == 1 and not loop.handles[0][1].cancelled()
+        await until(lambda: loop.handles[0][2][0], "the early timer to fire")
+        assert host.deadline_calls == []  # fired early: the core was not called
+        assert [w for w, _, _ in loop.handles] == [t0 + 0.02, t0 + 0.2]  # re-armed then
+        assert loop.live() == 1
+    finally:
+        driver.stop()
+        link.close()
+
+
 async def test_application_calls_coalesce_into_one_flush() -> None:
     loop = asyncio.get_running_loop()
     link = QueueLink(0)

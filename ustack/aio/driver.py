@@ -16,8 +16,9 @@ turns those into wakeups:
   dirty; a single ``call_soon`` flush serves every call made in the same loop iteration, so a
   burst of ``write()`` calls makes one flush, and Nagle/cwnd see the whole burst.
 * **Time.** Exactly one ``loop.call_at`` handle is live, armed at the earlier of
-  ``host.next_deadline()`` and ``link.next_deadline()``. It is re-armed only when that deadline
-  changes, never polled. ``now`` passed to the core never goes backwards, and a timer that
+  ``host.next_deadline()`` and ``link.next_deadline()``, never polled. It is re-armed when that
+  deadline moves earlier; a deadline that moves later or vanishes (an RTO cleared by an ACK,
+  every round trip) keeps the armed timer, which then fires early once and re-arms. ``now`` passed to the core never goes backwards, and a timer that
   fires counts as having reached its deadline: uvloop's clock has millisecond granularity, and
   a timer seen as early would otherwise re-arm at the same instant and spin.
 
@@ -282,7 +283,13 @@ class Driver:
         link_deadline = self.link.next_deadline()
         if link_deadline is not None and (deadline is None or link_deadline < deadline):
             deadline = link_deadline
-        if deadline == self._timer_when:
+        armed = self._timer_when
+        if deadline == armed:
+            return
+        if self._timer is not None and armed is not None and (deadline is None or armed < deadline):
+            # An earlier timer is already armed: let it fire early and re-arm then. Deadlines
+            # come and go on every round trip (the RTO while data is in flight, the delayed
+            # ACK); paying a cancel and a call_at for each costs more than one spare wakeup.
             return
         if self._timer is not None:
             self._timer.cancel()
