@@ -73,7 +73,7 @@ def test_usage_errors_are_one_line(argv: list[str]) -> None:
 
 def test_text_trace_line_names_both_ends_and_the_transition() -> None:
     out = io.StringIO()
-    tracer = _Tracer("text", out, lambda: 0.0)
+    tracer = _Tracer("text", out)
     tracer(CONN, "state", {"from": State.SYN_RECEIVED, "to": State.ESTABLISHED, "trigger": "x"})
     tracer(CONN, "retransmit", {"seq": 1234, "len": 1460, "fin": False})
     first, second = out.getvalue().splitlines()
@@ -83,7 +83,7 @@ def test_text_trace_line_names_both_ends_and_the_transition() -> None:
 
 def test_json_trace_lines_are_self_describing() -> None:
     out = io.StringIO()
-    tracer = _Tracer("json", out, lambda: 0.0)
+    tracer = _Tracer("json", out)
     tracer(CONN, "state", {"from": State.FIN_WAIT_2, "to": State.TIME_WAIT, "trigger": "rcv_fin"})
     record = json.loads(out.getvalue())
     assert record["event"] == "state"

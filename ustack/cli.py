@@ -17,7 +17,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from ustack import __version__
@@ -119,10 +119,9 @@ def _checksum_info(_args: argparse.Namespace) -> int:
 class _Tracer:
     """``--trace``: one line per connection state change and per retransmission."""
 
-    def __init__(self, fmt: str, out: TextIO, clock: Callable[[], float]) -> None:
+    def __init__(self, fmt: str, out: TextIO) -> None:
         self.fmt = fmt
         self.out = out
-        self.clock = clock
 
     def __call__(self, conn: Any, kind: str, detail: dict[str, Any]) -> None:
         from ustack.wire.ipv4 import int_to_addr
@@ -200,7 +199,7 @@ async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> i
     from ustack.apps import SERVICES
 
     loop = asyncio.get_running_loop()
-    tracer = _Tracer(args.trace, sys.stderr, loop.time) if args.trace else None
+    tracer = _Tracer(args.trace, sys.stderr) if args.trace else None
     link = _build_link(args)
     stack = ustack.Stack(link, address=args.address, config=_tcp_config(args), tracer=tracer)
     stop = asyncio.Event()

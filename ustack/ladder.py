@@ -46,12 +46,7 @@ class _Flow:
     folded: int = 0
     folded_bytes: int = 0
     fold_start: float = 0.0
-    peer_fin_seen: bool = False
-    local_fin_seen: bool = False
-    peer_fin_acked: bool = False
-    local_fin_acked: bool = False
-    peer_fin_seq: int = 0
-    local_fin_seq: int = 0
+    peer_fin_seq: int | None = None  # sequence number of the peer's FIN, once seen
     # Window scale shifts from the two SYNs; None until known (RFC 7323 2.2: both or neither).
     peer_wscale: int | None = None
     local_wscale: int | None = None
@@ -141,8 +136,8 @@ class Ladder:
             return "LISTEN"
         if st == "SYN-RECEIVED" and seg.has_ack and seg.control is not Control.SYN:
             st = "ESTABLISHED"
-        if flow.peer_fin_seen and seg.has_ack and seg.ack == ((flow.peer_fin_seq + 1) & 0xFFFFFFFF):
-            flow.peer_fin_acked = True
+        fin_seq = flow.peer_fin_seq
+        if fin_seq is not None and seg.has_ack and seg.ack == (fin_seq + 1) & 0xFFFFFFFF:
             if st == "FIN-WAIT-1":
                 st = "FIN-WAIT-2"
             elif st == "LAST-ACK":
@@ -164,17 +159,8 @@ class Ladder:
                 flow.peer_isn, flow.peer_wscale = seg.seq, seg.options.wscale
             else:
                 flow.local_isn, flow.local_wscale = seg.seq, seg.options.wscale
-        if seg.control is Control.FIN:
-            if direction == INBOUND:
-                flow.peer_fin_seen, flow.peer_fin_seq = (
-                    True,
-                    (seg.seq + len(seg.payload)) & 0xFFFFFFFF,
-                )
-            else:
-                flow.local_fin_seen, flow.local_fin_seq = (
-                    True,
-                    (seg.seq + len(seg.payload)) & 0xFFFFFFFF,
-                )
+        if seg.control is Control.FIN and direction == INBOUND:
+            flow.peer_fin_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
         plain = seg.control is Control.NONE
         if direction == OUTBOUND:
             # The peer's view changes when it receives our segment; show the arrow first.
