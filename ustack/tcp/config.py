@@ -73,6 +73,11 @@ class TcpConfig:
     challenge_ack_window: float = CHALLENGE_ACK_WINDOW
     persist_min: float = RTO_MIN  # first zero-window probe interval floor
     persist_max: float = RTO_MAX  # the probe interval backs off up to this
-    congestion: str = "newreno"
+    congestion: str = "newreno"  # a name from ustack.tcp.congestion.available()
+    hystart: bool = True  # RFC 9406 HyStart++ slow start (ignored by controllers without it)
+    sack: bool = True  # RFC 2018 SACK (and RFC 2883 D-SACK), offered and accepted
+    timestamps: bool = True  # RFC 7323 timestamps (RTTM and PAWS), offered and accepted
+    rack: bool = True  # RFC 8985 RACK time-based loss detection (needs SACK); off: DupThresh
+    tlp: bool = True  # RFC 8985 tail loss probe (needs SACK)
     max_ooo_segments: int = 256  # out-of-order chunks held; the window bounds the bytes
     initial_window: int | None = None  # bytes; None = RFC 6928 min(10*MSS, max(2*MSS, 14600))
