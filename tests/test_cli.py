@@ -6,7 +6,9 @@ import io
 import json
 import subprocess
 import sys
+from enum import Enum
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -78,7 +80,8 @@ def test_text_trace_line_names_both_ends_and_the_transition() -> None:
     tracer(CONN, "retransmit", {"seq": 1234, "len": 1460, "fin": False})
     first, second = out.getvalue().splitlines()
     assert first.endswith("10.7.0.2:80 <-> 10.7.0.1:40000 SYN-RECEIVED -> ESTABLISHED")
-    assert second.endswith("retransmit seq=1234 len=1460 fin=False")
+    # This connection object has no iss: the sequence number is printed as given.
+    assert second.endswith("retransmit seq=1234 len=1460")
 
 
 def test_json_trace_lines_are_self_describing() -> None:
@@ -89,3 +92,141 @@ def test_json_trace_lines_are_self_describing() -> None:
     assert record["event"] == "state"
     assert (record["from"], record["to"]) == ("FIN-WAIT-2", "TIME-WAIT")
     assert (record["local"], record["remote"]) == ("10.7.0.2:80", "10.7.0.1:40000")
+
+
+ISS = 0xFFFFFF00  # near the wrap, so relative numbers must be taken modulo 2**32
+TRACED = SimpleNamespace(**vars(CONN), iss=ISS, irs=7000)
+
+
+def our(rel: int) -> int:
+    """An absolute sequence number of our own data, ``rel`` bytes after the ISS."""
+    return (ISS + rel) & 0xFFFFFFFF
+
+
+class Trigger(Enum):
+    """Stands in for the core's trigger enum: only its string ``.value`` matters here."""
+
+    RCV_SYN_ACK = "rcv_syn_ack"
+
+
+ESTABLISHED_DETAIL = {
+    "from": State.SYN_SENT,
+    "to": State.ESTABLISHED,
+    "trigger": Trigger.RCV_SYN_ACK,
+    "options": {"mss": 1460, "wscale": None, "sack": True, "timestamps": False},
+}
+
+# Every kind the connection emits, with the text line's ending for it.
+EVENTS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "state",
+        ESTABLISHED_DETAIL,
+        "SYN-SENT -> ESTABLISHED (mss 1460, wscale off, sack on, timestamps off)",
+    ),
+    (
+        "retransmit",
+        {"seq": our(1449), "len": 1448, "fin": False, "syn": False, "reason": "rack"},
+        "retransmit seq=1449 len=1448 reason=rack",
+    ),
+    (
+        "retransmit",
+        {"seq": ISS, "len": 0, "fin": False, "syn": True, "reason": "syn"},
+        "retransmit seq=0 len=0 syn reason=syn",
+    ),
+    (
+        "retransmit",
+        {"seq": our(2897), "len": 0, "fin": True, "syn": False, "reason": "rto"},
+        "retransmit seq=2897 len=0 fin reason=rto",
+    ),
+    (
+        "recovery",
+        {"event": "enter", "cwnd": 14480, "ssthresh": 14480, "pipe": 20272, "reason": "dupthresh"},
+        "recovery enter reason=dupthresh cwnd=14480 ssthresh=14480 pipe=20272",
+    ),
+    ("rto", {"rto": 0.4125, "backoff": 2, "cwnd": 1448}, "rto 0.412s backoff=2 cwnd=1448"),
+    (
+        "tlp",
+        {"seq": our(4345), "len": 1448, "new_data": True},
+        "tlp seq=4345 len=1448 (new data)",
+    ),
+    (
+        "tlp",
+        {"seq": our(2897), "len": 1448, "new_data": False},
+        "tlp seq=2897 len=1448 (last segment again)",
+    ),
+    (
+        "sack",
+        {"blocks": [[our(2897), our(4345)], [our(5793), our(7241)]], "dsack": False, "ack": our(1)},
+        "sack ack=1 blocks 2897-4345 5793-7241",
+    ),
+    (
+        "sack",
+        {"blocks": [[our(1449), our(2897)], [our(2897), our(4345)]], "dsack": True, "ack": our(1)},
+        "sack ack=1 blocks 1449-2897 2897-4345 (dsack)",
+    ),
+    ("frobnicate", {"knob": 3, "parts": [1, 2]}, "frobnicate knob=3 parts=[1, 2]"),
+]
+
+
+@pytest.mark.parametrize(("kind", "detail", "text"), EVENTS, ids=[e[2] for e in EVENTS])
+def test_text_trace_prints_each_kind_on_one_readable_line(
+    kind: str, detail: dict[str, Any], text: str
+) -> None:
+    out = io.StringIO()
+    _Tracer("text", out)(TRACED, kind, detail)
+    line = out.getvalue()
+    assert line.count("\n") == 1
+    assert line.rstrip("\n").endswith(f" 10.7.0.2:80 <-> 10.7.0.1:40000 {text}")
+
+
+@pytest.mark.parametrize(("kind", "detail", "_text"), EVENTS, ids=[e[2] for e in EVENTS])
+def test_json_trace_keeps_the_detail_as_given(
+    kind: str, detail: dict[str, Any], _text: str
+) -> None:
+    out = io.StringIO()
+    _Tracer("json", out)(TRACED, kind, detail)
+    line = out.getvalue()
+    assert line.count("\n") == 1
+    record = json.loads(line)
+    assert list(record) == sorted(record)
+    assert (record["event"], record["local"], record["remote"]) == (
+        kind,
+        "10.7.0.2:80",
+        "10.7.0.1:40000",
+    )
+    assert isinstance(record["time"], float)
+    detail_keys = {k: v for k, v in record.items() if k not in ("time", "local", "remote", "event")}
+    # Absolute numbers, lists as lists, enums as their values; a detail key named like one of
+    # the record's own is prefixed with the event.
+    expected = {
+        (f"{kind}_{k}" if k == "event" else k): (v.value if isinstance(v, Enum) else v)
+        for k, v in detail.items()
+    }
+    assert detail_keys == expected
+
+
+def test_json_trace_of_recovery_keeps_both_events() -> None:
+    out = io.StringIO()
+    detail = {"event": "undo", "cwnd": 2896, "ssthresh": 1448, "pipe": 0, "reason": "dsack"}
+    _Tracer("json", out)(TRACED, "recovery", detail)
+    record = json.loads(out.getvalue())
+    assert (record["event"], record["recovery_event"]) == ("recovery", "undo")
+
+
+def test_json_trace_of_established_shows_the_negotiated_options() -> None:
+    out = io.StringIO()
+    _Tracer("json", out)(TRACED, "state", ESTABLISHED_DETAIL)
+    record = json.loads(out.getvalue())
+    assert (record["from"], record["to"], record["trigger"]) == (
+        "SYN-SENT",
+        "ESTABLISHED",
+        "rcv_syn_ack",
+    )
+    assert record["options"] == {"mss": 1460, "wscale": None, "sack": True, "timestamps": False}
+
+
+def test_text_trace_of_a_detail_it_cannot_read_falls_back_to_key_value() -> None:
+    # The tracer runs inside the connection's packet processing: it must not raise.
+    out = io.StringIO()
+    _Tracer("text", out)(TRACED, "sack", {"ack": our(1), "blocks": "garbled"})
+    assert out.getvalue().rstrip("\n").endswith(f"sack ack={our(1)} blocks=garbled")

@@ -17,7 +17,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from ustack import __version__
@@ -117,7 +117,16 @@ def _checksum_info(_args: argparse.Namespace) -> int:
 
 
 class _Tracer:
-    """``--trace``: one line per connection state change and per retransmission."""
+    """``--trace``: one line per event a connection reports (state changes, retransmissions,
+    loss recovery, RTO and TLP firings, arriving SACK blocks).
+
+    Text lines are for people: sequence numbers relative to the connection's ISS, as the ladder
+    diagram shows them (SACK blocks and retransmissions are about our own data). JSON lines are
+    for programs: one object per line, the detail as the connection gave it (absolute numbers,
+    enums as their values) beside ``time``, ``local``, ``remote`` and ``event``; a detail key that
+    would overwrite one of those four is renamed ``<event>_<key>`` (the recovery event's
+    ``event`` becomes ``recovery_event``).
+    """
 
     def __init__(self, fmt: str, out: TextIO) -> None:
         self.fmt = fmt
@@ -130,21 +139,103 @@ class _Tracer:
         remote = f"{int_to_addr(conn.remote_addr)}:{conn.remote_port}"
         when = time.time()
         if self.fmt == "json":
-            record = {"time": round(when, 6), "local": local, "remote": remote, "event": kind}
-            record.update({k: getattr(v, "value", v) for k, v in detail.items()})
+            record: dict[str, Any] = {
+                "time": round(when, 6),
+                "local": local,
+                "remote": remote,
+                "event": kind,
+            }
+            for key, value in detail.items():
+                record[f"{kind}_{key}" if key in record else key] = _jsonable(value)
             line = json.dumps(record, sort_keys=True)
         else:
             stamp = time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1e6):06d}"
-            if kind == "state":
-                what = f"{_state_name(detail['from'])} -> {_state_name(detail['to'])}"
-            else:
-                what = kind + " " + " ".join(f"{k}={v}" for k, v in detail.items())
-            line = f"{stamp} {local} <-> {remote} {what}"
+            line = f"{stamp} {local} <-> {remote} {_describe(conn, kind, detail)}"
         print(line, file=self.out, flush=True)
 
 
 def _state_name(state: Any) -> str:
     return str(getattr(state, "value", state))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return getattr(value, "value", value)
+
+
+def _describe(conn: Any, kind: str, detail: dict[str, Any]) -> str:
+    """The text trace's words for one event; anything unexpected prints as key=value."""
+    # The tracer runs inside the connection's own packet processing: a detail of a shape this
+    # printer does not know must not raise into it, so it degrades to the generic form.
+    try:
+        formatter = _FORMATTERS.get(kind)
+        if formatter is not None:
+            return formatter(detail, getattr(conn, "iss", None))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    return " ".join([kind, *(f"{k}={_jsonable(v)}" for k, v in detail.items())])
+
+
+def _our_seq(seq: int, iss: int | None) -> int:
+    return (seq - iss) & 0xFFFFFFFF if isinstance(iss, int) else seq
+
+
+def _fmt_state(detail: dict[str, Any], _iss: int | None) -> str:
+    text = f"{_state_name(detail['from'])} -> {_state_name(detail['to'])}"
+    options = detail.get("options")
+    if options is not None:
+        # What the handshake agreed on, including what it did not: a peer without SACK or
+        # timestamps changes how loss recovery behaves.
+        wscale = options.get("wscale")
+        text += (
+            f" (mss {options['mss']}, wscale {'off' if wscale is None else wscale}, "
+            f"sack {'on' if options.get('sack') else 'off'}, "
+            f"timestamps {'on' if options.get('timestamps') else 'off'})"
+        )
+    return text
+
+
+def _fmt_retransmit(detail: dict[str, Any], iss: int | None) -> str:
+    text = f"retransmit seq={_our_seq(detail['seq'], iss)} len={detail['len']}"
+    text += "".join(f" {flag}" for flag in ("syn", "fin") if detail.get(flag))
+    if "reason" in detail:
+        text += f" reason={detail['reason']}"
+    return text
+
+
+def _fmt_recovery(detail: dict[str, Any], _iss: int | None) -> str:
+    return (
+        f"recovery {detail['event']} reason={detail['reason']} cwnd={detail['cwnd']} "
+        f"ssthresh={detail['ssthresh']} pipe={detail['pipe']}"
+    )
+
+
+def _fmt_rto(detail: dict[str, Any], _iss: int | None) -> str:
+    return f"rto {float(detail['rto']):.3f}s backoff={detail['backoff']} cwnd={detail['cwnd']}"
+
+
+def _fmt_tlp(detail: dict[str, Any], iss: int | None) -> str:
+    what = "new data" if detail["new_data"] else "last segment again"
+    return f"tlp seq={_our_seq(detail['seq'], iss)} len={detail['len']} ({what})"
+
+
+def _fmt_sack(detail: dict[str, Any], iss: int | None) -> str:
+    blocks = " ".join(f"{_our_seq(a, iss)}-{_our_seq(b, iss)}" for a, b in detail["blocks"])
+    text = f"sack ack={_our_seq(detail['ack'], iss)} blocks {blocks}"
+    return text + " (dsack)" if detail.get("dsack") else text
+
+
+_FORMATTERS: dict[str, Callable[[dict[str, Any], int | None], str]] = {
+    "state": _fmt_state,
+    "retransmit": _fmt_retransmit,
+    "recovery": _fmt_recovery,
+    "rto": _fmt_rto,
+    "tlp": _fmt_tlp,
+    "sack": _fmt_sack,
+}
 
 
 def _build_link(args: argparse.Namespace) -> Any:

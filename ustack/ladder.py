@@ -10,6 +10,12 @@ because "seq 1" is what a learner expects to read.
 
 Long transfers would drown the handshake and the close, so runs of pure data/ACK segments in the
 middle of a flow are folded into one summary line (``max_run`` keeps the first few of each run).
+A segment a learner should see breaks the fold: one carrying SACK blocks, and a retransmission.
+
+Options: the SYN and SYN,ACK show their whole option list, because that is the negotiation. Later
+segments show only what tells the story of the transfer: SACK blocks, relative like ``ack`` (they
+describe the other side's data) and with a D-SACK marked. Timestamps ride on every segment once
+negotiated; see :class:`Ladder` for why they are hidden unless asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ustack.wire import ipv4
+from ustack.wire import seq as sq
 from ustack.wire import tcp as tcpw
 from ustack.wire.errors import ParseError
 from ustack.wire.tcp import Control
@@ -50,17 +57,64 @@ class _Flow:
     # Window scale shifts from the two SYNs; None until known (RFC 7323 2.2: both or neither).
     peer_wscale: int | None = None
     local_wscale: int | None = None
+    # One past the highest sequence number each side has sent: a segment starting below it
+    # resends something, which is how Wireshark spots a retransmission too.
+    peer_high: int | None = None
+    local_high: int | None = None
+    # Each side's first TSval: relative timestamps, like relative sequence numbers.
+    peer_ts0: int | None = None
+    local_ts0: int | None = None
 
 
 def _rel(seq: int, isn: int | None) -> int:
     return (seq - isn) & 0xFFFFFFFF if isn is not None else seq
 
 
-class Ladder:
-    """Collects packets and state changes; :meth:`render` draws one ladder per connection."""
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width``, broken after a comma if possible, else at a space."""
+    lines: list[str] = []
+    while len(text) > width:
+        cut = text.rfind(",", 0, width) + 1
+        if cut <= 0:
+            cut = text.rfind(" ", 0, width + 1)
+        if cut <= 0:
+            cut = width
+        lines.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    lines.append(text)
+    return lines
 
-    def __init__(self, *, max_run: int = 4, peer_name: str = "kernel", local_name: str = "ustack"):
+
+def _is_dsack(blocks: tuple[tuple[int, int], ...], ack: int) -> bool:
+    """RFC 2883 4: the first block reports a duplicate if the cumulative ACK already covers it,
+    or if it lies inside the second block (a duplicate of data above a hole)."""
+    left, right = blocks[0]
+    if sq.lt(left, ack):
+        return True
+    return len(blocks) > 1 and sq.ge(left, blocks[1][0]) and sq.le(right, blocks[1][1])
+
+
+class Ladder:
+    """Collects packets and state changes; :meth:`render` draws one ladder per connection.
+
+    ``timestamps=True`` adds ``ts=VAL/ECR`` to every drawn segment after the handshake (TSval
+    relative to its sender's first, TSecr to the other side's first), on the arrow when it fits.
+    It is off by default: once negotiated, every segment carries the option, and on a link as
+    short as the demo's the values barely move (Linux ticks in milliseconds), so they would push
+    a note line under many arrows, doubling the diagram, while teaching nothing the time column
+    does not already show. The SYN and SYN,ACK still show that timestamps were negotiated.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_run: int = 4,
+        peer_name: str = "kernel",
+        local_name: str = "ustack",
+        timestamps: bool = False,
+    ):
         self.max_run = max_run
+        self.timestamps = timestamps
         self.peer_name = peer_name
         self.local_name = local_name
         self._flows: dict[tuple[int, int, int, int], _Flow] = {}
@@ -154,17 +208,30 @@ class Ladder:
         return st if st != flow.peer_state else None
 
     def _segment(self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment) -> None:
+        ts = seg.options.timestamps
         if seg.control is Control.SYN:
+            # A SYN with another ISN is a new incarnation of the 4-tuple: forget the old one's
+            # highest sequence number, or its first segments would all look like retransmissions.
             if direction == INBOUND:
+                if seg.seq != flow.peer_isn:
+                    flow.peer_high = flow.peer_ts0 = None
                 flow.peer_isn, flow.peer_wscale = seg.seq, seg.options.wscale
             else:
+                if seg.seq != flow.local_isn:
+                    flow.local_high = flow.local_ts0 = None
                 flow.local_isn, flow.local_wscale = seg.seq, seg.options.wscale
+        if ts is not None:
+            if direction == INBOUND and flow.peer_ts0 is None:
+                flow.peer_ts0 = ts[0]
+            elif direction == OUTBOUND and flow.local_ts0 is None:
+                flow.local_ts0 = ts[0]
         if seg.control is Control.FIN and direction == INBOUND:
             flow.peer_fin_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
-        plain = seg.control is Control.NONE
+        retransmission = self._track_high(flow, direction, seg)
+        plain = seg.control is Control.NONE and not seg.options.sack_blocks and not retransmission
         if direction == OUTBOUND:
             # The peer's view changes when it receives our segment; show the arrow first.
-            self._arrow(flow, now, direction, seg, plain)
+            self._arrow(flow, now, direction, seg, plain, retransmission)
             new = self._infer_peer(flow, direction, seg)
             if new:
                 self._peer_state(flow, now, new)
@@ -172,10 +239,61 @@ class Ladder:
             new = self._infer_peer(flow, direction, seg)
             if new:
                 self._peer_state(flow, now, new)
-            self._arrow(flow, now, direction, seg, plain)
+            self._arrow(flow, now, direction, seg, plain, retransmission)
+
+    @staticmethod
+    def _track_high(flow: _Flow, direction: str, seg: tcpw.TcpSegment) -> bool:
+        """Whether ``seg`` resends sequence space its sender already used; remembers the top.
+
+        Seen from ustack's end of the link, a segment the network reordered looks the same;
+        the demo's link does not reorder.
+        """
+        n = seg.seg_len
+        if not n:
+            return False  # pure ACKs and keepalives without data occupy no sequence space
+        high = flow.peer_high if direction == INBOUND else flow.local_high
+        end = sq.add(seg.seq, n)
+        if high is None or sq.gt(end, high):
+            if direction == INBOUND:
+                flow.peer_high = end
+            else:
+                flow.local_high = end
+        return high is not None and sq.lt(seg.seq, high)
+
+    def _extras(self, flow: _Flow, direction: str, seg: tcpw.TcpSegment) -> list[str]:
+        """The options of a segment after the handshake, in the few words worth drawing."""
+        o = seg.options
+        out: list[str] = []
+        if o.mss is not None or o.wscale is not None or o.sack_permitted:
+            # Handshake-only options on a later segment are a peer oddity worth seeing raw.
+            odd = tcpw.TcpOptions(mss=o.mss, wscale=o.wscale, sack_permitted=o.sack_permitted)
+            out.append(f"<{tcpw.format_options(odd)}>")
+        if o.sack_blocks:
+            # SACK blocks name the other side's data, so they are relative to its ISN, as the
+            # ACK number is.
+            isn = flow.local_isn if direction == INBOUND else flow.peer_isn
+            blocks = [f"{_rel(a, isn)}-{_rel(b, isn)}" for a, b in o.sack_blocks]
+            if seg.has_ack and _is_dsack(o.sack_blocks, seg.ack):
+                out.append(f"dsack {blocks.pop(0)}")
+            if blocks:
+                out.append("sack " + " ".join(blocks))
+        if self.timestamps and o.timestamps is not None:
+            own, other = (
+                (flow.peer_ts0, flow.local_ts0)
+                if direction == INBOUND
+                else (flow.local_ts0, flow.peer_ts0)
+            )
+            out.append(f"ts={_rel(o.timestamps[0], own)}/{_rel(o.timestamps[1], other)}")
+        return out
 
     def _arrow(
-        self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment, plain: bool
+        self,
+        flow: _Flow,
+        now: float,
+        direction: str,
+        seg: tcpw.TcpSegment,
+        plain: bool,
+        retransmission: bool,
     ) -> None:
         if plain and flow.run >= self.max_run:
             if not flow.folded:
@@ -199,9 +317,22 @@ class Ladder:
         if seg.has_ack:
             label += f" ack={_rel(seg.ack, ack_isn)}"
         label += f" win={window} len={len(seg.payload)}"
+        extras = ["retransmission"] if retransmission else []
+        notes: list[str] = []
+        if seg.control is Control.SYN:
+            if seg.options is not tcpw.NO_OPTIONS:
+                notes = _wrap(f"<{tcpw.format_options(seg.options)}>", _WIDTH - 2)
+        elif seg.options is not tcpw.NO_OPTIONS:
+            extras += self._extras(flow, direction, seg)
+        if extras:
+            tail = ", ".join(extras)
+            # On the arrow when it fits (one line per segment, as without options), else under it.
+            if len(label) + 1 + len(tail) <= _WIDTH - 6:
+                label += " " + tail
+            else:
+                notes = _wrap(tail, _WIDTH - 2) + notes
         flow.rows.append(_Row(now, self._line(arrow=(direction, label))))
-        if seg.options is not tcpw.NO_OPTIONS and seg.options.sack_blocks == ():
-            note = f"<{tcpw.format_options(seg.options)}>"
+        for note in notes:
             flow.rows.append(_Row(now, self._line(note=note)))
 
     def _flush_fold(self, flow: _Flow) -> None:
