@@ -1,11 +1,12 @@
-"""The kernel reference server: echo (7), discard (9) and ``GET /bytes/N`` (80) on kernel sockets.
+"""The kernel reference server: echo (7), discard (9), ``GET /bytes/N`` and ``POST /sha256`` (80).
 
 It plays ustack's part in the reference measurements, so that the same client talks to the
 same services over the kernel's own TCP. One thread and one epoll loop over non-blocking
 sockets: that holds 10,000 idle connections as easily as one busy one, and a single bulk
 transfer moves through 1 MiB buffers, so the server costs a few system calls per megabyte and
 the kernel's TCP, not this loop, sets the pace. The ``/bytes/N`` body is the same pattern
-ustack's HTTP service sends (byte ``i`` is ``i % 251``).
+ustack's HTTP service sends (byte ``i`` is ``i % 251``); ``POST /sha256`` answers, as ustack's
+does, with the hex SHA-256 of a Content-Length body, hashed as it arrives.
 
 Run by the benchmarks inside a namespace: ``python bench/_refserver.py --address 10.8.0.2``.
 It prints ``ready`` once listening and runs until SIGTERM.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import selectors
 import socket
 import sys
@@ -28,7 +30,8 @@ AGAIN = (BlockingIOError, InterruptedError)
 
 
 class Conn:
-    __slots__ = ("body_left", "body_off", "close_after", "eof", "inbuf", "kind", "pending", "sock")
+    __slots__ = ("body_left", "body_off", "close_after", "digest", "eof", "inbuf", "kind",
+                 "pending", "sock", "upload_left")  # fmt: skip
 
     def __init__(self, sock: socket.socket, kind: str) -> None:
         self.sock = sock
@@ -39,6 +42,8 @@ class Conn:
         self.body_off = 0
         self.close_after = False
         self.eof = False
+        self.upload_left = 0  # POST /sha256 body bytes still to come
+        self.digest = hashlib.sha256()
 
 
 class Server:
@@ -105,6 +110,9 @@ class Server:
             if n == 0:
                 self.drop(conn)
             return
+        if conn.upload_left:
+            self.upload(conn)
+            return
         try:
             data = conn.sock.recv(65536)
         except AGAIN:
@@ -120,12 +128,54 @@ class Server:
             conn.inbuf += data
             self.http_requests(conn)
 
+    def upload(self, conn: Conn) -> None:
+        # Never read past the body, so a pipelined request after it stays in the socket.
+        try:
+            n = conn.sock.recv_into(self.scratch, min(conn.upload_left, BUFFER))
+        except AGAIN:
+            return
+        if n == 0:
+            self.drop(conn)  # the client gave up in the middle of the body
+            return
+        conn.digest.update(memoryview(self.scratch)[:n])
+        conn.upload_left -= n
+        if not conn.upload_left:
+            self.uploaded(conn)
+
+    def uploaded(self, conn: Conn) -> None:
+        body = conn.digest.hexdigest().encode() + b"\n"
+        extra = b"Connection: close\r\n" if conn.close_after else b""
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        self.send(conn, head + b"Content-Length: %d\r\n" % len(body) + extra + b"\r\n" + body)
+
     def http_requests(self, conn: Conn) -> None:
-        while not conn.pending and not conn.body_left and b"\r\n\r\n" in conn.inbuf:
+        while (
+            not conn.pending
+            and not conn.body_left
+            and not conn.upload_left
+            and b"\r\n\r\n" in conn.inbuf
+        ):
             head, _, conn.inbuf = conn.inbuf.partition(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             parts = lines[0].split()
             close = any(x.lower().replace(" ", "") == "connection:close" for x in lines[1:])
+            if len(parts) == 3 and parts[0] == "POST" and parts[1] == "/sha256":
+                lengths = [x.split(":", 1)[1].strip() for x in lines[1:]
+                           if x.lower().startswith("content-length:")]  # fmt: skip
+                if len(lengths) != 1 or not lengths[0].isdigit():
+                    conn.close_after = True
+                    self.send(conn, b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\n\r\n")
+                    return
+                conn.close_after = close
+                conn.digest = hashlib.sha256()
+                conn.upload_left = int(lengths[0])
+                # Body bytes that came with the head.
+                first, conn.inbuf = conn.inbuf[: conn.upload_left], conn.inbuf[conn.upload_left :]
+                conn.digest.update(first)
+                conn.upload_left -= len(first)
+                if not conn.upload_left:
+                    self.uploaded(conn)
+                continue
             if len(parts) == 3 and parts[0] == "GET" and parts[1].startswith("/bytes/"):
                 size = int(parts[1][7:]) if parts[1][7:].isdigit() else -1
             else:

@@ -33,7 +33,7 @@ BENCHES: tuple[tuple[str, tuple[str, ...], float], ...] = (
     ("latency", ("--quick",), 300),
     ("connrate", ("--quick",), 300),
     ("concurrency", ("--quick",), 600),
-    ("loss", ("--quick",), 600),
+    ("loss", ("--quick",), 900),  # two directions, five loss rates
 )
 OURS = {"throughput", "latency", "connrate", "concurrency", "loss"}  # take --quick/--runs
 STOP_GRACE = 60.0  # seconds a benchmark gets to clean up after SIGTERM
@@ -248,29 +248,70 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _loss_rows(
+    doc: dict[str, Any],
+) -> tuple[list[str], dict[str, dict[float, dict[str, Any]]], dict[float, dict[str, Any]]]:
+    """Directions, their rows by loss rate, and netsim's rows by loss rate. Files written before
+    both directions were measured (ustack sending only, netsim inside each row) read too."""
+    rows = doc["rows"]
+    if rows and "direction" not in rows[0]:
+        sims = {r["loss_percent"]: r for r in rows}
+        return ["ustack->kernel"], {"ustack->kernel": sims}, sims
+    directions = doc.get("directions") or list(dict.fromkeys(r["direction"] for r in rows))
+    by_dir = {d: {r["loss_percent"]: r for r in rows if r["direction"] == d} for d in directions}
+    sims = {s["loss_percent"]: s for s in doc.get("netsim", {}).get("rows", [])}
+    return directions, by_dir, sims
+
+
+def _loss_cell(r: dict[str, Any] | None, who: str) -> str:
+    if r is None:
+        return "-"
+    cell = f"{_num(r[f'{who}_mb_s'], 2)} ({_pct(r[f'{who}_relative'])})"
+    done, runs = r.get(f"{who}_complete"), r.get("runs")
+    if done is not None and runs and done < runs:
+        cell += f", {done}/{runs} complete"
+    return cell
+
+
 def loss_section(out: Path) -> str:
     doc = c.load_result(out, "loss")
     if not doc:
         return ""
-    rows = [
-        [
-            f"{r['loss_percent']:g}",
-            f"{_num(r['ustack_mb_s'], 2)} ({_pct(r['ustack_relative'])})",
-            f"{_num(r['kernel_mb_s'], 2)} ({_pct(r['kernel_relative'])})",
-            f"{_num(r['netsim_mbit'], 2)} ({_pct(r['netsim_relative'])})",
-        ]
-        for r in doc["rows"]
-    ]
-    ns = doc["netsim"]
-    return (
-        f"Goodput under random loss on both directions ({doc['size_bytes'] / 1e6:g} MB per "
-        f"transfer, at most {doc['seconds_limit']:g} s; ustack sends; in brackets: share of the "
-        f"loss-free figure). Kernel reference: veth with offloads off and iptables dropping at "
-        f"random; netsim: two ustack hosts in virtual time over {ns['rate_bit_s'] / 1e6:g} "
-        f"Mbit/s, {ns['rtt_s'] * 1e3:g} ms RTT.\n\n"
-        + _md_table(
-            ["loss %", "ustack → kernel, MB/s", "kernel → kernel, MB/s", "netsim, Mbit/s"], rows
+    directions, by_dir, sims = _loss_rows(doc)
+    losses = list(dict.fromkeys(r["loss_percent"] for r in doc["rows"]))
+    headers = ["loss %"]
+    for d in directions:
+        arrow = d.replace("->", " → ")
+        headers += [f"{arrow}, MB/s", "kernel → kernel, MB/s", "met"]
+    headers.append("netsim, Mbit/s")
+    rows = []
+    for loss in losses:
+        cells = [f"{loss:g}"]
+        for d in directions:
+            r = by_dir[d].get(loss)
+            met = r.get("target_met") if r else None
+            cells += [_loss_cell(r, "ustack"), _loss_cell(r, "kernel"), _met(met)]
+        sim = sims.get(loss)
+        cells.append(
+            f"{_num(sim['netsim_mbit'], 2)} ({_pct(sim['netsim_relative'])})" if sim else "-"
         )
+        rows.append(cells)
+    ns = doc["netsim"]
+    how = {
+        "ustack->kernel": "ustack → kernel: the kernel GETs `/bytes/N` from ustack",
+        "kernel->ustack": "kernel → ustack: the kernel POSTs N bytes to ustack's `/sha256`, "
+        "complete when the answer is their SHA-256",
+    }
+    return (
+        f"Goodput under random loss on both directions of the path "
+        f"({doc['size_bytes'] / 1e6:g} MB per transfer, at most {doc['seconds_limit']:g} s; in "
+        f"brackets: share of the loss-free figure). "
+        + "; ".join(how[d] for d in directions if d in how)
+        + ". Kernel reference: the same transfers over veth with offloads off and iptables "
+        "dropping at random. Met: ustack keeps at least the kernel's share of its loss-free "
+        "goodput and completes every transfer. netsim: two ustack hosts in virtual time over "
+        f"{ns['rate_bit_s'] / 1e6:g} Mbit/s, {ns['rtt_s'] * 1e3:g} ms RTT.\n\n"
+        + _md_table(headers, rows)
     )
 
 
@@ -304,12 +345,45 @@ def netsim_section(out: Path) -> str:
     if not doc or "rows" not in doc:
         return ""
     link = doc.get("link", {})
-    cells = [f"{r['loss'] * 100:g} %: {r['goodput_mbit_median']:.2f}" for r in doc["rows"]]
-    return (
+    intro = (
         f"Simulator (`bench/netsim.py`, virtual time, {doc.get('size_bytes', 0) / 1e6:g} MB over "
-        f"{link.get('rate_bit_s', 0) / 1e6:g} Mbit/s, {link.get('rtt_s', 0) * 1e3:g} ms RTT), "
-        f"goodput in Mbit/s by loss rate: " + ", ".join(cells) + "."
+        f"{link.get('rate_bit_s', 0) / 1e6:g} Mbit/s, {link.get('rtt_s', 0) * 1e3:g} ms RTT, "
+        f"{link.get('queue_packets', '?')}-packet queue)"
     )
+    if not doc["rows"] or "variant" not in doc["rows"][0]:  # a file from before the variants
+        cells = [f"{r['loss'] * 100:g} %: {r['goodput_mbit_median']:.2f}" for r in doc["rows"]]
+        return intro + ", goodput in Mbit/s by loss rate: " + ", ".join(cells) + "."
+    default = doc.get("default_variant")
+    names = [n for n, v in doc["variants"].items() if v["available"]]
+    by_key = {(r["variant"], r["loss"]): r for r in doc["rows"] if r.get("available")}
+    headers = ["loss %", *(n + (" (default)" if n == default else "") for n in names)]
+    headers += ["Mathis", "Padhye"]
+    rows = []
+    for m in doc["models"]:
+        cells = [f"{m['loss'] * 100:g}"]
+        for n in names:
+            r = by_key[(n, m["loss"])]
+            cells.append(
+                f"{_num(r['goodput_mbit_median'], 2)} ({_num(r['retransmitted_per_lost'], 2)})"
+                + ("" if r["all_ok"] else " unfinished")
+            )
+        cells += [_num(m["mathis_mbit"], 2), _num(m["padhye_mbit"], 2)]
+        rows.append(cells)
+    text = (
+        f"{intro}, median goodput in Mbit/s of {doc['seeds']} seeds per TCP variant, with "
+        "retransmitted / lost payload bytes in brackets (1.0: every loss repaired exactly once)."
+    )
+    skipped = [n for n, v in doc["variants"].items() if not v["available"]]
+    if skipped:
+        text += " Not available in this build, so not measured: " + ", ".join(skipped) + "."
+    targets = doc.get("targets") or []
+    if targets:
+        text += (
+            f" Targets for {default}: "
+            + "; ".join(f"{t['target']}: {_num(t['value'], 2)} ({_met(t['met'])})" for t in targets)
+            + "."
+        )
+    return text + "\n\n" + _md_table(headers, rows)
 
 
 def render_section(out: Path) -> str:

@@ -61,6 +61,10 @@ class SimLinkStats:
     fault_lost: int = 0  # the fault model delivered no copy
     delivered: int = 0  # copies delivered to the far host (duplicates included)
     no_route: int = 0  # counted on the Network's loopback stats only
+    # Of the dropped packets (queue drops and fault-model losses), those that carried TCP
+    # payload and how many payload bytes: what a sender had to retransmit, at the least.
+    lost_payload_packets: int = 0
+    lost_payload_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -112,6 +116,7 @@ class SimLink:
             queue.popleft()
         if self.queue_limit is not None and len(queue) >= self.queue_limit:
             stats.queue_drops += 1
+            self._count_lost(packet)
             return []
         start = max(now, self._busy_until)
         done = start + (len(packet) / self.bandwidth if self.bandwidth else 0.0)
@@ -124,8 +129,25 @@ class SimLink:
             arrivals = self.fault.apply(packet, arrive)
             if not arrivals:
                 stats.fault_lost += 1
+                self._count_lost(packet)
         stats.delivered += len(arrivals)
         return arrivals
+
+    def _count_lost(self, packet: bytes | bytearray) -> None:
+        # Only the two header lengths are read (no checksum, no options): a drop is rare next
+        # to a send, and a packet too short for its own headers simply does not count.
+        n = len(packet)
+        if n < 40 or packet[0] >> 4 != 4 or packet[9] != 6:  # IPv4 carrying TCP
+            return
+        ihl = (packet[0] & 0x0F) * 4
+        total = min(n, int.from_bytes(packet[2:4], "big"))
+        if ihl < 20 or total < ihl + 20:
+            return
+        data_offset = (packet[ihl + 12] >> 4) * 4
+        payload = total - ihl - data_offset
+        if data_offset >= 20 and payload > 0:
+            self.stats.lost_payload_packets += 1
+            self.stats.lost_payload_bytes += payload
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from ustack.link.fault import FaultConfig, FaultModel
 from ustack.netsim import Network, SimLink
 from ustack.stack.host import Host
 from ustack.tcp.events import Established
-from ustack.wire import icmp, ipv4
+from ustack.wire import icmp, ipv4, tcp
 
 
 def test_link_serialises_at_bandwidth_then_adds_delay() -> None:
@@ -32,6 +32,38 @@ def test_drop_tail_queue_limit_counted() -> None:
 def test_fault_model_on_a_link() -> None:
     link = SimLink(delay=0.001, fault=FaultModel(FaultConfig(drop=1.0)))
     assert link.transmit(b"z", 0.0) == [] and link.stats.fault_lost == 1
+
+
+def _segment(payload: bytes, options: bytes = b"", flags: int = tcp.ACK) -> bytearray:
+    size = tcp.HEADER_LEN + len(options) + len(payload)
+    buf = bytearray(ipv4.HEADER_LEN + size)
+    ipv4.emit(buf, 0, src=A, dst=B, proto=ipv4.PROTO_TCP, payload_len=size)
+    tcp.emit(buf, ipv4.HEADER_LEN, A, B, src_port=1, dst_port=2, seq=0, ack=0, flags=flags,
+             window=1000, options=options, payload=payload)  # fmt: skip
+    return buf
+
+
+def test_lost_payload_counts_tcp_payload_of_every_drop() -> None:
+    # Queue drops: a one-packet queue keeps the first segment and drops the next two, one with
+    # 12 bytes of options (the data offset is honoured) and one bare ACK (no payload: not lost
+    # data). An ICMP packet dropped is not counted either.
+    link = SimLink(bandwidth=1000, delay=0.0, queue_limit=1)
+    link.transmit(_segment(b"a" * 100), 0.0)
+    link.transmit(_segment(b"b" * 300, options=b"\x01" * 12), 0.0)
+    link.transmit(_segment(b""), 0.0)
+    link.transmit(_echo(A, B), 0.0)
+    assert link.stats.queue_drops == 3
+    assert (link.stats.lost_payload_packets, link.stats.lost_payload_bytes) == (1, 300)
+    # Fault-model losses count the same way; delivered packets never do.
+    lossy = SimLink(fault=FaultModel(FaultConfig(drop=1.0)))
+    lossy.transmit(_segment(b"c" * 1460), 0.0)
+    lossy.transmit(_segment(b"", flags=tcp.SYN), 0.0)
+    lossy.transmit(b"\x45" + bytes(10), 0.0)  # too short for its headers: ignored
+    assert lossy.stats.fault_lost == 3
+    assert (lossy.stats.lost_payload_packets, lossy.stats.lost_payload_bytes) == (1, 1460)
+    clean = SimLink()
+    clean.transmit(_segment(b"d" * 500), 0.0)
+    assert clean.stats.lost_payload_bytes == 0 and clean.stats.delivered == 1
 
 
 def _pair(**kwargs: object) -> tuple[Network, Host, Host]:
