@@ -5,8 +5,9 @@ two hosts, and a heap of ``(time, seq, kind, host, packet)`` actions. Nothing wa
 time: the loop pops the earliest action, sets ``now`` to its time, and either delivers a packet
 (``host.receive_packet``) or runs a host's timers (``host.on_deadline``). After every action the
 host is *serviced*: its events go to the application callback registered for it (which may call
-into connections and then ``host.touch``), its packets go onto the links, and its
-``next_deadline()`` is scheduled. A host has at most one live deadline entry; a moved deadline
+into connections), its packets go onto the links, and its ``next_deadline()`` is scheduled. A
+connection the application calls into from outside ``run`` (a test sending data) wakes its host
+through ``Host.on_wakeup``, which schedules a service at the current time. A host has at most one live deadline entry; a moved deadline
 leaves the old entry in the heap, recognised as stale when it is popped.
 
 A link models a bottleneck: packets are serialised at ``bandwidth`` bytes/s behind the ones
@@ -48,6 +49,7 @@ App = Callable[[Event | HostEvent, float], None]
 
 _DELIVER = 0
 _DEADLINE = 1
+_WAKE = 2
 # A host whose deadline does not move forward after on_deadline would spin forever at one
 # instant; this many actions at the same virtual time is treated as that bug.
 _MAX_ACTIONS_PER_INSTANT = 100_000
@@ -173,6 +175,7 @@ class Network:
         self._links: dict[tuple[int, int], SimLink] = {}
         self._apps: dict[int, App] = {}
         self._deadline: dict[int, float | None] = {}
+        self._woken: dict[int, bool] = {}
         self.no_route = 0
         self.actions = 0
 
@@ -183,6 +186,13 @@ class Network:
             self._routes[addr] = host
         if app is not None:
             self._apps[id(host)] = app
+
+        def wake() -> None:
+            if not self._woken.get(id(host)):
+                self._woken[id(host)] = True
+                self._push(self.now, _WAKE, host, b"")
+
+        host.on_wakeup = wake
         return host
 
     def set_app(self, host: Host, app: App) -> None:
@@ -255,6 +265,8 @@ class Network:
                     raise RuntimeError("netsim action budget exhausted")
             if kind == _DELIVER:
                 host.receive_packet(packet, t)
+            elif kind == _WAKE:
+                self._woken[id(host)] = False
             else:
                 if self._deadline.get(id(host)) != t:
                     continue  # stale: the host's deadline moved after this entry was pushed
@@ -390,7 +402,6 @@ class TransferApp:
             data = conn.read()
             result.received += len(data)
             result.sha256.update(data)
-            self.host.touch(conn)
         elif isinstance(event, EofReceived):
             data = conn.read()
             if data:
@@ -400,7 +411,6 @@ class TransferApp:
             if not self.payload and key not in self._shut:
                 self._shut.add(key)
                 conn.shutdown(now)
-            self.host.touch(conn)
         elif isinstance(event, Reset):
             result.reset = True
         elif isinstance(event, TimedOut):
@@ -424,4 +434,3 @@ class TransferApp:
         if offset == total:
             self._shut.add(key)
             conn.shutdown(now)
-        self.host.touch(conn)

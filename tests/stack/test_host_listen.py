@@ -216,7 +216,6 @@ def _to_time_wait(h: Host) -> object:
     assert conn is not None
     segments(h)
     conn.close(1.0)
-    h.touch(conn)
     [fin] = segments(h, 1.0)
     assert fin.control is tcp.Control.FIN
     h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 1, SERVER_ISN + 2, tcp.FIN | tcp.ACK), 1.01)

@@ -85,7 +85,6 @@ def test_heap_does_not_grow_without_bound() -> None:
         # Each byte sent arms the retransmission timer at a new time; its ACK disarms it.
         t = 0.001 * i
         conn.send(b"x")
-        h.touch(conn)
         assert len(h.packets_to_send(t)) == 1
         h.next_deadline()
         h.receive_packet(tcp_packet(80, conn.local_port, 778, SERVER_ISN + 2 + i, tcp.ACK), t)

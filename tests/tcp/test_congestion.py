@@ -1,4 +1,5 @@
-"""Congestion control: RFC 5681, RFC 6582 NewReno, RFC 6928, the pluggable registry."""
+"""Congestion control in the connection: the registry, RFC 5681/6582 recovery for a peer
+without SACK, and whole transfers (the controllers' arithmetic is in test_cc_unit.py)."""
 
 from __future__ import annotations
 
@@ -8,64 +9,18 @@ from tests.tcp import kit
 from tests.tcp.kit import ACK, ISS_A, Pair
 from ustack.tcp import congestion
 from ustack.tcp.config import TcpConfig
-from ustack.tcp.congestion import NewReno, initial_window
+from ustack.tcp.congestion import Cubic, NewReno
 from ustack.wire import tcp as wt
 
 MSS = 1460
 S0 = ISS_A + 1
 
 
-class TestNewRenoUnit:
-    @pytest.mark.parametrize(("mss", "iw"), [(1460, 14600), (536, 5360), (9000, 18000)])
-    def test_initial_window_rfc6928(self, mss: int, iw: int) -> None:
-        assert initial_window(mss) == iw
-        assert NewReno(mss).cwnd == iw
-
-    def test_slow_start_counts_bytes_up_to_two_segments_per_ack(self) -> None:
-        cc = NewReno(MSS)
-        cc.on_ack(MSS, 0, 0.0)
-        assert cc.cwnd == 14600 + MSS
-        cc.on_ack(5 * MSS, 0, 0.0)
-        assert cc.cwnd == 14600 + 3 * MSS  # RFC 3465: L = 2*SMSS
-
-    def test_congestion_avoidance_one_mss_per_window(self) -> None:
-        cc = NewReno(MSS)
-        cc.cwnd = 10 * MSS
-        cc.ssthresh = 5 * MSS
-        for _ in range(9):
-            cc.on_ack(MSS, 0, 0.0)
-        assert cc.cwnd == 10 * MSS
-        cc.on_ack(MSS, 0, 0.0)
-        assert cc.cwnd == 11 * MSS
-
-    def test_timeout(self) -> None:
-        cc = NewReno(MSS)
-        cc.on_timeout(10 * MSS, True)
-        assert (cc.cwnd, cc.ssthresh) == (MSS, 5 * MSS)
-        cc.on_timeout(MSS, True)
-        assert cc.ssthresh == 2 * MSS  # never below 2*SMSS
-        cc.on_timeout(100 * MSS, False)  # a repeated timeout keeps ssthresh
-        assert cc.ssthresh == 2 * MSS
-
-    def test_recovery_arithmetic(self) -> None:
-        cc = NewReno(MSS)
-        cc.on_enter_recovery(10 * MSS)
-        assert (cc.ssthresh, cc.cwnd, cc.in_recovery) == (5 * MSS, 8 * MSS, True)
-        cc.on_recovery_dup_ack()
-        assert cc.cwnd == 9 * MSS
-        cc.on_partial_ack(3 * MSS)
-        assert cc.cwnd == 9 * MSS - 3 * MSS + MSS
-        cc.on_exit_recovery(2 * MSS)
-        assert cc.cwnd == 3 * MSS and not cc.in_recovery
-        cc.on_enter_recovery(20 * MSS)
-        cc.on_exit_recovery(20 * MSS)
-        assert cc.cwnd == cc.ssthresh == 10 * MSS
-
-
 class TestRegistry:
-    def test_newreno_is_the_default(self) -> None:
-        assert "newreno" in congestion.available()
-        assert isinstance(kit.new_conn().cc, NewReno)
+    def test_cubic_is_the_default_newreno_selectable(self) -> None:
+        assert {"cubic", "newreno"} <= set(congestion.available())
+        assert isinstance(kit.new_conn().cc, Cubic)
+        assert isinstance(kit.new_conn(TcpConfig(congestion="newreno")).cc, NewReno)
 
     def test_unknown_name_is_a_clear_error(self) -> None:
         with pytest.raises(ValueError, match="unknown congestion control"):
@@ -73,7 +28,7 @@ class TestRegistry:
 
     def test_registered_algorithm_is_used_by_name(self) -> None:
         class Fixed(NewReno):
-            def on_ack(self, acked: int, flight: int, now: float) -> None:
+            def on_ack(self, acked: int, now: float, **kw: object) -> None:
                 pass
 
         congestion.register("fixed-test", Fixed)
@@ -85,14 +40,19 @@ class TestRegistry:
         assert s.conn.cwnd == 14600
 
 
-def _sent_ten(nodelay: bool = True) -> kit.Script:
-    s = kit.established(TcpConfig(nagle=not nodelay))
+def _sent_ten(nodelay: bool = True, congestion_name: str = "newreno") -> kit.Script:
+    """Ten segments in flight to a peer without SACK (the scripted peer offers none)."""
+    s = kit.established(TcpConfig(nagle=not nodelay, congestion=congestion_name))
     s.conn.send(b"d" * 10 * MSS)
     assert len(s.out()) == 10
+    assert not s.conn.sack_ok
     return s
 
 
-class TestLossRecovery:
+class TestNewRenoRecoveryWithoutSack:
+    """RFC 5681 3.2 and RFC 6582 for a peer without SACK: each duplicate ACK stands for one
+    segment that left the network, so RFC 6675's pipe drives what goes out."""
+
     def test_fast_retransmit_on_third_duplicate_ack(self) -> None:
         s = _sent_ten()
         c = s.conn
@@ -101,44 +61,63 @@ class TestLossRecovery:
         assert s.push(ACK, ack=S0 + MSS) == []
         (rtx,) = s.push(ACK, ack=S0 + MSS)
         assert rtx.seq == S0 + MSS and len(rtx.payload) == MSS
-        # RFC 5681 3.2: ssthresh = FlightSize/2, cwnd = ssthresh + 3*SMSS
-        assert c.ssthresh == 9 * MSS // 2 and c.cwnd == 9 * MSS // 2 + 3 * MSS
+        # RFC 5681 3.2 (2): ssthresh = max(FlightSize/2, 2*SMSS); RFC 6675 5 (4.2): cwnd too
+        assert c.ssthresh == 9 * MSS // 2 and c.cwnd == c.ssthresh
+        assert c.in_recovery
         assert c.stats.tcp_dup_acks == 3 and c.stats.tcp_fast_retransmits == 1
+        assert c.stats.tcp_recoveries == 1
 
-    def test_more_dup_acks_inflate_and_release_new_data(self) -> None:
+    def test_limited_transmit_on_the_first_two_duplicate_acks(self) -> None:
+        # RFC 3042: new data goes out on the first and second duplicate ACK, one segment each,
+        # although cwnd is full
+        s = _sent_ten()
+        c = s.conn
+        c.send(b"n" * 5 * MSS)
+        assert s.out() == []  # cwnd (10 MSS) is full
+        # new data acked: slow start grows cwnd by one segment; two new ones fit
+        assert len(s.push(ACK, ack=S0 + MSS)) == 2
+        (first,) = s.push(ACK, ack=S0 + MSS)
+        (second,) = s.push(ACK, ack=S0 + MSS)
+        assert first.seq == S0 + 12 * MSS and second.seq == S0 + 13 * MSS
+        assert not c.in_recovery and c.stats.tcp_retransmits == 0
+
+    def test_further_dup_acks_release_one_new_segment_each(self) -> None:
         s = _sent_ten()
         c = s.conn
         for _ in range(4):
             s.push(ACK, ack=S0 + MSS)
         c.send(b"n" * 10 * MSS)
-        assert s.out() == []  # cwnd 7.5 MSS < 9 MSS in flight
+        # cwnd 4.5 MSS; pipe = 9 in flight - 3 dup ACKs - 1 lost + 1 retransmitted = 6 MSS
+        assert s.out() == []
+        assert c.pipe == 6 * MSS
         new = []
         for _ in range(6):
             new += s.push(ACK, ack=S0 + MSS)
-        # cwnd = 4.5 MSS + 3 MSS + 6 MSS = 13.5 MSS against 9 MSS in flight: 4 new segments
+        # each dup ACK takes one MSS off pipe; new data once cwnd - pipe >= 1 MSS
         assert [x.seq for x in new] == [S0 + (10 + i) * MSS for i in range(4)]
+        assert c.pipe <= c.cwnd
 
     def test_partial_ack_retransmits_next_hole_full_ack_exits(self) -> None:
         s = _sent_ten()
         c = s.conn
         for _ in range(4):
             s.push(ACK, ack=S0)
-        assert c.cc.in_recovery
+        assert c.in_recovery
         (rtx,) = s.push(ACK, ack=S0 + 4 * MSS)  # partial: segment 5 was lost too
         assert rtx.seq == S0 + 4 * MSS
-        assert c.cc.in_recovery and c.stats.tcp_partial_ack_retransmits == 1
+        assert c.in_recovery and c.stats.tcp_partial_ack_retransmits == 1
         s.push(ACK, ack=S0 + 10 * MSS)  # full ACK
-        assert not c.cc.in_recovery and c.stats.tcp_recoveries_completed == 1
-        # RFC 6582 3.2 (3): cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS)
-        assert c.cwnd == min(c.ssthresh, 2 * MSS)
+        assert not c.in_recovery and c.stats.tcp_recoveries_completed == 1
+        assert c.cwnd == c.ssthresh == 5 * MSS
 
-    def test_no_fast_retransmit_for_dup_acks_below_recover_after_rto(self) -> None:
+    def test_no_fast_retransmit_for_dup_acks_below_the_recovery_point_after_rto(self) -> None:
         s = _sent_ten()
         c = s.conn
-        s.fire()  # RTO: recover = highest sequence number sent
+        (rto,) = s.fire()  # RTO: everything up to the highest byte sent is its business
+        assert rto.seq == S0 and c.cwnd == MSS
         for _ in range(5):
             s.push(ACK, ack=S0)
-        assert c.stats.tcp_fast_retransmits == 0 and not c.cc.in_recovery
+        assert c.stats.tcp_fast_retransmits == 0 and not c.in_recovery
 
     def test_window_change_is_not_a_duplicate_ack(self) -> None:
         s = _sent_ten()
@@ -166,16 +145,21 @@ def _drop_first_copy(offsets: set[int]) -> kit.Filter:
     return drop
 
 
-def test_newreno_between_two_machines_two_losses_one_window() -> None:
-    p = Pair(delay=0.01, drop=_drop_first_copy({20 * MSS, 24 * MSS}))
+@pytest.mark.parametrize("sack", [True, False], ids=["sack", "newreno"])
+def test_two_losses_in_one_window_one_recovery(sack: bool) -> None:
+    # With SACK both holes are known at once; without, the partial ACK reveals the second
+    # (RFC 6582). Either way: one recovery, one reduction, two retransmissions, no RTO.
+    cfg = TcpConfig(sack=sack, timestamps=sack)
+    mss = MSS - 12 if sack else MSS  # timestamps take 12 bytes of every segment
+    p = Pair(delay=0.01, drop=_drop_first_copy({20 * mss, 24 * mss}), cfg_a=cfg, cfg_b=cfg)
     p.handshake()
     data = bytes(range(256)) * 1000
     p.feed_a = memoryview(data)
     p.run(lambda: len(p.got_b) == len(data))
     assert bytes(p.got_b) == data
     st = p.stats_a
-    assert st.tcp_fast_retransmits == 1
-    assert st.tcp_partial_ack_retransmits == 1
+    assert st.tcp_fast_retransmits == 1 and st.tcp_recoveries == 1
+    assert st.tcp_partial_ack_retransmits == (0 if sack else 1)
     assert st.tcp_recoveries_completed == 1
     assert st.tcp_rto_expired == 0
     assert st.tcp_retransmits == 2
@@ -188,6 +172,7 @@ def test_slow_start_then_loss_halves_the_window() -> None:
     p.run(lambda: len(p.got_b) >= 1_000_000)
     grown = p.a.cwnd
     assert grown > 50 * MSS  # slow start opened the window far beyond the IW
-    p.drop = _drop_first_copy({((p.a.snd_max - S0) & 0xFFFFFFFF) // MSS * MSS + 10 * MSS})
+    mss = p.a.snd_mss
+    p.drop = _drop_first_copy({((p.a.snd_max - S0) & 0xFFFFFFFF) // mss * mss + 10 * mss})
     p.run(lambda: p.stats_a.tcp_recoveries_completed == 1)
     assert p.a.ssthresh < grown

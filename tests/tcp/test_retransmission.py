@@ -162,7 +162,7 @@ class TestDataRetransmission:
         assert c.timers["retransmit"] is None  # (5.2)
 
     def test_rto_goes_back_to_snd_una_and_collapses_cwnd(self) -> None:
-        s = kit.established(TcpConfig(nagle=False))
+        s = kit.established(TcpConfig(nagle=False, congestion="newreno"))
         c = s.conn
         c.send(b"a" * 10 * MSS)
         assert len(s.out()) == 10

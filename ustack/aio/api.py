@@ -221,7 +221,6 @@ class Stack:
                 listener.close()
             for transport in list(self._transports):
                 transport.close()
-            driver.kick()
             if grace > 0 and not self._settled():
                 settled = loop.create_future()
 
@@ -241,7 +240,6 @@ class Stack:
             for conn in self._host_connections():
                 if conn.state not in _SETTLED:
                     conn.abort(now)
-                    driver.host.touch(conn)
             driver.dispatch_events()
             driver.flush(now)
             # Let connection_lost callbacks scheduled above run before the loop moves on.
@@ -329,7 +327,6 @@ class Stack:
         waiter: asyncio.Future[None] = driver.loop.create_future()
         transport = TcpTransport(driver, conn, protocol, waiter=waiter)
         self._track(transport, None)
-        driver.kick()
         try:
             if timeout is None:
                 await waiter
@@ -340,7 +337,6 @@ class Stack:
             transport._abandon()
             if conn.state is not State.CLOSED:
                 conn.abort(driver.now())
-                driver.touch(conn)
             raise
         return transport, protocol
 
@@ -406,7 +402,6 @@ class Stack:
             self._driver.unregister_listener(listener)
         if self._driver is not None and not self._driver.closed:
             listener.close(self._driver.now())
-            self._driver.kick()
 
 
 class Server:
@@ -466,7 +461,6 @@ class Server:
                     {"message": "ustack: protocol factory failed", "exception": exc}
                 )
                 conn.abort(self._stack.driver.now())
-                self._stack.driver.touch(conn)
                 continue
             transport = self._stack._accepted(conn, protocol, self._detach)
             self._active.add(transport)

@@ -12,9 +12,11 @@ turns those into wakeups:
 * **After a batch**, host events are dispatched to their transports and listeners first
   (delivering data may read it, which can open the receive window), then ``packets_to_send`` is
   flushed once, as one ``write_batch``.
-* **Application calls** (write, close, abort, resume_reading, connect) only mark the driver
-  dirty; a single ``call_soon`` flush serves every call made in the same loop iteration, so a
-  burst of ``write()`` calls makes one flush, and Nagle/cwnd see the whole burst.
+* **Application calls** (write, close, abort, resume_reading, connect) change a connection, which
+  tells the host (its ``on_change`` hook), which tells the driver (``host.on_wakeup`` is
+  :meth:`Driver.wakeup`); that only marks the driver dirty: a single ``call_soon`` flush serves
+  every call made in the same loop iteration, so a burst of ``write()`` calls makes one flush,
+  and Nagle/cwnd see the whole burst. Nobody calls "touch".
 * **Time.** Exactly one ``loop.call_at`` handle is live, armed at the earlier of
   ``host.next_deadline()`` and ``link.next_deadline()``, never polled. It is re-armed when that
   deadline moves earlier; a deadline that moves later or vanishes (an RTO cleared by an ACK,
@@ -101,6 +103,7 @@ class Driver:
         self._last_now = loop.time()
         # Called after every batch, timer or flush; aclose() uses it to notice quiescence.
         self._on_progress: Callable[[], None] | None = None
+        host.on_wakeup = self.wakeup
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -115,6 +118,8 @@ class Driver:
     def stop(self) -> None:
         """Stop reading and cancel the timer; the link and host are left to their owner."""
         self._closed = True
+        if self.host.on_wakeup == self.wakeup:
+            self.host.on_wakeup = None
         if self._reading:
             self.loop.remove_reader(self.link.fileno())
             self._reading = False
@@ -150,16 +155,9 @@ class Driver:
 
     # -- the three wakeups -------------------------------------------------------------------
 
-    def touch(self, conn: Connection) -> None:
-        """The application called into ``conn``: the host must look at it again (its output,
-        deadline and events), and a flush is due."""
-        self.host.touch(conn)
-        if not self._flush_pending and not self._closed:
-            self._flush_pending = True
-            self.loop.call_soon(self._flush_soon)
-
-    def kick(self) -> None:
-        """An application call changed what the host wants to send: flush once, soon."""
+    def wakeup(self) -> None:
+        """The host's ``on_wakeup`` hook: an application call changed what the host wants to
+        send or when it needs its timer. Flush once, soon."""
         if not self._flush_pending and not self._closed:
             self._flush_pending = True
             self.loop.call_soon(self._flush_soon)

@@ -132,7 +132,6 @@ class TcpTransport(asyncio.Transport):
         self._close_pending = False
         if not self._lost:
             self._conn.close(self._driver.now())
-            self._driver.touch(self._conn)
             self._connection_lost(None)
 
     def abort(self) -> None:
@@ -143,7 +142,6 @@ class TcpTransport(asyncio.Transport):
         self._overflow.clear()
         self._overflow_size = 0
         self._conn.abort(self._driver.now())
-        self._driver.touch(self._conn)
         self._connection_lost(None)
 
     # -- asyncio.ReadTransport -----------------------------------------------------------------
@@ -170,8 +168,6 @@ class TcpTransport(asyncio.Transport):
         self._deliver_data()
         if self._eof_pending:
             self._deliver_eof()
-        # Reading may have opened the window: let the window update go out.
-        self._driver.touch(self._conn)
 
     # -- asyncio.WriteTransport ----------------------------------------------------------------
 
@@ -218,7 +214,6 @@ class TcpTransport(asyncio.Transport):
                 rest = bytes(memoryview(data)[sent:])
                 self._overflow.append(rest)
                 self._overflow_size += len(rest)
-        self._driver.touch(self._conn)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -242,7 +237,6 @@ class TcpTransport(asyncio.Transport):
         except OSError as exc:
             self._fail(exc)
             return
-        self._driver.touch(self._conn)
 
     def can_write_eof(self) -> bool:
         return True
@@ -295,9 +289,8 @@ class TcpTransport(asyncio.Transport):
             self._loop.call_soon(self._deliver_pending)
 
     def _deliver_data(self) -> None:
+        # Reading opens the receive window; the connection asks for a window update itself.
         data = self._conn.read()
-        # Reading opens the receive window, which may call for a window update.
-        self._driver.host.touch(self._conn)
         if data:
             self._protocol.data_received(data)  # type: ignore[attr-defined]
 
@@ -314,7 +307,6 @@ class TcpTransport(asyncio.Transport):
         """Move overflow into the connection's send buffer as space opens."""
         overflow = self._overflow
         conn = self._conn
-        moved = False
         while overflow:
             if conn.send_space <= 0:
                 break
@@ -328,15 +320,12 @@ class TcpTransport(asyncio.Transport):
                 return
             if sent <= 0:
                 break
-            moved = True
             self._overflow_size -= sent
             if sent == len(chunk):
                 overflow.popleft()
             else:
                 overflow[0] = chunk[sent:]
                 break
-        if moved:
-            self._driver.touch(self._conn)
         if not overflow:
             if self._close_pending:
                 self._close_now()

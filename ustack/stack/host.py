@@ -14,16 +14,17 @@ closed-port reply of RFC 9293 3.10.7.1. Every malformed packet surfaces as a
 :class:`~ustack.wire.errors.ParseError`, which is counted by reason in one place; nothing
 escapes ``receive_packet``.
 
-Bookkeeping scales with activity, not with the number of connections: a connection that was
-touched (a segment arrived, a timer fired, the application called ``touch``) is put in two
-sets, one for "may have output" and one for "deadline may have moved". ``packets_to_send``
-walks the first, ``next_deadline`` refreshes the second into a heap of ``(deadline, seq,
-entry)``; an entry whose deadline moved is not removed but invalidated (its ``seq`` no longer
-matches), and the heap is rebuilt when stale entries outnumber live ones.
+Bookkeeping scales with activity, not with the number of connections: a connection that changed
+(a segment arrived, a timer fired, or the application called into it -- which the connection
+reports itself through its ``on_change`` hook) is put in two insertion-ordered dicts, one for "may
+have output" and one for "deadline may have moved". ``packets_to_send`` walks the first,
+``next_deadline`` refreshes the second into a heap of ``(deadline, seq, entry)``; an entry whose
+deadline moved is not removed but invalidated (its ``seq`` no longer matches), and the heap is
+rebuilt when stale entries outnumber live ones. Nothing is ever iterated in an order that depends
+on memory addresses, so the same inputs give the same packets, byte for byte.
 
-The application calls ``Connection.send``/``read``/``close`` directly; since a connection
-cannot tell the host it changed, the caller must then call :meth:`Host.touch` (the asyncio
-driver does this for its transports).
+Whoever drives the host (the asyncio driver, the simulator) sets ``on_wakeup``: the host calls it
+when an application call left something to send or a new deadline, so the driver can flush.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import errno
 import heapq
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from ustack.stack.config import HostConfig
@@ -46,7 +47,7 @@ from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
 from ustack.wire import icmp, ipv4, seq, tcp
 from ustack.wire.errors import ParseError
-from ustack.wire.tcp import Control
+from ustack.wire.tcp import NO_OPTIONS, Control
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,10 @@ _MULTICAST_PREFIX = 0xE  # 224.0.0.0/4
 class _Entry:
     """The host's record of one connection: where it is filed and its registered deadline."""
 
-    __slots__ = ("alive", "conn", "deadline", "heap_seq", "key", "listener")
+    __slots__ = ("alive", "conn", "deadline", "heap_seq", "host", "key", "listener")
 
-    def __init__(self, conn: Connection, key: Key, listener: Listener | None) -> None:
+    def __init__(self, host: Host, conn: Connection, key: Key, listener: Listener | None) -> None:
+        self.host = host
         self.conn = conn
         self.key = key
         # The listener whose SYN or accept queue holds this connection, until accept().
@@ -93,6 +95,13 @@ class _Entry:
         self.deadline: float | None = None
         self.heap_seq = -1
         self.alive = True
+
+    def changed(self) -> None:
+        """The connection's ``on_change`` hook: the application called into it."""
+        host = self.host
+        host._touched(self)
+        if host.on_wakeup is not None:
+            host.on_wakeup()
 
 
 class Listener:
@@ -112,7 +121,7 @@ class Listener:
         self.port = port
         self.backlog = backlog
         self.syn_backlog = syn_backlog
-        self._syn_queue: set[_Entry] = set()
+        self._syn_queue: dict[_Entry, None] = {}  # insertion-ordered, never hash-ordered
         self._accept_queue: deque[_Entry] = deque()
         self.closed = False
 
@@ -185,8 +194,9 @@ class Host:
         self._ports_in_use: dict[int, int] = {}
         self._next_ephemeral = 0
         self._events: deque[Event | HostEvent] = deque()
-        self._want_output: set[_Entry] = set()
-        self._want_timer: set[_Entry] = set()
+        # Insertion-ordered (dicts, not sets): same inputs, same order of output.
+        self._want_output: dict[_Entry, None] = {}
+        self._want_timer: dict[_Entry, None] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._heap_seq = 0
         self._out: list[bytearray] = []
@@ -196,6 +206,9 @@ class Host:
         self._internal_error_logged = False
         # Given to every connection at birth, so a trace starts at its first transition.
         self.tracer = tracer
+        # Set by the driver: called when an application call left work to do (see the module
+        # docstring).
+        self.on_wakeup: Callable[[], None] | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -245,17 +258,9 @@ class Host:
         if key in self._conns:
             raise OSError(errno.EADDRINUSE, "a connection with this 4-tuple exists")
         conn = self._new_connection(key, now)
-        entry = self._add(key, conn, None)
+        self._add(key, conn, None)
         conn.open_active(now)
-        self._touched(entry)
         return conn
-
-    def touch(self, conn: Connection) -> None:
-        """Tell the host that the application called into ``conn`` (send, read, close, ...), so
-        its output, deadline and events are looked at again."""
-        entry = self._conns.get(self._key_of(conn))
-        if entry is not None and entry.conn is conn:
-            self._touched(entry)
 
     def receive_packet(self, buf: bytes | bytearray | memoryview, now: float) -> None:
         """Take one IPv4 datagram from the link. Never raises for bad input."""
@@ -277,7 +282,7 @@ class Host:
         self._out = []
         if self._want_output:
             pending = self._want_output
-            self._want_output = set()
+            self._want_output = {}
             for entry in pending:
                 conn = entry.conn
                 segments = conn.segments_to_send(now)
@@ -287,7 +292,7 @@ class Host:
                     self._drain_events(entry)
                     if entry.alive:
                         # Sending arms the retransmission timer.
-                        self._want_timer.add(entry)
+                        self._want_timer[entry] = None
         self.stats.ip_tx += len(out)
         return out
 
@@ -453,7 +458,7 @@ class Host:
         stats.listen_syn += 1
         conn = self._new_connection(key, now)
         entry = self._add(key, conn, listener)
-        listener._syn_queue.add(entry)
+        listener._syn_queue[entry] = None
         conn.open_passive(now)
         conn.receive(seg, now)
         self._touched(entry)
@@ -489,6 +494,10 @@ class Host:
     def _new_connection(self, key: Key, now: float) -> Connection:
         remote_addr, remote_port, local_addr, local_port = key
         iss = self._isn(local_addr, local_port, remote_addr, remote_port, now) & 0xFFFFFFFF
+        # RFC 7323 5.4: a per-connection offset for the timestamp clock, from the same keyed
+        # hash as the ISN (with the ports swapped, so it is not the ISN's offset).
+        hasher = self._hasher
+        ts_offset = hasher.hash(local_addr, remote_port, remote_addr, local_port) if hasher else 0
         conn = Connection(
             self.config,
             self.stats,
@@ -498,12 +507,14 @@ class Host:
             remote_port=remote_port,
             iss=iss,
             now=now,
+            ts_offset=ts_offset,
         )
         conn.tracer = self.tracer
         return conn
 
     def _add(self, key: Key, conn: Connection, listener: Listener | None) -> _Entry:
-        entry = _Entry(conn, key, listener)
+        entry = _Entry(self, conn, key, listener)
+        conn.on_change = entry.changed
         self._conns[key] = entry
         port = key[3]
         self._ports_in_use[port] = self._ports_in_use.get(port, 0) + 1
@@ -526,14 +537,15 @@ class Host:
         listener = entry.listener
         if listener is not None:
             entry.listener = None
-            listener._syn_queue.discard(entry)
+            listener._syn_queue.pop(entry, None)
             if entry in listener._accept_queue:
                 listener._accept_queue.remove(entry)
-        self._want_timer.discard(entry)
+        self._want_timer.pop(entry, None)
+        entry.conn.on_change = None
 
     def _touched(self, entry: _Entry) -> None:
-        self._want_output.add(entry)
-        self._want_timer.add(entry)
+        self._want_output[entry] = None
+        self._want_timer[entry] = None
         self._drain_events(entry)
 
     def _drain_events(self, entry: _Entry) -> None:
@@ -544,7 +556,7 @@ class Host:
             if type(ev) is Established:
                 listener = entry.listener
                 if listener is not None and entry in listener._syn_queue:
-                    listener._syn_queue.discard(entry)
+                    del listener._syn_queue[entry]
                     listener._accept_queue.append(entry)
                     self.stats.listen_queued += 1
                     events.append(ConnectionAccepted(listener))
@@ -602,10 +614,12 @@ class Host:
         unaccepted = [*listener._syn_queue, *listener._accept_queue]
         for entry in unaccepted:
             self.stats.listen_close_reset += 1
+            # abort() reports the change (queueing the entry for its RST) before _forget takes
+            # it out of the demux.
             entry.conn.abort(now)
-            # _touched queues the entry for its RST before _forget takes it out of the demux.
-            self._touched(entry)
             self._forget(entry)
+        if unaccepted and self.on_wakeup is not None:
+            self.on_wakeup()
 
     # -- output -----------------------------------------------------------------------------
 
@@ -624,7 +638,8 @@ class Host:
 
     def _build_segment(self, key: Key, s: OutSegment) -> bytearray:
         remote_addr, remote_port, local_addr, local_port = key
-        length = tcp.HEADER_LEN + len(s.options) + len(s.payload)
+        options = tcp.encode_options(s.options)
+        length = tcp.HEADER_LEN + len(options) + len(s.payload)
         buf = bytearray(ipv4.HEADER_LEN + length)
         self._emit_ip(
             buf, src=local_addr, dst=remote_addr, proto=ipv4.PROTO_TCP, payload_len=length
@@ -640,13 +655,13 @@ class Host:
             ack=s.ack,
             flags=s.flags,
             window=s.window,
-            options=s.options,
+            options=options,
             payload=s.payload,
         )
         return buf
 
     def _emit_rst(self, key: Key, seq_: int, ack: int, flags: int) -> None:
-        self._out.append(self._build_segment(key, OutSegment(seq_, ack, flags, 0, b"", b"")))
+        self._out.append(self._build_segment(key, OutSegment(seq_, ack, flags, 0, NO_OPTIONS, b"")))
 
     def _send_unreachable(
         self,

@@ -97,7 +97,7 @@ class SendBuffer:
 
 
 class ReceiveBuffer:
-    __slots__ = ("_data", "_ooo", "_stream", "capacity", "max_pieces")
+    __slots__ = ("_data", "_ooo", "_stream", "capacity", "last_dup", "max_pieces")
 
     def __init__(self, capacity: int, max_pieces: int) -> None:
         self.capacity = capacity
@@ -105,6 +105,7 @@ class ReceiveBuffer:
         self._data = bytearray()  # in order, not yet read
         self._stream = 0  # stream offset of the next in-order byte (RCV.NXT)
         self._ooo: list[tuple[int, bytes]] = []  # sorted, disjoint (start, data)
+        self.last_dup: tuple[int, int] | None = None
 
     @property
     def readable(self) -> int:
@@ -164,11 +165,29 @@ class ReceiveBuffer:
                 advanced += len(tail)
         return advanced
 
+    @property
+    def stream(self) -> int:
+        """The stream offset of RCV.NXT (in-order bytes received so far)."""
+        return self._stream
+
+    def ooo_ranges(self) -> list[tuple[int, int]]:
+        """The out-of-order data held, as merged ``[start, end)`` stream-offset ranges (what
+        SACK blocks report: adjacent pieces are one block)."""
+        out: list[tuple[int, int]] = []
+        for start, piece in self._ooo:
+            end = start + len(piece)
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+        return out
+
     def add_out_of_order(self, offset: int, data: bytes | memoryview) -> tuple[int, int]:
         """Hold ``data`` that starts ``offset`` (> 0) bytes after RCV.NXT.
 
         Returns ``(new_bytes, duplicate_bytes)``; ``new_bytes`` is -1 when the new bytes had to
-        be dropped because the piece bound was reached.
+        be dropped because the piece bound was reached. The first duplicated range (stream
+        offsets) is left in :attr:`last_dup` for D-SACK, or None.
         """
         start = self._stream + offset
         end = start + len(data)
@@ -176,6 +195,7 @@ class ReceiveBuffer:
         new: list[tuple[int, bytes]] = []
         cur = start
         dup = 0
+        self.last_dup = None
         # cut the new range into the gaps between held pieces, starting at the last piece that
         # begins at or before it
         j = max(bisect_right(ooo, start, key=_start) - 1, 0)
@@ -189,6 +209,8 @@ class ReceiveBuffer:
                 break
             if a > cur:
                 new.append((cur, bytes(data[cur - start : a - start])))
+            if self.last_dup is None:
+                self.last_dup = (max(a, cur), min(b, end))
             dup += min(b, end) - max(a, cur)
             cur = b
             if cur >= end:

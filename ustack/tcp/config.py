@@ -49,9 +49,12 @@ class TcpConfig:
     # (RFC 9293 3.7.1); a non-zero value caps that. A Connection made without a host and with
     # 0 here advertises ETHERNET_MSS.
     mss: int = 0
-    send_buffer: int = 256 * 1024
+    # The send buffer holds unacknowledged bytes too, so it must exceed the largest flight
+    # (the peer's window) by enough to keep the window full while the application refills it;
+    # bytes are only held when written, so a large limit costs nothing until used.
+    send_buffer: int = 1024 * 1024
     recv_buffer: int = 256 * 1024  # the largest receive window we will advertise
-    send_low_water: int = 64 * 1024  # WriteSpace fires when queued bytes fall below this
+    send_low_water: int = 512 * 1024  # WriteSpace fires when queued bytes fall below this
     window_scale: bool = True  # offer RFC 7323 window scaling on active open
     nagle: bool = True  # RFC 9293 3.7.4; per connection via set_nodelay()
     delayed_ack: float = DELAYED_ACK
@@ -73,7 +76,7 @@ class TcpConfig:
     challenge_ack_window: float = CHALLENGE_ACK_WINDOW
     persist_min: float = RTO_MIN  # first zero-window probe interval floor
     persist_max: float = RTO_MAX  # the probe interval backs off up to this
-    congestion: str = "newreno"  # a name from ustack.tcp.congestion.available()
+    congestion: str = "cubic"  # RFC 9438; any name from ustack.tcp.congestion.available()
     hystart: bool = True  # RFC 9406 HyStart++ slow start (ignored by controllers without it)
     sack: bool = True  # RFC 2018 SACK (and RFC 2883 D-SACK), offered and accepted
     timestamps: bool = True  # RFC 7323 timestamps (RTTM and PAWS), offered and accepted

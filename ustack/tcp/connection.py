@@ -1,34 +1,34 @@
-"""The per-connection TCP machine (RFC 9293), sans-IO.
+"""The per-connection TCP machine (RFC 9293), sans-IO: the ``(state, control)`` dispatcher.
 
 Theory of operation
 -------------------
 A :class:`Connection` is one TCB. Inputs: ``receive(seg, now)`` for a segment the host has
 demultiplexed to it, the application calls, and ``on_deadline(now)``. Outputs are pulled:
-``segments_to_send(now)`` returns :class:`OutSegment` tuples (the host adds the IP and TCP
-headers) and ``next_event()`` pops event values. Time is only ever an argument.
+``segments_to_send(now)`` returns :class:`OutSegment` tuples (the host adds the IP header and
+encodes the options) and ``next_event()`` pops event values. Time is only ever an argument.
+When an application call leaves the connection with something to send or a new deadline, it
+says so through ``on_change`` (a hook the host sets), so nobody has to remember to "touch" it.
 
-Segment arrival follows RFC 9293 3.10.7 in one ``match (state, control)``; every arm starts with a
-sentence naming the rule. The synchronized states share the "Otherwise" processing: first the
-sequence check (with trimming to the window), then RST (RFC 5961 3), SYN (RFC 5961 4), ACK
-(RFC 5961 5; new data acked, duplicate ACKs, window update), URG, text, FIN.
+The work is split four ways, and this module only decides *which* rule applies:
 
-Send side: the send buffer holds the bytes from SND.UNA on, so the byte at sequence number ``s``
-is at offset ``s - _buf_seq``. ``snd_nxt`` is where the next segment starts; after an RTO it is
-pulled back to ``snd_una`` (go-back-N, RFC 6298 5.4 with RFC 5681 slow start), so ``snd_max``
-keeps the highest sequence number sent -- the RFC's SND.NXT wherever an ACK is judged. Our FIN
-takes the sequence number after the last byte (``_fin_seq``) once the application shuts down.
-Output is decided in one place (``_output_data``): Nagle and sender SWS avoidance (3.7.4,
-3.8.6.2.1), the peer's window, ``cwnd``; a zero or too-small window with nothing in flight arms
-the persist timer. Loss detection (duplicate ACKs, NewReno's ``recover``, partial ACKs) lives
-here; window arithmetic lives in the pluggable congestion controller.
+* :class:`~ustack.tcp.sender.Sender`: send sequence space, the send buffer, segmentation,
+  Nagle and SWS avoidance, persist;
+* :class:`~ustack.tcp.receiver.Receiver`: receive sequence space, reassembly, the ACK policy,
+  the advertised window, SACK blocks and TS.Recent;
+* :class:`~ustack.tcp.recovery.Recovery`: the scoreboard of sent segments, RACK-TLP, RFC 6675
+  recovery, undo;
+* :class:`~ustack.tcp.timers.Timers`: every deadline, in one list.
 
-Receive side: in-order bytes go to the receive buffer, out-of-order bytes are held for
-reassembly within the advertised window; the advertised right edge never moves left, and only
-grows by at least min(buffer/2, MSS) (receiver SWS avoidance, 3.8.6.2.2). ACKs are delayed
-(40 ms by default) unless two full-sized segments are unacknowledged, data arrived out of order,
-or it filled a hole.
+Segment arrival follows RFC 9293 3.10.7 in one ``match (state, control)``; every arm starts with
+a sentence naming the rule. The synchronized states share the "Otherwise" processing: PAWS
+(RFC 7323 5.3), the sequence check, then RST (RFC 5961 3), SYN (RFC 5961 4), ACK (RFC 5961 5;
+SACK, loss detection and congestion control), URG, text, FIN. State changes fire a
+:class:`~ustack.tcp.state.Trigger`; the transition table computes the next state.
 
-Timers are plain deadlines (float or None); ``next_deadline`` is their minimum.
+Output (``_output``) follows RFC 6675's NextSeg while ``cwnd - pipe`` allows: segments presumed
+lost first, then new data, then (in recovery) the rule-3 and rescue retransmissions; the
+zero-window, keep-alive and tail-loss probes go out when their timers ask. Options are typed
+(:class:`~ustack.wire.tcp.TcpOptions`) and chosen in one place, :meth:`Connection._options`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ustack.tcp import congestion as _cc
-from ustack.tcp.buffers import ReceiveBuffer, SendBuffer
-from ustack.tcp.config import DEFAULT_PEER_MSS, ETHERNET_MSS, MAX_WSCALE, TcpConfig
+from ustack.tcp.config import DEFAULT_PEER_MSS, ETHERNET_MSS, TcpConfig
 from ustack.tcp.events import (
     Closed,
     DataReceived,
@@ -51,127 +50,107 @@ from ustack.tcp.events import (
     TimedOut,
     WriteSpace,
 )
+from ustack.tcp.receiver import MAX_WSCALE, Receiver, wscale_for
+from ustack.tcp.recovery import LossState, Recovery, Sent
 from ustack.tcp.rto import RtoEstimator
-from ustack.tcp.state import ALLOWED, RECEIVING, SENDING, SYNCHRONIZED, State
+from ustack.tcp.sender import LIMIT_CWND, Sender
+from ustack.tcp.state import (
+    RECEIVING,
+    SENDING,
+    SYNCHRONIZED,
+    State,
+    TimeoutReason,
+    Trigger,
+    next_state,
+)
 from ustack.tcp.stats import Stats
+from ustack.tcp.timers import Timer, Timers
 from ustack.wire import seq as sq
-from ustack.wire.tcp import ACK, FIN, PSH, RST, SYN, Control, TcpOptions, TcpSegment
+from ustack.wire.tcp import (
+    ACK,
+    FIN,
+    NO_OPTIONS,
+    PSH,
+    RST,
+    SYN,
+    Control,
+    TcpOptions,
+    TcpSegment,
+)
 
 log = logging.getLogger("ustack.tcp")
 
 # Linux's TCP_MIN_MSS: a peer's MSS option cannot make us send smaller segments than this.
 MIN_MSS = 88
-# RFC 7323 2.2: the window field is 16 bits; SYN segments carry it unscaled.
-MAX_WINDOW_FIELD = 0xFFFF
-# Options we put on data segments (no timestamps, no SACK): subtracted from the MSS (3.7.1).
-DATA_OPTION_BYTES = 0
-# RFC 5681 3.2: fast retransmit on the third duplicate ACK.
-DUPACK_THRESHOLD = 3
+# RFC 7323 3.2: the timestamps option costs 12 bytes of every segment (10 + 2 NOPs), which
+# RFC 9293 3.7.1 takes off the effective send MSS.
+TS_OPTION_BYTES = 12
+# RFC 7323 5.4: the timestamp clock ticks between once a millisecond and once a second.
+TS_HZ = 1000
+# A reneging receiver gets the RTO sooner: max(SRTT/2, this), as Linux does.
+RENEGE_RTO_MIN = 0.010
 
-_INF = float("inf")
+# Output that a timer (or a segment) asked for and the next segments_to_send carries.
+_DUE_SYN = 1  # our SYN or SYN,ACK (3.10.1, 3.10.7.2, retransmission)
+_DUE_WINDOW_PROBE = 2  # one byte into a zero window (3.8.6.1)
+_DUE_KEEPALIVE = 4  # SEG.SEQ = SND.NXT - 1 (RFC 1122 4.2.3.6)
+_DUE_TLP = 8  # a tail loss probe (RFC 8985 7.3)
 
 Tracer = Callable[["Connection", str, dict[str, Any]], None]
 
 
 class OutSegment(NamedTuple):
-    """One segment to transmit; ``window`` is the 16-bit wire value, ``options`` encoded."""
+    """One segment to transmit; ``window`` is the 16-bit wire value."""
 
     seq: int
     ack: int
     flags: int
     window: int
-    options: bytes
+    options: TcpOptions
     payload: bytes | memoryview
-
-
-def _wscale_for(buffer: int) -> int:
-    """The smallest shift that lets the whole receive buffer be advertised (RFC 7323 2.3)."""
-    shift = 0
-    while (MAX_WINDOW_FIELD << shift) < buffer and shift < MAX_WSCALE:
-        shift += 1
-    return shift
 
 
 class Connection:
     __slots__ = (
-        "_ack_now",
-        "_buf_seq",
         "_chal_count",
         "_chal_start",
+        "_cwnd_limited",
         "_data_event_pending",
-        "_delack_at",
-        "_dupacks",
+        "_due",
         "_events",
-        "_fin_queued",
-        "_fin_received",
-        "_fin_seq",
-        "_force_send",
-        "_fw2_at",
-        "_ka_at",
         "_ka_count",
         "_ka_idle",
         "_ka_interval",
-        "_ka_probe_due",
         "_ka_probes",
         "_last_recv",
-        "_ooo_fin",
+        "_opt_cache",
         "_out",
-        "_partial_acked",
-        "_persist_at",
-        "_persist_backoff",
-        "_persist_unanswered",
-        "_probe_due",
-        "_rbuf",
-        "_rcv_mss",
-        "_recover",
         "_reset",
-        "_retries",
-        "_rtt_seq",
-        "_rtt_time",
-        "_rtx_at",
-        "_rtx_one",
-        "_sbuf",
         "_shutdown_pending",
-        "_sws_threshold",
-        "_syn_due",
-        "_syn_options",
+        "_syn_retries",
         "_syn_time",
-        "_tw_at",
-        "_unacked_rcv",
-        "_unacked_since",
-        "_write_blocked",
-        "_ws_offered",
+        "_timers",
+        "_tracer",
+        "_ts_offset",
+        "_ws_ok",
         "adv_mss",
         "cc",
         "config",
-        "irs",
         "iss",
         "keepalive",
         "local_addr",
         "local_port",
-        "max_snd_wnd",
-        "nodelay",
+        "on_change",
         "orphaned",
         "passive",
-        "peer_mss",
-        "rcv_adv",
-        "rcv_nxt",
-        "rcv_wscale",
+        "rcv",
+        "recovery",
         "remote_addr",
         "remote_port",
         "rtt",
-        "snd_max",
-        "snd_mss",
-        "snd_nxt",
-        "snd_una",
-        "snd_wl1",
-        "snd_wl2",
-        "snd_wnd",
-        "snd_wscale",
+        "snd",
         "state",
         "stats",
-        "tracer",
-        "want_output",
     )
 
     def __init__(
@@ -186,6 +165,7 @@ class Connection:
         iss: int,
         now: float,
         congestion: _cc.CongestionControl | None = None,
+        ts_offset: int = 0,
     ) -> None:
         self.config = config
         self.adv_mss = config.mss or ETHERNET_MSS  # the MSS we advertise (RFC 9293 3.7.1)
@@ -197,83 +177,125 @@ class Connection:
         self.state = State.CLOSED
         self.passive = False
         self.orphaned = False
-        self.tracer: Tracer | None = None
-        self.want_output = False
-        self.nodelay = not config.nagle
-        # send sequence space (RFC 9293 3.3.1)
+        self.on_change: Callable[[], None] | None = None
+        self._tracer: Tracer | None = None
         self.iss = iss & sq.MASK
-        self.snd_una = self.iss
-        self.snd_nxt = self.iss
-        self.snd_max = self.iss
-        self.snd_wnd = 0
-        self.snd_wl1 = 0
-        self.snd_wl2 = 0
-        self.max_snd_wnd = 0  # MAX.SND.WND of RFC 5961 5.2
-        self.snd_wscale = 0
-        self.rcv_wscale = 0
-        self.peer_mss = DEFAULT_PEER_MSS
-        self.snd_mss = max(min(DEFAULT_PEER_MSS, self.adv_mss) - DATA_OPTION_BYTES, 1)
-        # receive sequence space
-        self.irs = 0
-        self.rcv_nxt = 0
-        self.rcv_adv = 0  # RCV.NXT + RCV.WND as last advertised; never moves left
-        self._sbuf = SendBuffer(config.send_buffer)
-        self._buf_seq = sq.add(self.iss, 1)  # sequence number of the send buffer's first byte
-        self._rbuf = ReceiveBuffer(config.recv_buffer, config.max_ooo_segments)
-        self._sws_threshold = max(min(config.recv_buffer // 2, self.adv_mss), 1)
-        self._fin_queued = False
-        self._fin_seq = 0
-        self._fin_received = False
-        self._ooo_fin: int | None = None
-        self._shutdown_pending = False
-        self._reset = False
-        self._ws_offered = config.window_scale
-        self._syn_options = b""
-        self._syn_due = False
-        self._syn_time = now
-        self._rtx_one = False
-        self._ack_now = False
-        self._probe_due = False
-        self._ka_probe_due = False
-        self._force_send = False
-        self._out: list[OutSegment] = []  # RSTs built while processing input
-        self._events: deque[Event] = deque()
-        self._data_event_pending = False
-        self._write_blocked = False
-        # timers: absolute deadlines or None
-        self._rtx_at: float | None = None
-        self._persist_at: float | None = None
-        self._delack_at: float | None = None
-        self._ka_at: float | None = None
-        self._tw_at: float | None = None
-        self._fw2_at: float | None = None
-        self._retries = 0
-        self._unacked_since = now
+        self._timers = timers = Timers()
+        mss = max(min(DEFAULT_PEER_MSS, self.adv_mss), 1)
+        self.snd = Sender(config, stats, timers, self.iss, mss)
+        self.rcv = Receiver(config, stats, timers, self.adv_mss)
+        self.cc: _cc.CongestionControl = (
+            congestion
+            if congestion is not None
+            else _cc.create(config.congestion, mss, hystart=config.hystart)
+        )
+        self.recovery = Recovery(config, stats, timers, self.cc, mss)
         self.rtt = RtoEstimator(
             config.rto_initial, config.rto_min, config.rto_max, config.clock_granularity
         )
-        self._rtt_seq: int | None = None
-        self._rtt_time = 0.0
-        self.cc: _cc.CongestionControl = (
-            congestion if congestion is not None else _cc.create(config.congestion, self.snd_mss)
-        )
-        self._dupacks = 0
-        self._partial_acked = False
-        self._recover = self.iss  # RFC 6582 3.2: initialized to the ISS
-        self._persist_backoff = 0
-        self._persist_unanswered = 0
+        self._ts_offset = ts_offset & sq.MASK  # RFC 7323 5.4: a per-connection clock offset
+        self._ws_ok = False
+        self._due = 0
+        self._syn_retries = 0
+        self._syn_time = now
+        self._reset = False
+        self._shutdown_pending = False
+        self._cwnd_limited = False
+        self._out: list[OutSegment] = []  # RSTs and ACKs built while processing input
+        self._events: deque[Event] = deque()
+        self._data_event_pending = False
+        self._opt_cache: TcpOptions = NO_OPTIONS
         self.keepalive = config.keepalive
         self._ka_idle = config.keepalive_idle
         self._ka_interval = config.keepalive_interval
         self._ka_count = config.keepalive_count
         self._ka_probes = 0
         self._last_recv = now
-        self._rcv_mss = min(DEFAULT_PEER_MSS, self.adv_mss)  # largest segment seen from the peer
-        self._unacked_rcv = 0  # payload bytes received since we last sent an ACK
-        self._chal_start = -_INF
+        self._chal_start = -float("inf")
         self._chal_count = 0
 
-    # ------------------------------------------------------------------ properties
+    # -- the TCB, read-only views ---------------------------------------------------------------
+
+    @property
+    def tracer(self) -> Tracer | None:
+        return self._tracer
+
+    @tracer.setter
+    def tracer(self, tracer: Tracer | None) -> None:
+        self._tracer = tracer
+        if tracer is None:
+            self.recovery.trace = None
+        else:
+
+            def trace(kind: str, detail: dict[str, Any]) -> None:
+                tracer(self, kind, detail)
+
+            self.recovery.trace = trace
+
+    @property
+    def snd_una(self) -> int:
+        return self.snd.snd_una
+
+    @property
+    def snd_nxt(self) -> int:
+        return self.snd.snd_nxt
+
+    @property
+    def snd_max(self) -> int:
+        """The highest sequence number sent plus one (a zero-window probe byte included)."""
+        return self.snd.snd_max
+
+    @property
+    def snd_wnd(self) -> int:
+        return self.snd.snd_wnd
+
+    @property
+    def max_snd_wnd(self) -> int:
+        return self.snd.max_snd_wnd
+
+    @property
+    def snd_wscale(self) -> int:
+        return self.snd.snd_wscale
+
+    @property
+    def snd_mss(self) -> int:
+        return self.snd.snd_mss
+
+    @property
+    def peer_mss(self) -> int:
+        return self.snd.peer_mss
+
+    @property
+    def nodelay(self) -> bool:
+        return self.snd.nodelay
+
+    @property
+    def irs(self) -> int:
+        return self.rcv.irs
+
+    @property
+    def rcv_nxt(self) -> int:
+        return self.rcv.rcv_nxt
+
+    @property
+    def rcv_wnd(self) -> int:
+        return self.rcv.rcv_wnd
+
+    @property
+    def rcv_adv(self) -> int:
+        return self.rcv.rcv_adv
+
+    @property
+    def rcv_wscale(self) -> int:
+        return self.rcv.rcv_wscale
+
+    @property
+    def sack_ok(self) -> bool:
+        return self.recovery.sack
+
+    @property
+    def timestamps_ok(self) -> bool:
+        return self.rcv.ts_ok
 
     @property
     def srtt(self) -> float | None:
@@ -296,46 +318,42 @@ class Connection:
         return self.cc.ssthresh
 
     @property
-    def rcv_wnd(self) -> int:
-        """RCV.WND: how far beyond RCV.NXT the peer may send (as last advertised)."""
-        return max(sq.sub(self.rcv_adv, self.rcv_nxt), 0)
+    def in_recovery(self) -> bool:
+        return self.recovery.state is LossState.RECOVERY
+
+    @property
+    def pipe(self) -> int:
+        return self.recovery.pipe(self.snd.flight)
 
     @property
     def readable(self) -> int:
-        return self._rbuf.readable
+        return self.rcv.buf.readable
 
     @property
     def send_space(self) -> int:
-        return self._sbuf.free
+        return self.snd.buf.free
 
     @property
     def send_queued(self) -> int:
         """Bytes queued and not yet acknowledged."""
-        return self._sbuf.size
+        return self.snd.queued
 
     @property
     def eof_received(self) -> bool:
-        return self._fin_received
+        return self.rcv.fin_received
 
     @property
     def ooo_pieces(self) -> int:
-        return self._rbuf.ooo_pieces
+        return self.rcv.buf.ooo_pieces
 
     @property
     def ooo_bytes(self) -> int:
-        return self._rbuf.ooo_bytes
+        return self.rcv.buf.ooo_bytes
 
     @property
     def timers(self) -> dict[str, float | None]:
-        """Every timer's deadline, for tests and tracing."""
-        return {
-            "retransmit": self._rtx_at,
-            "persist": self._persist_at,
-            "delayed_ack": self._delack_at,
-            "keepalive": self._ka_at,
-            "time_wait": self._tw_at,
-            "fin_wait_2": self._fw2_at,
-        }
+        """Every timer's deadline by name, for tests and tracing."""
+        return self._timers.as_dict()
 
     def __repr__(self) -> str:
         return (
@@ -343,20 +361,20 @@ class Connection:
             f"una={self.snd_una} nxt={self.snd_nxt} rcv_nxt={self.rcv_nxt}>"
         )
 
-    # ------------------------------------------------------------------ application calls
+    # -- application calls ---------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def open_active(self, now: float) -> None:
-        """Active OPEN (RFC 9293 3.10.1): send SYN with MSS and window scale options."""
+        """Active OPEN (RFC 9293 3.10.1): send SYN with our options."""
         if self.state is not State.CLOSED or self._reset:
             raise OSError("connection is not in CLOSED")
         self.stats.tcp_active_opens += 1
-        self._syn_options = TcpOptions(
-            mss=self.adv_mss,
-            wscale=_wscale_for(self.config.recv_buffer) if self._ws_offered else None,
-        ).encode()
-        self._syn_due = True
-        self._set_state(State.SYN_SENT, "open_active", now)
-        self.want_output = True
+        self._due |= _DUE_SYN
+        self._fire(Trigger.OPEN_ACTIVE, now)
+        self._changed()
 
     def open_passive(self, now: float) -> None:
         """Passive OPEN (3.10.1): this TCB waits in LISTEN for the SYN the host feeds it."""
@@ -364,65 +382,66 @@ class Connection:
             raise OSError("connection is not in CLOSED")
         self.passive = True
         self.stats.tcp_passive_opens += 1
-        self._set_state(State.LISTEN, "open_passive", now)
+        self._fire(Trigger.OPEN_PASSIVE, now)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """SEND (3.10.2): queue bytes; returns how many fit in the send buffer."""
         if self._reset:
             raise ConnectionResetError("connection reset by peer")
-        if self.state not in _CAN_SEND or self._fin_queued or self._shutdown_pending:
+        snd = self.snd
+        if self.state not in _CAN_SEND or snd.fin_queued or self._shutdown_pending:
             raise BrokenPipeError("connection is closed for sending")
-        n = self._sbuf.write(data)
-        if n < len(data):
-            self._write_blocked = True
+        n = snd.queue(data)
         if n:
-            self.want_output = True
+            self._changed()
         return n
 
     def read(self, max_bytes: int = -1) -> bytes:
         """RECEIVE (3.10.3): take in-order bytes; may schedule a window update."""
-        data = self._rbuf.read(max_bytes)
-        if (
-            data
-            and self.state in RECEIVING
-            and not self._ack_now
-            and self._rbuf.free() - self.rcv_wnd >= self._sws_threshold
-        ):
+        rcv = self.rcv
+        data = rcv.read(max_bytes)
+        if data and self.state in RECEIVING and not rcv.ack_now and rcv.window_opened():
             # 3.8.6.2.2: the window opened by enough to be worth announcing
-            self._ack_now = True
-            self.want_output = True
+            rcv.ack_now = True
             self.stats.tcp_window_updates += 1
+            self._changed()
         return data
 
     def shutdown(self, now: float) -> None:
         """Half-close: our FIN follows the queued data (CLOSE, 3.10.4)."""
+        self._shutdown(now)
+        self._changed()
+
+    def _shutdown(self, now: float) -> None:
         state = self.state
         if state is State.LISTEN or state is State.SYN_SENT:
-            self._enter_closed("close", now)
+            self._fire(Trigger.CLOSE, now)
         elif state is State.SYN_RECEIVED:
             # 3.10.4: queue the close until ESTABLISHED is reached
             self._shutdown_pending = True
-        elif state is State.ESTABLISHED:
-            self._queue_fin()
-            self._set_state(State.FIN_WAIT_1, "close", now)
-        elif state is State.CLOSE_WAIT:
-            self._queue_fin()
-            self._set_state(State.LAST_ACK, "close", now)
-        self.want_output = True
+        elif state is State.ESTABLISHED or state is State.CLOSE_WAIT:
+            self.snd.queue_fin()
+            self._fire(Trigger.CLOSE, now)
 
     def close(self, now: float) -> None:
         """Shut down and orphan: no more reads; unread data turns the close into a RST."""
         if self.orphaned:
             return
         self.orphaned = True
-        if self._rbuf.readable and self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
+        if (
+            self.rcv.buf.readable
+            and self.state in SYNCHRONIZED
+            and self.state is not State.TIME_WAIT
+        ):
             # RFC 2525 2.17: closing with unread data resets, so the peer learns data was lost
             self.stats.tcp_close_unread_rst += 1
             self._reset_and_close(now)
+            self._changed()
             return
-        self.shutdown(now)
-        if self.state is State.FIN_WAIT_2 and self._fw2_at is None:
-            self._fw2_at = now + self.config.fin_wait2_timeout
+        self._shutdown(now)
+        if self.state is State.FIN_WAIT_2:
+            self._timers.set_once(Timer.FIN_WAIT_2, now + self.config.fin_wait2_timeout)
+        self._changed()
 
     def abort(self, now: float) -> None:
         """ABORT (3.10.5): RST in the states that have told the peer anything, then CLOSED."""
@@ -432,12 +451,13 @@ class Connection:
         if self.state in _RST_ON_ABORT:
             self._reset_and_close(now)
         else:
-            self._enter_closed("abort", now)
+            self._fire(Trigger.ABORT, now)
+        self._changed()
 
     def set_nodelay(self, on: bool) -> None:
         """Turn the Nagle algorithm (3.7.4) off (``True``) or on."""
-        self.nodelay = on
-        self.want_output = True
+        self.snd.nodelay = on
+        self._changed()
 
     def set_keepalive(
         self,
@@ -455,7 +475,11 @@ class Connection:
         if count is not None:
             self._ka_count = count
         self._ka_probes = 0
-        self._ka_at = self._last_recv + self._ka_idle if on and self.state in _KEEPALIVE else None
+        if on and self.state in _KEEPALIVE:
+            self._timers.set(Timer.KEEPALIVE, self._last_recv + self._ka_idle)
+        else:
+            self._timers.clear(Timer.KEEPALIVE)
+        self._changed()
 
     def next_event(self) -> Event | None:
         if not self._events:
@@ -465,12 +489,11 @@ class Connection:
             self._data_event_pending = False
         return ev
 
-    # ------------------------------------------------------------------ segment arrival
+    # -- segment arrival -----------------------------------------------------------------------
 
     def receive(self, seg: TcpSegment, now: float) -> None:
         """SEGMENT ARRIVES (RFC 9293 3.10.7)."""
         self.stats.tcp_segments_received += 1
-        self.want_output = True
         match (self.state, seg.control):
             case (state, _) if state in _SYNCHRONIZED_OPEN:
                 # 3.10.7.4: ESTABLISHED and later share the "Otherwise" processing (first, as
@@ -493,12 +516,8 @@ class Connection:
             case (State.LISTEN, Control.SYN):
                 # 3.10.7.2 third check: LISTEN -> SYN-RECEIVED, answer with SYN,ACK.
                 self._take_syn(seg, now)
-                # RFC 7323 2.2: echo window scale only if the SYN carried it
-                self._syn_options = TcpOptions(
-                    mss=self.adv_mss, wscale=self.rcv_wscale if self._ws_ok(seg) else None
-                ).encode()
-                self._syn_due = True
-                self._set_state(State.SYN_RECEIVED, "rcv_syn", now)
+                self._due |= _DUE_SYN
+                self._fire(Trigger.RCV_SYN, now)
             case (State.LISTEN, _):
                 # 3.10.7.2 fourth: no SYN, no RST, no ACK -- drop it.
                 self.stats.tcp_drop_listen_no_syn += 1
@@ -514,7 +533,7 @@ class Connection:
                 self.stats.tcp_refused += 1
                 self._reset = True
                 self._events.append(Reset(self, True))
-                self._enter_closed("rcv_rst", now)
+                self._fire(Trigger.RCV_RST, now)
             case (State.SYN_SENT, Control.RST):
                 # 3.10.7.3 second check: a RST without ACK cannot be validated; drop it.
                 self.stats.tcp_drop_syn_sent_rst_no_ack += 1
@@ -523,32 +542,30 @@ class Connection:
                 # on a SYN,ACK is not taken; the peer sends it again.)
                 self._take_syn(seg, now)
                 self._syn_acknowledged(seg, now)
-                self._ack_now = True
-                self._set_state(State.ESTABLISHED, "rcv_syn_ack", now)
+                self.rcv.ack_now = True
+                self._fire(Trigger.RCV_SYN_ACK, now)
             case (State.SYN_SENT, Control.SYN):
                 # 3.10.7.3 fourth check: SYN without ACK is a simultaneous open -> SYN-RECEIVED.
                 self._take_syn(seg, now)
-                if not self._ws_ok(seg):
-                    self._syn_options = TcpOptions(mss=self.adv_mss).encode()
-                self._syn_due = True
-                self._retries = 0
-                self._rtx_at = None
-                self._set_state(State.SYN_RECEIVED, "rcv_syn", now)
+                self._due |= _DUE_SYN
+                self._syn_retries = 0
+                self._timers.clear(Timer.RETRANSMIT)
+                self._fire(Trigger.RCV_SYN, now)
             case (State.SYN_SENT, _):
                 # 3.10.7.3 fifth: neither SYN nor RST -- drop it.
                 self.stats.tcp_drop_syn_sent_no_syn += 1
-            case (State.SYN_RECEIVED, Control.SYN) if seg.seq == self.irs and not seg.has_ack:
+            case (State.SYN_RECEIVED, Control.SYN) if seg.seq == self.rcv.irs and not seg.has_ack:
                 # The peer retransmitted its SYN: our SYN,ACK was lost, send it again.
                 self.stats.tcp_synack_retransmits += 1
                 self.stats.tcp_retransmits += 1
-                self._syn_due = True
+                self._due |= _DUE_SYN
             case (State.SYN_RECEIVED, Control.SYN) if (
-                seg.seq == self.irs and seg.has_ack and seg.ack == self.snd_max
+                seg.seq == self.rcv.irs and seg.has_ack and seg.ack == self.snd_nxt
             ):
                 # 3.5 figure 7: in a simultaneous open the peer's SYN,ACK acks our SYN.
                 self._syn_acknowledged(seg, now)
-                self._ack_now = True
-                self._set_state(State.ESTABLISHED, "rcv_syn_ack", now)
+                self.rcv.ack_now = True
+                self._fire(Trigger.RCV_SYN_ACK, now)
                 self._run_pending_shutdown(now)
             case (State.SYN_RECEIVED, _):
                 # 3.10.7.4: anything else in SYN-RECEIVED takes the "Otherwise" processing.
@@ -560,25 +577,25 @@ class Connection:
         stats = self.stats
         state = self.state
         ctl = seg.control
-        rcv_nxt = self.rcv_nxt
+        rcv = self.rcv
+        rcv_nxt = rcv.rcv_nxt
         seg_seq = seg.seq
-        payload = seg.payload
-        plen = len(payload)
+        plen = len(seg.payload)
         fin = ctl is Control.FIN
         seg_len = plen + (1 if fin or ctl is Control.SYN else 0)
-        wnd = self.rcv_wnd
-        # First check (3.10.7.4): is the segment acceptable? A segment starting exactly at
-        # RCV.NXT is, even into a zero window, so that ACKs and window probes are processed.
-        if seg_seq == rcv_nxt:
-            ok = True
-        elif seg_len == 0:
-            ok = sq.in_window(seg_seq, rcv_nxt, wnd)
-        else:
-            ok = wnd > 0 and (
-                sq.in_window(seg_seq, rcv_nxt, wnd)
-                or sq.in_window(sq.add(seg_seq, seg_len - 1), rcv_nxt, wnd)
-            )
-        if not ok:
+        ts = seg.options.timestamps
+        if (rcv.ts_ok and ctl is Control.NONE) or (rcv.ts_ok and fin):
+            if ts is None:
+                # RFC 7323 3.2: once negotiated, a non-RST segment without TSopt is dropped.
+                stats.tcp_drop_no_timestamp += 1
+                return
+            if rcv.paws_reject(ts[0], now):
+                # RFC 7323 5.3 R1: an old duplicate (its TSval is behind TS.Recent) -> ACK, drop.
+                stats.tcp_drop_paws += 1
+                self._emit_ack(now)
+                return
+        # First check (3.10.7.4): is the segment acceptable?
+        if not rcv.acceptable(seg_seq, seg_len):
             if ctl is Control.RST:
                 # RFC 5961 3.2: a RST outside the window is dropped silently.
                 stats.tcp_drop_rst_out_of_window += 1
@@ -591,17 +608,22 @@ class Connection:
                 # restarts the 2*MSL timeout.
                 self._time_wait_refin(now)
             else:
-                # 3.10.7.4 first check: an unacceptable segment is answered with an ACK.
-                if plen and sq.le(sq.add(seg_seq, seg_len), rcv_nxt):
+                # 3.10.7.4 first check: an unacceptable segment is answered with an ACK; a
+                # duplicate is reported as a D-SACK (RFC 2883).
+                end = sq.add(seg_seq, seg_len)
+                if plen and sq.le(end, rcv_nxt):
                     stats.tcp_dup_segments += 1
+                    rcv.note_duplicate(seg_seq, sq.add(seg_seq, plen))
                 else:
                     stats.tcp_drop_out_of_window += 1
-                self._emit_ack()
+                self._emit_ack(now)
             return
+        if ts is not None and rcv.ts_ok:
+            rcv.update_ts_recent(seg_seq, ts[0], now)
         self._last_recv = now
         if self.keepalive:
             self._ka_probes = 0
-            self._ka_at = now + self._ka_idle
+            self._timers.set(Timer.KEEPALIVE, now + self._ka_idle)
         match (state, ctl):
             case (State.TIME_WAIT, Control.RST):
                 # RFC 1337: a RST in TIME-WAIT is ignored (TIME-WAIT assassination).
@@ -612,21 +634,21 @@ class Connection:
             case (State.SYN_RECEIVED, Control.RST) if self.passive:
                 # 3.10.7.4 second check: RST of a passive open returns it to LISTEN.
                 stats.tcp_synrcvd_back_to_listen += 1
-                self._clear_timers()
-                self._syn_due = False
-                self._set_state(State.LISTEN, "rcv_rst", now)
+                self._timers.clear_all()
+                self._due = 0
+                self._fire(Trigger.RCV_RST, now)
             case (State.SYN_RECEIVED, Control.RST):
                 # 3.10.7.4 second check: RST of an active open -> CLOSED, "connection refused".
                 stats.tcp_refused += 1
                 self._reset = True
                 self._events.append(Reset(self, True))
-                self._enter_closed("rcv_rst", now)
+                self._fire(Trigger.RCV_RST, now)
             case (_, Control.RST):
                 # 3.10.7.4 second check: RST at RCV.NXT -> CLOSED, "connection reset".
                 stats.tcp_resets_received += 1
                 self._reset = True
                 self._events.append(Reset(self, False))
-                self._enter_closed("rcv_rst", now)
+                self._fire(Trigger.RCV_RST, now)
             case (_, Control.SYN):
                 # RFC 5961 4.2: a SYN in a synchronized state gets a challenge ACK, nothing else.
                 stats.tcp_drop_syn_synchronized += 1
@@ -635,7 +657,7 @@ class Connection:
                 # 3.10.7.4 fifth check: a segment without ACK is dropped.
                 stats.tcp_drop_no_ack += 1
             case (State.SYN_RECEIVED, _) if not (
-                sq.lt(self.snd_una, seg.ack) and sq.le(seg.ack, self.snd_max)
+                sq.lt(self.snd_una, seg.ack) and sq.le(seg.ack, self.snd_nxt)
             ):
                 # 3.10.7.4 fifth check: unacceptable ACK in SYN-RECEIVED -> <SEQ=SEG.ACK><RST>.
                 stats.tcp_drop_synrcvd_bad_ack += 1
@@ -643,7 +665,7 @@ class Connection:
             case (State.SYN_RECEIVED, _):
                 # 3.10.7.4 fifth check: the ACK of our SYN -> ESTABLISHED; go on as there.
                 self._syn_acknowledged(seg, now)
-                self._set_state(State.ESTABLISHED, "rcv_ack", now)
+                self._fire(Trigger.RCV_ACK, now)
                 self._process_segment(seg, now)
                 self._run_pending_shutdown(now)
             case (_, Control.NONE | Control.FIN):
@@ -654,62 +676,25 @@ class Connection:
 
     def _process_segment(self, seg: TcpSegment, now: float) -> None:
         """The fifth to eighth checks of 3.10.7.4 for an acceptable segment with ACK."""
+        if not self._on_ack(seg, now):
+            return
         stats = self.stats
-        ack = seg.ack
-        una = self.snd_una
-        if sq.gt(ack, self.snd_max):
-            # 3.10.7.4 / RFC 5961 5.2: ACK of data never sent -> ACK and drop.
-            stats.tcp_drop_ack_unsent += 1
-            self._challenge_ack(now)
-            return
-        if sq.lt(ack, sq.add(una, -self.max_snd_wnd)):
-            # RFC 5961 5.2: ACK older than SND.UNA - MAX.SND.WND -> ACK and drop.
-            stats.tcp_drop_ack_old += 1
-            self._challenge_ack(now)
-            return
-        if sq.le(una, ack):
-            wnd = seg.window << self.snd_wscale
-            # RFC 5681 2: a duplicate ACK carries no data, no SYN/FIN, acks SND.UNA while data
-            # is outstanding and leaves the window unchanged.
-            dup = (
-                ack == una
-                and not len(seg.payload)
-                and seg.control is Control.NONE
-                and wnd == self.snd_wnd
-                and self.snd_max != una
-                and self._persist_at is None  # answers to window probes are not losses
-            )
-            wl1 = self.snd_wl1
-            if sq.lt(wl1, seg.seq) or (wl1 == seg.seq and sq.le(self.snd_wl2, ack)):
-                # 3.10.7.4 fifth check: update the send window from the newest segment
-                self.snd_wnd = wnd
-                self.snd_wl1 = seg.seq
-                self.snd_wl2 = ack
-                if wnd > self.max_snd_wnd:
-                    self.max_snd_wnd = wnd
-                if wnd and self._persist_at is not None:
-                    self._persist_at = None
-                    self._persist_backoff = 0
-            if ack != una:
-                self._ack_advanced(ack, now)
-            elif dup:
-                self._duplicate_ack()
-        self._persist_unanswered = 0
         state = self.state
-        if state in _FIN_SENT and self.snd_una == sq.add(self._fin_seq, 1):
+        snd = self.snd
+        if state in _FIN_SENT and snd.fin_acked:
             match state:
                 case State.FIN_WAIT_1:
                     # 3.10.7.4 fifth check, FIN-WAIT-1: our FIN is acked -> FIN-WAIT-2.
-                    self._set_state(State.FIN_WAIT_2, "rcv_ack", now)
+                    self._fire(Trigger.RCV_ACK, now)
                     if self.orphaned:
-                        self._fw2_at = now + self.config.fin_wait2_timeout
+                        self._timers.set(Timer.FIN_WAIT_2, now + self.config.fin_wait2_timeout)
                 case State.CLOSING:
                     # 3.10.7.4 fifth check, CLOSING: our FIN is acked -> TIME-WAIT.
-                    self._set_state(State.TIME_WAIT, "rcv_ack", now)
+                    self._fire(Trigger.RCV_ACK, now)
                     return
                 case State.LAST_ACK:
                     # 3.10.7.4 fifth check, LAST-ACK: our FIN is acked -> CLOSED.
-                    self._enter_closed("rcv_ack", now)
+                    self._fire(Trigger.RCV_ACK, now)
                     return
                 case _:
                     pass
@@ -720,30 +705,39 @@ class Connection:
         fin = seg.control is Control.FIN
         if not len(payload) and not fin:
             return
-        # trim to the window: bytes before RCV.NXT are old, bytes beyond RCV.WND are cut off
-        rcv_nxt = self.rcv_nxt
-        seg_seq = seg.seq
+        self._receive_text(seg.seq, payload, fin, now)
+
+    def _receive_text(self, seg_seq: int, payload: memoryview, fin: bool, now: float) -> None:
+        """Seventh and eighth checks (3.10.7.4): text and FIN, trimmed to the window."""
+        stats = self.stats
+        rcv = self.rcv
+        rcv_nxt = rcv.rcv_nxt
         front = sq.sub(rcv_nxt, seg_seq)
         if front > 0:
+            # bytes before RCV.NXT are old: a duplicate, reported as a D-SACK (RFC 2883)
             if front > len(payload):
                 fin = False  # the FIN itself is old
                 front = len(payload)
             stats.tcp_dup_bytes_trimmed += front
+            if front:
+                rcv.note_duplicate(seg_seq, sq.add(seg_seq, front))
+                rcv.ack_now = True
             payload = payload[front:]
             seg_seq = rcv_nxt
         offset = sq.sub(seg_seq, rcv_nxt)
-        room = self.rcv_wnd - offset
+        room = rcv.rcv_wnd - offset
         if len(payload) > room:
+            # bytes beyond RCV.WND are cut off
             stats.tcp_window_trimmed_bytes += len(payload) - max(room, 0)
             payload = payload[: max(room, 0)]
             fin = False
-            self._ack_now = True
+            rcv.ack_now = True
         state = self.state
         if len(payload):
             if state not in RECEIVING:
                 # 3.10.7.4 seventh check: after the peer's FIN there is no more text to accept.
                 stats.tcp_drop_data_after_fin += 1
-                self._ack_now = True
+                rcv.ack_now = True
                 return
             if self.orphaned:
                 # Linux: data for a closed (orphaned) socket is answered with a RST.
@@ -751,155 +745,191 @@ class Connection:
                 self._reset_and_close(now)
                 return
             if offset == 0:
-                self._receive_in_order(payload, now)
+                ack_at_once = rcv.in_order(payload, now)
+                if not self._data_event_pending:
+                    self._data_event_pending = True
+                    self._events.append(DataReceived(self))
+                if ack_at_once:
+                    # 3.8.6.3: ACK every second full-sized segment -- built now, so that a
+                    # host handling a burst of segments before asking for output still sends
+                    # one ACK per two segments (the sender's byte counting depends on it)
+                    self._emit_ack(now)
             else:
-                self._receive_out_of_order(offset, payload)
+                rcv.out_of_order(offset, payload)
+                # RFC 5681 4.2: out-of-order data is ACKed at once, each ACK on its own
+                self._emit_ack(now)
         if fin:
             if state in RECEIVING:
                 end = sq.add(seg_seq, len(payload))
-                if end == self.rcv_nxt:
+                if end == rcv.rcv_nxt:
                     self._receive_fin(now)
                 else:
                     # a FIN beyond a hole is remembered and taken when the hole fills
-                    self._ooo_fin = end
+                    rcv.ooo_fin = end
             elif state is State.TIME_WAIT:
                 self._time_wait_refin(now)
             else:
-                self._ack_now = True
-        elif self._ooo_fin is not None and self._ooo_fin == self.rcv_nxt and state in RECEIVING:
+                rcv.ack_now = True
+        elif rcv.ooo_fin is not None and rcv.ooo_fin == rcv.rcv_nxt and state in RECEIVING:
             self._receive_fin(now)
-
-    def _receive_in_order(self, payload: memoryview, now: float) -> None:
-        n = len(payload)
-        rbuf = self._rbuf
-        hole = rbuf.has_ooo
-        advanced = rbuf.add_in_order(payload)
-        self.rcv_nxt = sq.add(self.rcv_nxt, advanced)
-        self.stats.tcp_bytes_received += advanced
-        if not self._data_event_pending:
-            self._data_event_pending = True
-            self._events.append(DataReceived(self))
-        if n > self._rcv_mss:
-            self._rcv_mss = n
-        if hole:
-            # RFC 5681 4.2: a segment that fills (part of) a hole is ACKed at once
-            self.stats.tcp_quick_acks += 1
-            self._ack_now = True
-            return
-        self._unacked_rcv += n
-        if self._unacked_rcv >= 2 * self._rcv_mss or self.config.delayed_ack <= 0:
-            # 3.8.6.3: ACK at least every second full-sized segment -- built now, so that a
-            # host handling a burst of segments before asking for output still sends one ACK
-            # per two segments (the sender's byte counting depends on it)
-            self._emit_ack()
-        elif self._delack_at is None:
-            self._delack_at = now + self.config.delayed_ack
-
-    def _receive_out_of_order(self, offset: int, payload: memoryview) -> None:
-        stats = self.stats
-        new, dup = self._rbuf.add_out_of_order(offset, payload)
-        stats.tcp_dup_bytes_trimmed += dup
-        if new < 0:
-            stats.tcp_ooo_dropped += 1
-        elif new > 0:
-            stats.tcp_ooo_queued += 1
-        # RFC 5681 4.2: out-of-order data is ACKed at once (a duplicate ACK for fast retransmit)
-        stats.tcp_quick_acks += 1
-        self._emit_ack()
 
     def _receive_fin(self, now: float) -> None:
         """Eighth check (3.10.7.4): the peer's FIN reached RCV.NXT."""
-        self.rcv_nxt = sq.add(self.rcv_nxt, 1)
-        self._ooo_fin = None
-        self._fin_received = True
-        self._ack_now = True
+        self.rcv.receive_fin()
         self._events.append(EofReceived(self))
-        state = self.state
-        if state is State.ESTABLISHED:
-            self._set_state(State.CLOSE_WAIT, "rcv_fin", now)
-        elif state is State.FIN_WAIT_1:
-            self._set_state(State.CLOSING, "rcv_fin", now)
-        elif state is State.FIN_WAIT_2:
-            self._set_state(State.TIME_WAIT, "rcv_fin", now)
+        if self.state in _FIN_MOVES:
+            self._fire(Trigger.RCV_FIN, now)
 
     def _time_wait_refin(self, now: float) -> None:
         self.stats.tcp_time_wait_restarted += 1
-        self._emit_ack()
-        self._tw_at = now + 2 * self.config.msl
+        self._emit_ack(now)
+        self._timers.set(Timer.TIME_WAIT, now + 2 * self.config.msl)
 
-    def _ack_advanced(self, ack: int, now: float) -> None:
-        """SND.UNA < SEG.ACK =< SND.NXT: new data (or our FIN) is acknowledged."""
+    # -- the ACK: send window, SACK, loss detection, congestion control -----------------------
+
+    def _on_ack(self, seg: TcpSegment, now: float) -> bool:
+        """3.10.7.4 fifth check for the synchronized states; False if the segment is dropped."""
         stats = self.stats
-        acked = sq.sub(ack, self.snd_una)
-        self.snd_una = ack
-        if sq.lt(self.snd_nxt, ack):
-            self.snd_nxt = ack
-        if sq.gt(ack, self._buf_seq):
-            n = min(sq.sub(ack, self._buf_seq), self._sbuf.size)
-            self._sbuf.consume(n)
-            self._buf_seq = sq.add(self._buf_seq, n)
-        rtt_seq = self._rtt_seq
-        if rtt_seq is not None and sq.ge(ack, rtt_seq):
-            # RFC 6298 (2.2)/(2.3); Karn's rule cleared _rtt_seq on any retransmission
-            self.rtt.sample(now - self._rtt_time)
-            self._rtt_seq = None
-            stats.tcp_rtt_samples += 1
-        self._retries = 0
-        self._unacked_since = now
-        flight = sq.sub(self.snd_max, ack)
-        cc = self.cc
-        restart = True
-        if cc.in_recovery:
-            if sq.gt(ack, self._recover):
-                # RFC 6582 3.2 (3): a full ACK ends fast recovery
-                cc.on_exit_recovery(flight)
-                stats.tcp_recoveries_completed += 1
-                self._dupacks = 0
-            else:
-                # RFC 6582 3.2 (5): a partial ACK retransmits the next hole; the timer is
-                # reset only for the first one ("impatient" variant)
-                cc.on_partial_ack(acked)
-                stats.tcp_partial_ack_retransmits += 1
-                self._rtx_one = True
-                restart = not self._partial_acked
-                self._partial_acked = True
-        else:
-            self._dupacks = 0
-            cc.on_ack(acked, flight, now)
-        if ack == self.snd_max:
-            self._rtx_at = None  # RFC 6298 (5.2)
-        elif restart:
-            self._rtx_at = now + self.rtt.rto  # RFC 6298 (5.3)
-        if self._write_blocked and self._sbuf.size <= self._low_water():
-            self._write_blocked = False
-            self._events.append(WriteSpace(self))
-
-    def _duplicate_ack(self) -> None:
-        stats = self.stats
-        stats.tcp_dup_acks += 1
-        cc = self.cc
-        if cc.in_recovery:
-            # RFC 5681 3.2 (4): each further duplicate ACK inflates cwnd by one SMSS
-            cc.on_recovery_dup_ack()
-            return
-        self._dupacks += 1
-        if self._dupacks == DUPACK_THRESHOLD and sq.gt(self.snd_una, self._recover):
-            # RFC 5681 3.2 (2)-(3), RFC 6582 3.2 (2): fast retransmit and enter recovery
-            self._recover = sq.add(self.snd_max, -1)
-            cc.on_enter_recovery(sq.sub(self.snd_max, self.snd_una))
-            self._partial_acked = False
-            stats.tcp_fast_retransmits += 1
-            self._rtx_one = True
-
-    def _emit_ack(self) -> None:
-        """An ACK of its own, queued now: duplicate ACKs must not merge (RFC 5681 4.2)."""
-        self._out.append(
-            OutSegment(self.snd_max, self.rcv_nxt, ACK, self._window_field(), b"", b"")
+        snd = self.snd
+        ack = seg.ack
+        snd_una = snd.snd_una
+        if sq.gt(ack, snd.snd_max):
+            # 3.10.7.4 / RFC 5961 5.2: ACK of data never sent -> ACK and drop.
+            stats.tcp_drop_ack_unsent += 1
+            self._challenge_ack(now)
+            return False
+        if sq.lt(ack, sq.add(snd_una, -snd.max_snd_wnd)):
+            # RFC 5961 5.2: ACK older than SND.UNA - MAX.SND.WND -> ACK and drop.
+            stats.tcp_drop_ack_old += 1
+            self._challenge_ack(now)
+            return False
+        snd.persist_unanswered = 0
+        if sq.lt(ack, snd_una):
+            return True  # an old ACK: nothing to learn from it (3.10.7.4)
+        rec = self.recovery
+        wnd = seg.window << snd.snd_wscale
+        una_old = snd.una
+        ack_u = una_old + sq.sub(ack, snd_una)
+        flight_old = snd.nxt - una_old
+        # RFC 5681 2: a duplicate ACK carries no data, no SYN/FIN, acks SND.UNA while data is
+        # outstanding and leaves the window unchanged (answers to window probes are not losses).
+        dup = (
+            ack_u == una_old
+            and not len(seg.payload)
+            and seg.control is Control.NONE
+            and wnd == snd.snd_wnd
+            and flight_old > 0
+            and not self._timers.armed(Timer.PERSIST)
         )
-        self.stats.tcp_acks_sent += 1
-        self._ack_now = False
-        self._delack_at = None
-        self._unacked_rcv = 0
+        snd.update_window(seg.seq, ack, wnd)
+        blocks: list[tuple[int, int]] = []
+        dsack: tuple[int, int] | None = None
+        opts = seg.options
+        if opts.sack_blocks and rec.sack:
+            blocks, dsack = self._sack_blocks(opts.sack_blocks, ack_u, snd.nxt)
+        if ack_u == una_old and not blocks and dsack is None:
+            if dup:
+                stats.tcp_dup_acks += 1
+                if not rec.sack and rec.reno_dupack(flight_old):
+                    stats.tcp_fast_retransmits += 1
+                    rec.enter_recovery(now, flight_old, snd.nxt, "newreno")
+            return True
+        if ack_u > una_old:
+            acked = snd.acked(ack_u)
+        else:
+            acked = 0
+            if dup:
+                stats.tcp_dup_acks += 1
+        tsecr = opts.timestamps[1] if opts.timestamps is not None and self.rcv.ts_ok else None
+        delivered, rtt, ca_rtt = rec.on_ack(una_old, ack_u, snd.nxt, blocks, dsack, now, tsecr)
+        if rtt is None and acked and tsecr:
+            # RFC 7323 4.1: the echoed TSval times the segment that made the peer ACK, even a
+            # retransmitted one (the receiver's TS.Recent rules see to that)
+            rtt = ((self._tsval(now) - tsecr) & sq.MASK) / TS_HZ
+            if rtt > self.config.rto_max:
+                rtt = None  # a TSecr from before a clock jump or from a broken peer
+        if rtt is not None:
+            self._rtt_sample(rtt, flight_old)
+        if self.tracer is not None and (blocks or dsack is not None):
+            self._trace_sack(ack, blocks, dsack)
+        flight = snd.nxt - snd.una
+        rec.maybe_exit(snd.una, now, flight)
+        if acked and not rec.sack:
+            rec.reno_ack(acked)
+        if (rec.sack and rec.state is not LossState.LOSS) or (rec.sack and rec.rack):
+            lost = rec.detect_loss(now, self.rtt.srtt) if rec.rack else rec.detect_loss_dupthresh()
+            if lost and rec.state is LossState.OPEN and rec.board.lost_out:
+                stats.tcp_fast_retransmits += 1
+                rec.enter_recovery(now, flight, snd.nxt, "rack" if rec.rack else "dupthresh")
+        if delivered and rec.state is not LossState.RECOVERY:
+            self.cc.on_ack(
+                delivered,
+                now,
+                flight=flight,
+                snd_una=snd.snd_una,
+                snd_nxt=snd.snd_nxt,
+                rtt=ca_rtt,
+                srtt=self.rtt.srtt,
+                min_rtt=rec.min_rtt,
+                app_limited=not self._cwnd_limited,
+            )
+        if rec.tlp_end is not None:
+            rec.tlp_ack(ack_u, now, flight, dsack is not None)
+        timers = self._timers
+        if acked:
+            if flight <= 0:
+                # RFC 6298 (5.2): everything is acknowledged
+                timers.clear(Timer.RETRANSMIT)
+                timers.clear(Timer.PROBE)
+                timers.clear(Timer.REORDER)
+                timers.clear(Timer.USER_TIMEOUT)
+            else:
+                # RFC 6298 (5.3): new data acknowledged -> restart the timer
+                timers.set(Timer.RETRANSMIT, now + self.rtt.rto)
+                if self.config.user_timeout is not None:
+                    timers.set(Timer.USER_TIMEOUT, now + self.config.user_timeout)
+                rec.arm_probe(now, self.rtt.srtt, flight, timers.get(Timer.RETRANSMIT))
+            if snd.write_blocked and snd.queued <= snd.low_water():
+                snd.write_blocked = False
+                self._events.append(WriteSpace(self))
+        if rec.reneged and flight > 0:
+            srtt = self.rtt.srtt or self.rtt.rto
+            timers.set(Timer.RETRANSMIT, now + max(srtt / 2, RENEGE_RTO_MIN))
+        return True
+
+    def _sack_blocks(
+        self, raw: tuple[tuple[int, int], ...], ack_u: int, high: int
+    ) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
+        """Unwrap and validate SACK blocks (RFC 2018 3); split off a D-SACK (RFC 2883 4)."""
+        snd = self.snd
+        blocks: list[tuple[int, int]] = []
+        dsack: tuple[int, int] | None = None
+        una_seq = snd.snd_una
+        base = snd.una
+        for i, (left, right) in enumerate(raw):
+            lo = base + sq.sub(left, una_seq)
+            hi = base + sq.sub(right, una_seq)
+            if hi <= lo or hi > high or lo < base - snd.max_snd_wnd - (1 << 20):
+                self.stats.tcp_sack_invalid += 1
+                continue
+            if i == 0 and (
+                hi <= ack_u or (len(raw) > 1 and sq.le(raw[1][0], left) and sq.le(right, raw[1][1]))
+            ):
+                # RFC 2883 4: a first block below the ACK, or inside the second, is a D-SACK
+                dsack = (lo, hi)
+                continue
+            if lo < ack_u:
+                lo = ack_u
+            if lo < hi:
+                blocks.append((lo, hi))
+        return blocks, dsack
+
+    def _rtt_sample(self, rtt: float, flight: int) -> None:
+        """RFC 6298 (2.2)/(2.3) on every ACK of new data; with several samples per round trip,
+        alpha and beta are divided by their expected number (RFC 7323 appendix G)."""
+        per_rtt = max(flight // (2 * self.snd.snd_mss), 1)
+        self.rtt.sample(rtt, per_rtt)
+        self.stats.tcp_rtt_samples += 1
 
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 7: challenge ACKs, at most ``challenge_ack_limit`` per window."""
@@ -912,121 +942,113 @@ class Connection:
             return
         self._chal_count += 1
         self.stats.tcp_challenge_acks += 1
-        self._emit_ack()
+        self._emit_ack(now)
 
-    # ------------------------------------------------------------------ handshake helpers
+    # -- handshake helpers ---------------------------------------------------------------------
 
     def _syn_acked_by(self, seg: TcpSegment) -> bool:
         """3.10.7.3: ISS < SEG.ACK =< SND.NXT."""
-        return sq.lt(self.iss, seg.ack) and sq.le(seg.ack, self.snd_max)
-
-    def _ws_ok(self, seg: TcpSegment) -> bool:
-        return seg.options.wscale is not None and self._ws_offered
+        return sq.lt(self.iss, seg.ack) and sq.le(seg.ack, self.snd_nxt)
 
     def _take_syn(self, seg: TcpSegment, now: float) -> None:
-        """Record the peer's SYN: IRS, MSS (3.7.1), window scale (RFC 7323), window."""
+        """Record the peer's SYN: IRS, MSS (3.7.1), and the options both sides agree on --
+        window scale (RFC 7323 2.2), SACK-permitted (RFC 2018 2), timestamps (RFC 7323 3.2)."""
         cfg = self.config
-        self.irs = seg.seq
-        self.rcv_nxt = sq.add(seg.seq, 1)
         opts = seg.options
+        snd = self.snd
+        self._ws_ok = opts.wscale is not None and cfg.window_scale
+        sack = opts.sack_permitted and cfg.sack
+        ts = opts.timestamps if cfg.timestamps else None
+        self.rcv.start(
+            seg.seq, wscale_for(cfg.recv_buffer) if self._ws_ok else None, sack, ts and ts[0], now
+        )
         # 3.7.1: without an MSS option the peer can take 536 bytes
-        self.peer_mss = opts.mss if opts.mss is not None else DEFAULT_PEER_MSS
-        self.snd_mss = max(min(max(self.peer_mss, MIN_MSS), self.adv_mss) - DATA_OPTION_BYTES, 1)
-        if self._ws_ok(seg):
-            # RFC 7323 2.2: scaling is on only if both SYNs carried the option
-            self.snd_wscale = min(opts.wscale or 0, MAX_WSCALE)
-            self.rcv_wscale = _wscale_for(cfg.recv_buffer)
-        else:
-            self.snd_wscale = 0
-            self.rcv_wscale = 0
+        snd.peer_mss = opts.mss if opts.mss is not None else DEFAULT_PEER_MSS
+        mss = min(max(snd.peer_mss, MIN_MSS), self.adv_mss)
+        if ts is not None:
+            mss -= TS_OPTION_BYTES
+        snd.snd_mss = mss = max(mss, 1)
+        snd.snd_wscale = min(opts.wscale or 0, MAX_WSCALE) if self._ws_ok else 0
         # RFC 7323 2.2: the window field of a SYN is never scaled
-        self.snd_wnd = seg.window
-        self.max_snd_wnd = seg.window
-        self.snd_wl1 = seg.seq
-        self.snd_wl2 = seg.ack
-        self.rcv_adv = sq.add(self.rcv_nxt, self._syn_window())
+        snd.snd_wnd = seg.window
+        snd.max_snd_wnd = seg.window
+        snd.snd_wl1 = seg.seq
+        snd.snd_wl2 = seg.ack
+        rec = self.recovery
+        rec.sack = sack
+        rec.rack = sack and cfg.rack
+        rec.tlp = sack and cfg.tlp
+        rec.ts = ts is not None
+        rec.mss = mss
         self._last_recv = now
-        self.cc.set_mss(self.snd_mss, cfg.initial_window)
-
-    def _syn_window(self) -> int:
-        return min(self._rbuf.free(), MAX_WINDOW_FIELD)
+        self.cc.set_mss(mss, cfg.initial_window)
 
     def _syn_acknowledged(self, seg: TcpSegment, now: float) -> None:
         """Our SYN is acknowledged (SYN-SENT or SYN-RECEIVED -> ESTABLISHED)."""
-        self.snd_una = seg.ack
-        if sq.lt(self.snd_nxt, seg.ack):
-            self.snd_nxt = seg.ack
-        if self._retries == 0:
+        snd = self.snd
+        snd.una = 1
+        snd.advance(1)
+        if self._syn_retries == 0:
             self.rtt.sample(now - self._syn_time)
             self.stats.tcp_rtt_samples += 1
         else:
             self.rtt.after_syn_timeout()
-        self._retries = 0
-        self._rtx_at = None
-        self._syn_due = False
+        self._syn_retries = 0
+        self._timers.clear(Timer.RETRANSMIT)
+        self._due &= ~_DUE_SYN
         if self.state is State.SYN_RECEIVED:
             # the first non-SYN window is scaled (RFC 7323 2.2)
-            self.snd_wnd = seg.window << self.snd_wscale
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self.snd_wl1 = seg.seq
-            self.snd_wl2 = seg.ack
-        self._unacked_since = now
+            snd.snd_wnd = seg.window << snd.snd_wscale
+            snd.max_snd_wnd = max(snd.max_snd_wnd, snd.snd_wnd)
+            snd.snd_wl1 = seg.seq
+            snd.snd_wl2 = seg.ack
 
     def _run_pending_shutdown(self, now: float) -> None:
         if self._shutdown_pending:
             self._shutdown_pending = False
-            self.shutdown(now)
+            self._shutdown(now)
 
-    def _queue_fin(self) -> None:
-        self._fin_queued = True
-        self._fin_seq = sq.add(self._buf_seq, self._sbuf.size)
+    # -- state changes -------------------------------------------------------------------------
 
-    # ------------------------------------------------------------------ state changes
-
-    def _set_state(self, to: State, trigger: str, now: float) -> None:
-        """The only place the state changes; refuses anything not in the transition table."""
+    def _fire(self, trigger: Trigger, now: float) -> None:
+        """The only place the state changes: the transition table says where ``trigger``
+        leads from here."""
         frm = self.state
-        if (frm, trigger, to) not in ALLOWED:
-            raise AssertionError(f"transition {frm} --{trigger}--> {to} is not in the table")
+        to = next_state(frm, trigger, self.passive)
         self.state = to
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s:%d %s -> %s (%s)", self.remote_addr, self.remote_port, frm, to, trigger)
-        if self.tracer is not None:
-            self.tracer(self, "state", {"from": frm, "to": to, "trigger": trigger})
+        if self._tracer is not None:
+            detail: dict[str, Any] = {"from": frm, "to": to, "trigger": trigger}
+            if to is State.ESTABLISHED:
+                detail["options"] = {
+                    "mss": self.snd.snd_mss,
+                    "wscale": self.snd.snd_wscale if self._ws_ok else None,
+                    "sack": self.recovery.sack,
+                    "timestamps": self.rcv.ts_ok,
+                }
+            self._tracer(self, "state", detail)
         if to is State.ESTABLISHED:
             self.stats.tcp_established += 1
             self._events.append(Established(self))
             if self.keepalive:
-                self._ka_at = now + self._ka_idle
+                self._timers.set(Timer.KEEPALIVE, now + self._ka_idle)
         elif to is State.TIME_WAIT:
             # 3.10.8 / RFC 9293 3.6: wait 2*MSL before the TCB is deleted
-            self._clear_timers()
-            self._tw_at = now + 2 * self.config.msl
-
-    def _enter_closed(self, trigger: str, now: float) -> None:
-        self._set_state(State.CLOSED, trigger, now)
-        self._clear_timers()
-        self._syn_due = False
-        self._rtx_one = False
-        self._probe_due = False
-        self._ka_probe_due = False
-        self._ack_now = False
-        self.stats.tcp_closed += 1
-        self._events.append(Closed(self))
-
-    def _clear_timers(self) -> None:
-        self._rtx_at = None
-        self._persist_at = None
-        self._delack_at = None
-        self._ka_at = None
-        self._tw_at = None
-        self._fw2_at = None
+            self._timers.clear_all()
+            self._timers.set(Timer.TIME_WAIT, now + 2 * self.config.msl)
+        elif to is State.CLOSED:
+            self._timers.clear_all()
+            self._due = 0
+            self.rcv.ack_now = False
+            self.stats.tcp_closed += 1
+            self._events.append(Closed(self))
 
     def _reset_and_close(self, now: float) -> None:
         """Send <SEQ=SND.NXT><CTL=RST> (3.10.5) and go to CLOSED."""
         self.stats.tcp_rsts_sent += 1
-        self._out.append(OutSegment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
-        self._enter_closed("abort", now)
+        self._out.append(OutSegment(self.snd_nxt, self.rcv_nxt, RST | ACK, 0, NO_OPTIONS, b""))
+        self._fire(Trigger.ABORT, now)
 
     def _rst_reply(self, seg: TcpSegment) -> None:
         """3.10.7.1: the RST that answers a segment (never sent for a RST)."""
@@ -1034,173 +1056,168 @@ class Connection:
             return
         self.stats.tcp_rsts_sent += 1
         if seg.has_ack:
-            self._out.append(OutSegment(seg.ack, 0, RST, 0, b"", b""))
+            self._out.append(OutSegment(seg.ack, 0, RST, 0, NO_OPTIONS, b""))
         else:
-            self._out.append(OutSegment(0, sq.add(seg.seq, seg.seg_len), RST | ACK, 0, b"", b""))
+            end = sq.add(seg.seq, seg.seg_len)
+            self._out.append(OutSegment(0, end, RST | ACK, 0, NO_OPTIONS, b""))
 
-    def _fail(self, reason: str, now: float) -> None:
+    def _fail(self, reason: TimeoutReason, now: float) -> None:
         stats = self.stats
-        if reason == "syn":
-            stats.tcp_timeout_syn += 1
-        elif reason == "synack":
-            stats.tcp_timeout_synack += 1
-        elif reason == "retransmit":
-            stats.tcp_timeout_retransmit += 1
-        elif reason == "user_timeout":
-            stats.tcp_timeout_user += 1
-        elif reason == "keepalive":
-            stats.tcp_timeout_keepalive += 1
-        else:
-            stats.tcp_timeout_fin_wait2 += 1
+        match reason:
+            case TimeoutReason.SYN:
+                stats.tcp_timeout_syn += 1
+            case TimeoutReason.SYNACK:
+                stats.tcp_timeout_synack += 1
+            case TimeoutReason.RETRANSMIT:
+                stats.tcp_timeout_retransmit += 1
+            case TimeoutReason.USER_TIMEOUT:
+                stats.tcp_timeout_user += 1
+            case TimeoutReason.KEEPALIVE:
+                stats.tcp_timeout_keepalive += 1
+            case TimeoutReason.FIN_WAIT_2:
+                stats.tcp_timeout_fin_wait2 += 1
         self._events.append(TimedOut(self, reason))
-        self._enter_closed("timeout", now)
+        self._fire(Trigger.TIMEOUT, now)
 
-    def _low_water(self) -> int:
-        return min(self.config.send_low_water, self._sbuf.capacity // 2)
-
-    # ------------------------------------------------------------------ timers
+    # -- timers --------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        best = _INF
-        for t in (
-            self._rtx_at,
-            self._persist_at,
-            self._delack_at,
-            self._ka_at,
-            self._tw_at,
-            self._fw2_at,
-        ):
-            if t is not None and t < best:
-                best = t
-        ut = self.config.user_timeout
-        if ut is not None and self._rtx_at is not None and self.state in SENDING:
-            best = min(best, self._unacked_since + ut)
-        return None if best == _INF else best
+        return self._timers.next()
 
     def on_deadline(self, now: float) -> None:
-        """Run every timer whose deadline has passed."""
-        self.want_output = True
-        if self._tw_at is not None and now >= self._tw_at:
-            # 3.10.8: 2*MSL elapsed in TIME-WAIT -> CLOSED
-            self.stats.tcp_time_wait_expired += 1
-            self._enter_closed("timeout", now)
-            return
-        if self._fw2_at is not None and now >= self._fw2_at:
-            # an orphaned FIN-WAIT-2 gives up waiting for the peer's FIN (Linux tcp_fin_timeout)
-            self._fail("fin_wait_2", now)
-            return
-        ut = self.config.user_timeout
-        if (
-            ut is not None
-            and self._rtx_at is not None
-            and self.state in SENDING
-            and now >= self._unacked_since + ut
-        ):
-            # 3.10.1 / RFC 5482: data stayed unacknowledged longer than the user timeout
-            self._fail("user_timeout", now)
-            return
-        if self._rtx_at is not None and now >= self._rtx_at:
-            self._on_retransmit_timeout(now)
+        """Run every timer whose deadline has passed, in :class:`Timer` order."""
+        timers = self._timers
+        for timer in timers.due(now):
             if self.state is State.CLOSED:
                 return
-        if self._persist_at is not None and now >= self._persist_at:
-            self._on_persist_timeout(now)
-            if self.state is State.CLOSED:
-                return
-        if self._ka_at is not None and now >= self._ka_at:
-            self._on_keepalive_timeout(now)
-            if self.state is State.CLOSED:
-                return
-        if self._delack_at is not None and now >= self._delack_at:
-            # 3.8.6.3: the delayed-ACK timer expired
-            self._delack_at = None
-            self.stats.tcp_delayed_acks += 1
-            self._ack_now = True
+            if not timers.armed(timer) or timers.at[timer] > now:
+                continue  # an earlier handler moved or cleared it
+            timers.clear(timer)
+            match timer:
+                case Timer.TIME_WAIT:
+                    # 3.10.8: 2*MSL elapsed in TIME-WAIT -> CLOSED
+                    self.stats.tcp_time_wait_expired += 1
+                    self._fire(Trigger.TIMEOUT, now)
+                case Timer.FIN_WAIT_2:
+                    # an orphaned FIN-WAIT-2 gives up waiting for the peer's FIN (Linux)
+                    self._fail(TimeoutReason.FIN_WAIT_2, now)
+                case Timer.USER_TIMEOUT:
+                    # 3.10.1 / RFC 5482: data stayed unacknowledged longer than the user timeout
+                    if self.state in SENDING and self.snd.flight > 0:
+                        self._fail(TimeoutReason.USER_TIMEOUT, now)
+                case Timer.RETRANSMIT:
+                    self._on_retransmit_timeout(now)
+                case Timer.REORDER:
+                    # RFC 8985 6.3: the reordering window ran out for a segment
+                    self._on_reorder_timeout(now)
+                case Timer.PROBE:
+                    # RFC 8985 7.3: two round trips of silence -> a tail loss probe
+                    if self.state in SENDING and self.snd.flight > 0:
+                        self._due |= _DUE_TLP
+                case Timer.PERSIST:
+                    self._on_persist_timeout(now)
+                case Timer.KEEPALIVE:
+                    self._on_keepalive_timeout(now)
+                case Timer.DELAYED_ACK:
+                    # 3.8.6.3: the delayed-ACK timer expired
+                    self.stats.tcp_delayed_acks += 1
+                    self.rcv.ack_now = True
 
     def _on_retransmit_timeout(self, now: float) -> None:
-        self._rtx_at = None
         stats = self.stats
         cfg = self.config
         state = self.state
-        if state is State.SYN_SENT:
-            if self._retries >= cfg.syn_retries:
-                self._fail("syn", now)
-                return
-            stats.tcp_syn_retransmits += 1
-        elif state is State.SYN_RECEIVED:
-            if self._retries >= cfg.synack_retries:
-                self._fail("synack", now)
-                return
-            stats.tcp_synack_retransmits += 1
-        elif state in SENDING:
-            if self.snd_una == self.snd_max:
-                return
-            if cfg.user_timeout is None and self._retries >= cfg.data_retries:
-                self._fail("retransmit", now)
-                return
-            # RFC 5681 3.1 (4) / RFC 6582 3.2 (4): collapse cwnd, remember recover, go back
-            self.cc.on_timeout(sq.sub(self.snd_max, self.snd_una), self._retries == 0)
-            self._recover = sq.add(self.snd_max, -1)
-            self._dupacks = 0
-            self._rtx_one = False
-            self.snd_nxt = self.snd_una  # RFC 6298 (5.4): resend from the earliest byte
-            self._rtt_seq = None  # Karn
-        else:
-            return
-        stats.tcp_rto_expired += 1
-        self._retries += 1
-        self.rtt.back_off()  # RFC 6298 (5.5)
         if state is State.SYN_SENT or state is State.SYN_RECEIVED:
+            syn_sent = state is State.SYN_SENT
+            if self._syn_retries >= (cfg.syn_retries if syn_sent else cfg.synack_retries):
+                self._fail(TimeoutReason.SYN if syn_sent else TimeoutReason.SYNACK, now)
+                return
+            if syn_sent:
+                stats.tcp_syn_retransmits += 1
+            else:
+                stats.tcp_synack_retransmits += 1
+            stats.tcp_rto_expired += 1
             stats.tcp_retransmits += 1
-            self._syn_due = True
-            if self.tracer is not None:
-                self.tracer(self, "retransmit", {"seq": self.iss, "len": 0, "syn": True})
+            self._syn_retries += 1
+            self.rtt.back_off()  # RFC 6298 (5.5)
+            self._due |= _DUE_SYN
+            if self._tracer is not None:
+                self._tracer(
+                    self,
+                    "retransmit",
+                    {"seq": self.iss, "len": 0, "fin": False, "syn": True, "reason": "syn"},
+                )
+            return
+        snd = self.snd
+        if state not in SENDING or snd.flight <= 0:
+            return
+        rec = self.recovery
+        if cfg.user_timeout is None and rec.rto_streak >= cfg.data_retries:
+            self._fail(TimeoutReason.RETRANSMIT, now)
+            return
+        # RFC 6298 (5.4)-(5.6), RFC 5681 3.1 (4): collapse cwnd; resend what is lost
+        rec.on_rto(now, snd.una, snd.nxt, snd.flight)
+        stats.tcp_rto_expired += 1
+        self.rtt.back_off()
+        # (5.4) the earliest unacknowledged segment goes out whatever cwnd and pipe say;
+        # (5.6) the timer restarts with the backed-off RTO
+        rec.force_rtx = True
+        self._timers.set(Timer.RETRANSMIT, now + self.rtt.rto)
+        self._due &= ~_DUE_TLP
+        if self._tracer is not None:
+            self._tracer(
+                self,
+                "rto",
+                {"rto": self.rtt.rto, "backoff": self.rtt.backoff, "cwnd": self.cc.cwnd},
+            )
 
-    def _persist_interval(self) -> float:
-        cfg = self.config
-        base = self.rtt.rto * (1 << min(self._persist_backoff, 30))
-        return min(max(base, cfg.persist_min), cfg.persist_max)
+    def _on_reorder_timeout(self, now: float) -> None:
+        rec = self.recovery
+        if self.state not in SENDING or not rec.rack:
+            return
+        if rec.detect_loss(now, self.rtt.srtt) and rec.state is LossState.OPEN:
+            self.stats.tcp_fast_retransmits += 1
+            rec.enter_recovery(now, self.snd.flight, self.snd.nxt, "rack")
 
     def _on_persist_timeout(self, now: float) -> None:
-        self._persist_at = None
+        snd = self.snd
         if self.state not in SENDING:
             return
-        if self._persist_unanswered >= self.config.data_retries:
+        if snd.persist_unanswered >= self.config.data_retries:
             # probes went unanswered as often as data retransmissions may (Linux tcp_retries2)
-            self._fail("retransmit", now)
+            self._fail(TimeoutReason.RETRANSMIT, now)
             return
-        self._persist_unanswered += 1
-        self._persist_backoff += 1
-        if self.snd_wnd == 0:
+        snd.persist_unanswered += 1
+        snd.persist_backoff += 1
+        if snd.snd_wnd == 0:
             # 3.8.6.1: probe the zero window with one byte
-            self._probe_due = True
+            self._due |= _DUE_WINDOW_PROBE
             self.stats.tcp_window_probes += 1
         else:
             # 3.8.6.2.1 (4): the override timeout sends what the small window allows
-            self._force_send = True
-        self._persist_at = now + self._persist_interval()
+            snd.force_send = True
+        self._timers.set(Timer.PERSIST, now + snd.persist_interval(self.rtt.rto))
 
     def _on_keepalive_timeout(self, now: float) -> None:
-        self._ka_at = None
         if not self.keepalive or self.state not in _KEEPALIVE:
             return
-        if self.snd_max != self.snd_una or sq.sub(self.snd_nxt, self._buf_seq) < self._sbuf.size:
+        snd = self.snd
+        if snd.flight > 0 or snd.unsent > 0:
             # data is in flight or queued: retransmission handles a dead peer
-            self._ka_at = now + self._ka_idle
+            self._timers.set(Timer.KEEPALIVE, now + self._ka_idle)
             return
         if self._ka_probes >= self._ka_count:
-            self._fail("keepalive", now)
+            self._fail(TimeoutReason.KEEPALIVE, now)
             return
         self._ka_probes += 1
-        self._ka_probe_due = True
+        self._due |= _DUE_KEEPALIVE
         self.stats.tcp_keepalive_probes += 1
-        self._ka_at = now + self._ka_interval
+        self._timers.set(Timer.KEEPALIVE, now + self._ka_interval)
 
-    # ------------------------------------------------------------------ output
+    # -- output --------------------------------------------------------------------------------
 
     def segments_to_send(self, now: float) -> list[OutSegment]:
         """Everything to transmit now; the window field is already scaled down."""
-        self.want_output = False
         out = self._out
         if out:
             self._out = []
@@ -1210,185 +1227,302 @@ class Connection:
         if state is State.CLOSED or state is State.LISTEN:
             self.stats.tcp_segments_sent += len(out)
             return out
-        if state is State.SYN_SENT:
-            if self._syn_due:
-                self._send_syn(out, now, SYN, 0)
-            self.stats.tcp_segments_sent += len(out)
-            return out
         acked = False
-        win = -1
-        if state is State.SYN_RECEIVED:
-            if self._syn_due:
-                self._send_syn(out, now, SYN | ACK, self.rcv_nxt)
-                acked = True
+        if state is State.SYN_SENT or state is State.SYN_RECEIVED:
+            if self._due & _DUE_SYN:
+                self._send_syn(out, now)
+                acked = state is State.SYN_RECEIVED
+            if state is State.SYN_SENT:
+                self.stats.tcp_segments_sent += len(out)
+                return out
         elif state in SENDING:
-            win = self._window_field()
-            acked = self._output_data(now, out, win)
-        if self._probe_due:
-            self._probe_due = False
-            if win < 0:
-                win = self._window_field()
-            payload = self._sbuf.peek(sq.sub(self.snd_una, self._buf_seq), 1)
-            if len(payload):
-                out.append(OutSegment(self.snd_una, self.rcv_nxt, ACK, win, b"", payload))
-                if sq.gt(sq.add(self.snd_una, 1), self.snd_max):
-                    self.snd_max = sq.add(self.snd_una, 1)
-                acked = True
-        if self._ka_probe_due:
+            acked = self._output(now, out)
+        rcv = self.rcv
+        if self._due & _DUE_KEEPALIVE:
             # RFC 1122 4.2.3.6: an empty segment with SEG.SEQ = SND.NXT - 1 makes the peer ACK
-            self._ka_probe_due = False
-            if win < 0:
-                win = self._window_field()
-            out.append(OutSegment(sq.add(self.snd_nxt, -1), self.rcv_nxt, ACK, win, b"", b""))
+            self._due &= ~_DUE_KEEPALIVE
+            seq = sq.add(self.snd_nxt, -1)
+            out.append(
+                OutSegment(seq, rcv.rcv_nxt, ACK, rcv.window_field(), self._options(now), b"")
+            )
             acked = True
-        if self._ack_now and not acked:
-            if win < 0:
-                win = self._window_field()
-            out.append(OutSegment(self.snd_max, self.rcv_nxt, ACK, win, b"", b""))
+        if rcv.ack_now and not acked:
+            out.append(
+                OutSegment(
+                    self.snd_nxt, rcv.rcv_nxt, ACK, rcv.window_field(), self._options(now), b""
+                )
+            )
             self.stats.tcp_acks_sent += 1
             acked = True
         if acked:
-            self._ack_now = False
-            self._delack_at = None
-            self._unacked_rcv = 0
+            rcv.ack_sent()
         self.stats.tcp_segments_sent += len(out)
         return out
 
-    def _send_syn(self, out: list[OutSegment], now: float, flags: int, ack: int) -> None:
-        self._syn_due = False
-        out.append(OutSegment(self.iss, ack, flags, self._syn_window(), self._syn_options, b""))
-        self.snd_nxt = self.snd_max = sq.add(self.iss, 1)
-        if self._retries == 0:
+    def _tsval(self, now: float) -> int:
+        return (int(now * TS_HZ) + self._ts_offset) & sq.MASK
+
+    def _options(self, now: float) -> TcpOptions:
+        """The options of a non-SYN segment: timestamps (RFC 7323 3.2: on every one once
+        negotiated) and the SACK blocks the receiver has to report (RFC 2018 4)."""
+        rcv = self.rcv
+        blocks = rcv.sack_blocks() if rcv.sack_ok else ()
+        if not rcv.ts_ok:
+            return TcpOptions(sack_blocks=blocks) if blocks else NO_OPTIONS
+        ts = (self._tsval(now), rcv.ts_recent)
+        if blocks:
+            return TcpOptions(sack_blocks=blocks, timestamps=ts)
+        cached = self._opt_cache
+        if cached.timestamps != ts:
+            cached = self._opt_cache = TcpOptions(timestamps=ts)
+        return cached
+
+    def _syn_options(self, now: float) -> TcpOptions:
+        """SYN: everything we support (RFC 9293 3.7.1, RFC 7323, RFC 2018); SYN,ACK: only what
+        the peer's SYN offered too."""
+        cfg = self.config
+        if self.state is State.SYN_SENT:
+            return TcpOptions(
+                mss=self.adv_mss,
+                wscale=wscale_for(cfg.recv_buffer) if cfg.window_scale else None,
+                sack_permitted=cfg.sack,
+                timestamps=(self._tsval(now), 0) if cfg.timestamps else None,
+            )
+        rcv = self.rcv
+        return TcpOptions(
+            mss=self.adv_mss,
+            wscale=rcv.rcv_wscale if self._ws_ok else None,
+            sack_permitted=rcv.sack_ok,
+            timestamps=(self._tsval(now), rcv.ts_recent) if rcv.ts_ok else None,
+        )
+
+    def _send_syn(self, out: list[OutSegment], now: float) -> None:
+        self._due &= ~_DUE_SYN
+        rcv = self.rcv
+        if self.state is State.SYN_SENT:
+            flags, ack, win = SYN, 0, rcv.syn_window()
+        else:
+            flags, ack, win = SYN | ACK, rcv.rcv_nxt, rcv.syn_window()
+        out.append(OutSegment(self.iss, ack, flags, win, self._syn_options(now), b""))
+        self.snd.advance(1)
+        if self._syn_retries == 0:
             self._syn_time = now
-        if self._rtx_at is None:
-            self._rtx_at = now + self.rtt.rto
+        self._timers.set_once(Timer.RETRANSMIT, now + self.rtt.rto)
 
-    def _window_field(self) -> int:
-        """The window to advertise, honouring receiver SWS avoidance (3.8.6.2.2)."""
-        free = self._rbuf.free()
-        cur = self.rcv_wnd
-        win = free if free - cur >= self._sws_threshold else cur
-        shift = self.rcv_wscale
-        if win > MAX_WINDOW_FIELD << shift:
-            win = MAX_WINDOW_FIELD << shift
-        # Round up so the scaled window does not pull the right edge back (RFC 7323 2.4), but
-        # never past the free buffer space.
-        field = min((win + (1 << shift) - 1) >> shift, free >> shift, MAX_WINDOW_FIELD)
-        edge = sq.add(self.rcv_nxt, field << shift)
-        if sq.gt(edge, self.rcv_adv):
-            self.rcv_adv = edge
-        return field
+    def _emit_ack(self, now: float) -> None:
+        """An ACK of its own, queued now: duplicate ACKs must not merge (RFC 5681 4.2)."""
+        rcv = self.rcv
+        self._out.append(
+            OutSegment(self.snd_nxt, rcv.rcv_nxt, ACK, rcv.window_field(), self._options(now), b"")
+        )
+        self.stats.tcp_acks_sent += 1
+        rcv.ack_sent()
 
-    def _output_data(self, now: float, out: list[OutSegment], win: int) -> bool:
-        """Send what the windows, Nagle and SWS avoidance allow; True if anything went out."""
-        stats = self.stats
-        sbuf = self._sbuf
-        mss = self.snd_mss
-        ack = self.rcv_nxt
-        una = self.snd_una
-        sent = False
-        if self._rtx_one:
-            # fast retransmit / partial ACK: resend one segment at SND.UNA, whatever cwnd says
-            self._rtx_one = False
-            off = sq.sub(una, self._buf_seq)
-            n = max(min(mss, sbuf.size - off), 0)
-            end = sq.add(una, n)
-            fin = self._fin_queued and end == self._fin_seq and sq.gt(self.snd_max, end)
-            if n or fin:
-                flags = ACK | FIN if fin else ACK
-                out.append(OutSegment(una, ack, flags, win, b"", sbuf.peek(off, n)))
-                self._count_retransmit(una, n, fin)
-                if self._rtx_at is None:
-                    self._rtx_at = now + self.rtt.rto
-                sent = True
-        wnd_limit = min(self.snd_wnd, self.cc.cwnd)
-        blocked = False
-        loop_sent = False
+    def _output(self, now: float, out: list[OutSegment]) -> bool:
+        """RFC 6675 NextSeg while ``cwnd - pipe`` allows, plus due probes; True if anything
+        carrying our ACK went out."""
+        snd = self.snd
+        rec = self.recovery
+        rcv = self.rcv
+        cc = self.cc
+        timers = self._timers
+        win = rcv.window_field()
+        opts = self._options(now)
+        tsval = self._tsval(now) if rcv.ts_ok else -1
+        mss = snd.snd_mss
+        extra = len(opts.sack_blocks)
+        if extra:
+            mss = max(mss - 4 - 8 * extra, 1)  # the SACK option's bytes come off the MSS
+        start = len(out)
+        sent_new = False
+        cwnd_limited = False
+        due = self._due
+        if due & _DUE_WINDOW_PROBE:
+            self._due &= ~_DUE_WINDOW_PROBE
+            self._window_probe(now, out, opts, win)
+        if due & _DUE_TLP:
+            self._due &= ~_DUE_TLP
+            sent_new = self._tail_loss_probe(now, out, opts, win, tsval, mss)
         while True:
-            nxt = self.snd_nxt
-            off = sq.sub(nxt, self._buf_seq)
-            avail = sbuf.size - off
-            if avail <= 0:
-                if self._fin_queued and nxt == self._fin_seq:
-                    # our FIN goes out once every byte before it has (3.10.4)
-                    out.append(OutSegment(nxt, ack, ACK | FIN, win, b"", b""))
-                    if sq.lt(nxt, self.snd_max):
-                        self._count_retransmit(nxt, 0, True)
-                    elif self.snd_max == una:
-                        self._unacked_since = now
-                    self.snd_nxt = sq.add(nxt, 1)
-                    if sq.gt(self.snd_nxt, self.snd_max):
-                        self.snd_max = self.snd_nxt
-                    if self._rtx_at is None:
-                        self._rtx_at = now + self.rtt.rto
-                    sent = True
-                break
-            flight = sq.sub(nxt, una)
-            usable = wnd_limit - flight
-            n = min(avail, mss, usable)
-            if n < mss and n < avail:
-                # window-limited: 3.8.6.2.1 (3) sends if it is at least half the largest window
-                # the peer offered (Nagle permitting); (4) the persist timer's override
-                if n <= 0 or not (
-                    self._force_send
-                    or ((self.nodelay or flight == 0) and n >= self.max_snd_wnd // 2)
-                ):
-                    blocked = True
+            budget = cc.cwnd - rec.pipe(snd.nxt - snd.una)
+            lost = rec.next_lost()
+            if lost is not None:
+                i, r = lost
+                if budget < min(mss, r.end - r.start) and not rec.force_rtx:
+                    cwnd_limited = True
                     break
-            elif n < mss and not (
-                self.nodelay or flight == 0 or self._fin_queued or self._force_send
-            ):
-                # 3.7.4 Nagle: a short segment waits while data is unacknowledged
-                break
-            self._force_send = False
-            end = sq.add(nxt, n)
-            flags = ACK
-            if n == avail:
-                flags |= PSH
-                if self._fin_queued:
-                    flags |= FIN
-                    end = sq.add(end, 1)
-            out.append(OutSegment(nxt, ack, flags, win, b"", sbuf.peek(off, n)))
-            stats.tcp_data_segments_sent += 1
-            if sq.lt(nxt, self.snd_max):
-                self._count_retransmit(nxt, n, bool(flags & FIN))
-            else:
-                if self.snd_max == una:
-                    self._unacked_since = now  # the user timeout counts from here
-                stats.tcp_bytes_sent += n
-                if self._rtt_seq is None:
-                    self._rtt_seq = end
-                    self._rtt_time = now
-            self.snd_nxt = end
-            if sq.gt(end, self.snd_max):
-                self.snd_max = end
-            if self._rtx_at is None:
-                self._rtx_at = now + self.rtt.rto
-            sent = loop_sent = True
-            if flags & FIN:
-                break
-        if loop_sent:
-            self._persist_at = None
-            self._persist_backoff = 0
-        elif (
-            blocked
-            and self._persist_at is None
-            and self._rtx_at is None
-            and self.snd_nxt == self.snd_una
-        ):
-            # 3.8.6.1: nothing in flight and the window keeps us from sending -> persist
-            self._persist_at = now + self._persist_interval()
-        return sent
+                rec.force_rtx = False
+                self._retransmit(i, r, now, out, opts, win, tsval, mss, self._rtx_reason())
+                continue
+            n, fin = snd.next_new(budget, mss)
+            if n or fin:
+                self._send_new(n, fin, now, out, opts, win, tsval)
+                sent_new = True
+                if fin and not n:
+                    break
+                continue
+            if snd.limit == LIMIT_CWND:
+                cwnd_limited = True
+            if budget >= mss:
+                other = rec.next_other()
+                if other is not None:
+                    i, r = other
+                    reason = "rescue" if r.end >= rec.recovery_point - mss else "dupthresh"
+                    self._retransmit(i, r, now, out, opts, win, tsval, mss, reason)
+                    continue
+            break
+        self._cwnd_limited = cwnd_limited
+        if snd.flight > 0:
+            # RFC 6298 (5.1): data in flight always has the retransmission timer running
+            timers.set_once(Timer.RETRANSMIT, now + self.rtt.rto)
+            if sent_new and rec.state is LossState.OPEN and rec.tlp_end is None:
+                rec.arm_probe(now, self.rtt.srtt, snd.flight, timers.get(Timer.RETRANSMIT))
+        snd.persist_check(now, self.rtt.rto, sent_new)
+        return len(out) > start
 
-    def _count_retransmit(self, seq: int, n: int, fin: bool) -> None:
+    def _rtx_reason(self) -> str:
+        rec = self.recovery
+        if rec.state is LossState.LOSS:
+            return "rto"
+        if not rec.sack:
+            return "newreno"
+        return "rack" if rec.rack else "dupthresh"
+
+    def _send_new(
+        self,
+        n: int,
+        fin: bool,
+        now: float,
+        out: list[OutSegment],
+        opts: TcpOptions,
+        win: int,
+        tsval: int,
+    ) -> None:
+        snd = self.snd
+        start = snd.nxt
+        end = start + n + (1 if fin else 0)
+        payload = snd.buf.peek(start - snd.buf_u, n) if n else b""
+        flags = ACK
+        if n and n == snd.buf_u + snd.buf.size - start:
+            flags |= PSH
+        if fin:
+            flags |= FIN
+        out.append(OutSegment(snd.wrap(start), self.rcv.rcv_nxt, flags, win, opts, payload))
+        if snd.flight == 0 and self.config.user_timeout is not None:
+            self._timers.set(Timer.USER_TIMEOUT, now + self.config.user_timeout)
+        self.recovery.sent_new(start, end, now, tsval, fin)
+        snd.advance(end)
+        stats = self.stats
+        if n:
+            stats.tcp_data_segments_sent += 1
+            stats.tcp_bytes_sent += n
+
+    def _retransmit(
+        self,
+        i: int,
+        r: Sent,
+        now: float,
+        out: list[OutSegment],
+        opts: TcpOptions,
+        win: int,
+        tsval: int,
+        mss: int,
+        reason: str,
+    ) -> None:
+        rec = self.recovery
+        if r.end - r.start - (1 if r.fin else 0) > mss:
+            rec.board.split(i, r.start + mss)  # r keeps the first MSS
+        payload, fin = self.snd.payload(r.start, r.end)
+        flags = ACK | FIN if fin else ACK
+        if len(payload):
+            flags |= PSH if r.end >= self.snd.nxt else 0
+        out.append(OutSegment(self.snd.wrap(r.start), self.rcv.rcv_nxt, flags, win, opts, payload))
+        rec.retransmitted(r, now, tsval)
+        self._count_retransmit(r.start, len(payload), fin, reason)
+
+    def _count_retransmit(self, start: int, n: int, fin: bool, reason: str) -> None:
         stats = self.stats
         stats.tcp_retransmits += 1
         stats.tcp_retransmitted_bytes += n
         if fin:
             stats.tcp_fin_retransmits += 1
-        self._rtt_seq = None  # Karn: never time a retransmitted segment
-        if self.tracer is not None:
-            self.tracer(self, "retransmit", {"seq": seq, "len": n, "fin": fin})
+        if self._tracer is not None:
+            self._tracer(
+                self,
+                "retransmit",
+                {
+                    "seq": self.snd.wrap(start),
+                    "len": n,
+                    "fin": fin,
+                    "syn": False,
+                    "reason": reason,
+                },
+            )
+
+    def _window_probe(self, now: float, out: list[OutSegment], opts: TcpOptions, win: int) -> None:
+        """3.8.6.1: one byte at SND.UNA into the zero window. It is not a retransmission and
+        gets no RTO: the persist timer keeps probing, with backoff, until the window opens."""
+        snd = self.snd
+        payload = snd.buf.peek(snd.una - snd.buf_u, 1)
+        if len(payload):
+            out.append(OutSegment(snd.snd_una, self.rcv.rcv_nxt, ACK, win, opts, payload))
+            if snd.una + 1 > snd.max_sent:
+                snd.max_sent = snd.una + 1
+
+    def _tail_loss_probe(
+        self,
+        now: float,
+        out: list[OutSegment],
+        opts: TcpOptions,
+        win: int,
+        tsval: int,
+        mss: int,
+    ) -> bool:
+        """RFC 8985 7.3: new data if the peer's window allows it, else the last segment
+        again; either way it ignores cwnd. Returns True if new data went out."""
+        snd = self.snd
+        rec = self.recovery
+        if rec.state is not LossState.OPEN or snd.flight <= 0:
+            return False
+        n, fin = snd.next_new(mss, mss)
+        if n or fin:
+            start = snd.nxt
+            self._send_new(n, fin, now, out, opts, win, tsval)
+            rec.probe_sent(snd.nxt, False)
+            new = True
+        else:
+            last = rec.board.last()
+            if last is None or last.sacked:
+                return False
+            i = len(rec.board._recs) - 1
+            start = last.start
+            self._retransmit(i, last, now, out, opts, win, tsval, mss, "tlp")
+            rec.probe_sent(snd.nxt, True)
+            new = False
+        if self._tracer is not None:
+            self._tracer(
+                self,
+                "tlp",
+                {"seq": snd.wrap(start), "len": snd.nxt - start, "new_data": new},
+            )
+        self._timers.set_once(Timer.RETRANSMIT, now + self.rtt.rto)
+        return new
+
+    def _trace_sack(
+        self, ack: int, blocks: list[tuple[int, int]], dsack: tuple[int, int] | None
+    ) -> None:
+        assert self._tracer is not None
+        wrap = self.snd.wrap
+        shown = ([dsack] if dsack is not None else []) + blocks
+        self._tracer(
+            self,
+            "sack",
+            {
+                "ack": ack,
+                "blocks": [[wrap(a), wrap(b)] for a, b in shown],
+                "dsack": dsack is not None,
+            },
+        )
 
 
 # The synchronized states after the handshake.
@@ -1401,5 +1535,7 @@ _RST_ON_ABORT = frozenset(
 )
 # States in which an ACK of our FIN moves the machine on (3.10.7.4 fifth check).
 _FIN_SENT = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
+# States the peer's FIN moves on (3.10.7.4 eighth check).
+_FIN_MOVES = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 # Keep-alives are sent while the connection may otherwise sit idle forever.
 _KEEPALIVE = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})

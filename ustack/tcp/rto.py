@@ -1,8 +1,11 @@
 """Retransmission timeout estimation (RFC 6298).
 
-Theory of operation: the connection times one segment at a time and feeds each round-trip
-measurement to :meth:`RtoEstimator.sample`; Karn's rule (RFC 6298 3) is the connection's job --
-it never samples a segment that was retransmitted. The estimator keeps SRTT and RTTVAR, derives
+Theory of operation: the connection feeds a round-trip measurement to
+:meth:`RtoEstimator.sample` on every ACK of new data, from the send time of the segment it
+acknowledges; Karn's rule (RFC 6298 3) is the connection's job -- it never samples a segment that
+was retransmitted unless the echoed timestamp names the retransmission. With several samples per
+round trip, alpha and beta are divided by the expected number of them (RFC 7323 appendix G), so
+the estimator's memory stays about one round trip long whatever the window. The estimator keeps SRTT and RTTVAR, derives
 the base RTO with the clock granularity G, and applies exponential backoff (5.5) on top of the
 base until the next valid sample clears it. ``rto`` is always within ``[rto_min, rto_max]``.
 """
@@ -30,8 +33,9 @@ class RtoEstimator:
         self.backoff = 0
         self.rto = self._base
 
-    def sample(self, r: float) -> None:
-        """Take one round-trip measurement R (seconds); clears any backoff."""
+    def sample(self, r: float, per_rtt: int = 1) -> None:
+        """Take one round-trip measurement R (seconds), one of ``per_rtt`` expected per round
+        trip (RFC 7323 appendix G: ExpectedSamples); clears any backoff."""
         r = max(r, 0.0)
         if self.srtt is None:
             # (2.2) the first measurement
@@ -39,8 +43,10 @@ class RtoEstimator:
             self.rttvar = r / 2
         else:
             # (2.3) RTTVAR is updated with the old SRTT, then SRTT
-            self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - r)
-            self.srtt = (1 - ALPHA) * self.srtt + ALPHA * r
+            alpha = ALPHA / per_rtt
+            beta = BETA / per_rtt
+            self.rttvar = (1 - beta) * self.rttvar + beta * abs(self.srtt - r)
+            self.srtt = (1 - alpha) * self.srtt + alpha * r
         base = self.srtt + max(self.g, K * self.rttvar)
         # (2.4) a floor and (2.5) a ceiling
         self._base = min(max(base, self.rto_min), self.rto_max)

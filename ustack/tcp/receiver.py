@@ -1,0 +1,298 @@
+"""The receive side of a connection: sequence space, reassembly, ACK policy, window, SACK
+blocks and the timestamps the peer sent (RFC 9293 3.3.1, 3.8.6; RFC 2018, RFC 2883, RFC 7323).
+
+Theory of operation
+-------------------
+In-order bytes go to the receive buffer, out-of-order bytes are held for reassembly within the
+advertised window (both in :class:`~ustack.tcp.buffers.ReceiveBuffer`, keyed by stream offset).
+The advertised right edge ``rcv_adv`` never moves left and only grows by at least
+min(buffer/2, MSS) (receiver SWS avoidance, 3.8.6.2.2).
+
+ACKs are delayed (40 ms by default) unless two full-sized segments are unacknowledged, data
+arrived out of order or filled a hole (RFC 5681 4.2), or a duplicate arrived; an ACK that must
+not merge with the next one (a duplicate ACK) is *emitted* at once by the connection.
+
+SACK (RFC 2018 4): while data is held out of order every ACK carries blocks, the first one
+holding the segment that arrived last, then the blocks of earlier arrivals, most recent first,
+then the rest; up to 3 with timestamps, 4 without. A duplicate segment is reported once as a
+D-SACK block in front of them (RFC 2883 4).
+
+Timestamps (RFC 7323): ``ts_recent`` is the TSval to echo. It follows the rules of section 4.3
+(taken from a segment only when SEG.TSval >= TS.Recent and SEG.SEQ <= Last.ACK.sent, so the echo
+is from the segment that made us ACK, not from a later one) and it is what PAWS (section 5)
+compares a new segment's TSval with; a TS.Recent older than 24 days is no longer trusted.
+"""
+
+from __future__ import annotations
+
+from ustack.tcp.buffers import ReceiveBuffer
+from ustack.tcp.config import DEFAULT_PEER_MSS, TcpConfig
+from ustack.tcp.stats import Stats
+from ustack.tcp.timers import Timer, Timers
+from ustack.wire import seq as sq
+
+# RFC 7323 2.2: the window field is 16 bits; SYN segments carry it unscaled.
+MAX_WINDOW_FIELD = 0xFFFF
+# RFC 7323 2.3: the shift count is at most 14 (windows up to 1 GiB).
+MAX_WSCALE = 14
+# RFC 7323 5.5: a TS.Recent idle for 24 days may have wrapped; PAWS no longer uses it.
+PAWS_IDLE = 24 * 86400.0
+# RFC 2018 3: SACK blocks in one option (3 when 12 bytes go to timestamps).
+MAX_SACK_BLOCKS = 4
+MAX_SACK_BLOCKS_TS = 3
+# How many recent out-of-order arrivals are remembered to order the blocks (RFC 2018 4).
+_SACK_HISTORY = 4
+
+
+def wscale_for(buffer: int) -> int:
+    """The smallest shift that lets the whole receive buffer be advertised (RFC 7323 2.3)."""
+    shift = 0
+    while (MAX_WINDOW_FIELD << shift) < buffer and shift < MAX_WSCALE:
+        shift += 1
+    return shift
+
+
+class Receiver:
+    __slots__ = (
+        "_dsack",
+        "_sack_recent",
+        "_sws_threshold",
+        "ack_now",
+        "buf",
+        "config",
+        "fin_received",
+        "irs",
+        "last_ack_sent",
+        "ooo_fin",
+        "rcv_adv",
+        "rcv_mss",
+        "rcv_nxt",
+        "rcv_wscale",
+        "sack_ok",
+        "stats",
+        "timers",
+        "ts_ok",
+        "ts_recent",
+        "ts_recent_age",
+        "unacked",
+    )
+
+    def __init__(self, config: TcpConfig, stats: Stats, timers: Timers, adv_mss: int) -> None:
+        self.config = config
+        self.stats = stats
+        self.timers = timers
+        self.buf = ReceiveBuffer(config.recv_buffer, config.max_ooo_segments)
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0  # RCV.NXT + RCV.WND as last advertised; never moves left
+        self.rcv_wscale = 0
+        self._sws_threshold = max(min(config.recv_buffer // 2, adv_mss), 1)
+        # the largest segment seen from the peer (ACK every second one); 3.7.1's default first
+        self.rcv_mss = min(DEFAULT_PEER_MSS, adv_mss)
+        self.unacked = 0  # payload bytes received since we last sent an ACK
+        self.ack_now = False
+        self.fin_received = False
+        self.ooo_fin: int | None = None  # the peer's FIN, seen beyond a hole
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0  # RFC 7323 TS.Recent
+        self.ts_recent_age = 0.0  # when TS.Recent was last set
+        self.last_ack_sent = 0  # RFC 7323 Last.ACK.sent
+        self._sack_recent: list[int] = []  # stream offsets of recent out-of-order arrivals
+        self._dsack: tuple[int, int] | None = None  # sequence range to report once
+
+    # -- the window --------------------------------------------------------------------------
+
+    @property
+    def rcv_wnd(self) -> int:
+        """RCV.WND: how far beyond RCV.NXT the peer may send (as last advertised)."""
+        return max(sq.sub(self.rcv_adv, self.rcv_nxt), 0)
+
+    def syn_window(self) -> int:
+        return min(self.buf.free(), MAX_WINDOW_FIELD)
+
+    def window_field(self) -> int:
+        """The window to advertise, honouring receiver SWS avoidance (3.8.6.2.2)."""
+        free = self.buf.free()
+        cur = self.rcv_wnd
+        win = free if free - cur >= self._sws_threshold else cur
+        shift = self.rcv_wscale
+        if win > MAX_WINDOW_FIELD << shift:
+            win = MAX_WINDOW_FIELD << shift
+        # Round up so the scaled window does not pull the right edge back (RFC 7323 2.4), but
+        # never past the free buffer space.
+        field = min((win + (1 << shift) - 1) >> shift, free >> shift, MAX_WINDOW_FIELD)
+        edge = sq.add(self.rcv_nxt, field << shift)
+        if sq.gt(edge, self.rcv_adv):
+            self.rcv_adv = edge
+        return field
+
+    def window_opened(self) -> bool:
+        """After a read: has the window opened by enough to be worth announcing?"""
+        return self.buf.free() - self.rcv_wnd >= self._sws_threshold
+
+    # -- the peer's SYN ----------------------------------------------------------------------
+
+    def start(
+        self, irs: int, wscale: int | None, sack: bool, tsval: int | None, now: float
+    ) -> None:
+        """The peer's SYN: IRS, the window scale we use if both sides agreed (RFC 7323 2.2),
+        SACK and timestamps as negotiated (``None``/False when either side said no)."""
+        self.irs = irs
+        self.rcv_nxt = sq.add(irs, 1)
+        self.rcv_wscale = wscale if wscale is not None else 0
+        self.rcv_adv = sq.add(self.rcv_nxt, self.syn_window())
+        self.sack_ok = sack
+        self.ts_ok = tsval is not None
+        if tsval is not None:
+            self.ts_recent = tsval
+            self.ts_recent_age = now
+        self.last_ack_sent = self.rcv_nxt
+
+    # -- checks on arrival -------------------------------------------------------------------
+
+    def acceptable(self, seg_seq: int, seg_len: int) -> bool:
+        """3.10.7.4 first check. A segment starting exactly at RCV.NXT is acceptable even into a
+        zero window, so that ACKs and window probes are processed."""
+        rcv_nxt = self.rcv_nxt
+        if seg_seq == rcv_nxt:
+            return True
+        wnd = self.rcv_wnd
+        if seg_len == 0:
+            return sq.in_window(seg_seq, rcv_nxt, wnd)
+        return wnd > 0 and (
+            sq.in_window(seg_seq, rcv_nxt, wnd)
+            or sq.in_window(sq.add(seg_seq, seg_len - 1), rcv_nxt, wnd)
+        )
+
+    def paws_reject(self, tsval: int, now: float) -> bool:
+        """RFC 7323 5.3 R1: SEG.TSval < TS.Recent (and TS.Recent still valid) -> an old
+        duplicate from an earlier wrap of the sequence space."""
+        if not sq.lt(tsval, self.ts_recent):
+            return False
+        if now - self.ts_recent_age > PAWS_IDLE:
+            # 5.5: after 24 days idle TS.Recent may be from another era of the peer's clock
+            self.ts_recent = tsval
+            self.ts_recent_age = now
+            self.stats.tcp_paws_idle_reset += 1
+            return False
+        return True
+
+    def update_ts_recent(self, seg_seq: int, tsval: int, now: float) -> None:
+        """RFC 7323 4.3 (2) / 5.3 R3 for an acceptable segment."""
+        if sq.ge(tsval, self.ts_recent) and sq.le(seg_seq, self.last_ack_sent):
+            self.ts_recent = tsval
+            self.ts_recent_age = now
+
+    def note_duplicate(self, seg_seq: int, seg_end: int) -> None:
+        """A segment whose data we had already (below RCV.NXT): report it once (RFC 2883)."""
+        if self.sack_ok and sq.lt(seg_seq, seg_end):
+            self._dsack = (seg_seq, seg_end)
+            self.stats.tcp_dsack_sent += 1
+
+    # -- text --------------------------------------------------------------------------------
+
+    def in_order(self, payload: memoryview, now: float) -> bool:
+        """Bytes at RCV.NXT: append them and pull in what they join up with. Decides the ACK
+        (3.8.6.3); True when it must go out at once, on its own (every second full-sized
+        segment), rather than with whatever the connection sends next."""
+        n = len(payload)
+        buf = self.buf
+        hole = buf.has_ooo
+        advanced = buf.add_in_order(payload)
+        self.rcv_nxt = sq.add(self.rcv_nxt, advanced)
+        self.stats.tcp_bytes_received += advanced
+        if n > self.rcv_mss:
+            self.rcv_mss = n
+        if hole:
+            # RFC 5681 4.2: a segment that fills (part of) a hole is ACKed at once
+            self.stats.tcp_quick_acks += 1
+            self.ack_now = True
+            if not buf.has_ooo:
+                self._sack_recent.clear()
+            return False
+        self.unacked += n
+        if self.unacked >= 2 * self.rcv_mss or self.config.delayed_ack <= 0:
+            return True
+        if not self.timers.armed(Timer.DELAYED_ACK):
+            self.timers.set(Timer.DELAYED_ACK, now + self.config.delayed_ack)
+        return False
+
+    def out_of_order(self, offset: int, payload: memoryview) -> None:
+        """Bytes beyond a hole, ``offset`` after RCV.NXT: hold them and remember the arrival
+        for the SACK blocks (RFC 2018 4)."""
+        stats = self.stats
+        buf = self.buf
+        new, dup = buf.add_out_of_order(offset, payload)
+        stats.tcp_dup_bytes_trimmed += dup
+        if new < 0:
+            stats.tcp_ooo_dropped += 1
+        elif new > 0:
+            stats.tcp_ooo_queued += 1
+        start = buf.stream + offset
+        if self.sack_ok:
+            recent = self._sack_recent
+            if start in recent:
+                recent.remove(start)
+            recent.insert(0, start)
+            del recent[_SACK_HISTORY:]
+            if buf.last_dup is not None:
+                a, b = buf.last_dup
+                self._dsack = (
+                    sq.add(self.rcv_nxt, a - buf.stream),
+                    sq.add(self.rcv_nxt, b - buf.stream),
+                )
+                stats.tcp_dsack_sent += 1
+        # RFC 5681 4.2: out-of-order data is ACKed at once (a duplicate ACK for fast retransmit)
+        stats.tcp_quick_acks += 1
+
+    def receive_fin(self) -> None:
+        """Eighth check (3.10.7.4): the peer's FIN reached RCV.NXT."""
+        self.rcv_nxt = sq.add(self.rcv_nxt, 1)
+        self.ooo_fin = None
+        self.fin_received = True
+        self.ack_now = True
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        return self.buf.read(max_bytes)
+
+    # -- what our ACKs carry -----------------------------------------------------------------
+
+    def sack_blocks(self) -> tuple[tuple[int, int], ...]:
+        """The SACK blocks for the next segment: a pending D-SACK first, then the block of the
+        latest arrival and those of earlier ones, then the rest (RFC 2018 4, RFC 2883 4)."""
+        dsack = self._dsack
+        buf = self.buf
+        if not buf.has_ooo and dsack is None:
+            return ()
+        limit = MAX_SACK_BLOCKS_TS if self.ts_ok else MAX_SACK_BLOCKS
+        blocks: list[tuple[int, int]] = []
+        if dsack is not None:
+            blocks.append(dsack)
+        if buf.has_ooo:
+            ranges = buf.ooo_ranges()
+            base = self.rcv_nxt
+            stream = buf.stream
+            chosen: list[tuple[int, int]] = []
+            for point in self._sack_recent:
+                for r in ranges:
+                    if r[0] <= point < r[1]:
+                        if r not in chosen:
+                            chosen.append(r)
+                        break
+            for r in reversed(ranges):
+                if r not in chosen:
+                    chosen.append(r)
+            for a, b in chosen:
+                if len(blocks) >= limit:
+                    break
+                blocks.append((sq.add(base, a - stream), sq.add(base, b - stream)))
+        return tuple(blocks)
+
+    def ack_sent(self) -> None:
+        """A segment carrying our ACK (of RCV.NXT) went out."""
+        self.ack_now = False
+        self.timers.clear(Timer.DELAYED_ACK)
+        self.unacked = 0
+        self._dsack = None
+        self.last_ack_sent = self.rcv_nxt
