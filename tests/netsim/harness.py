@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from ustack.link.fault import FaultConfig, FaultModel
 from ustack.netsim import Network, SimLink, TransferApp, TransferResult
@@ -67,18 +68,26 @@ def run_transfer(
     queue_limit: int | None = 200,
     max_time: float = 1000.0,
     config: TcpConfig | None = None,
+    server_config: TcpConfig | None = None,
+    fault_ab: object | None = None,
+    fault_ba: object | None = None,
+    log: bool = False,
 ) -> Outcome:
+    """One connection from a client to a server; ``fault`` builds seeded fault models for both
+    directions, ``fault_ab``/``fault_ba`` give any object with FaultModel's ``apply`` instead
+    (scripted faults)."""
     import time
 
     rng = random.Random(seed)
     up = rng.randbytes(to_server)
     down = rng.randbytes(to_client)
-    net = Network()
+    net = Network(log=log)
     cfg = config if config is not None else TcpConfig()
+    scfg = server_config if server_config is not None else cfg
     client = net.add_host(Host(A, config=cfg, secret=rng.randbytes(16)))
-    server = net.add_host(Host(B, config=cfg, secret=rng.randbytes(16)))
-    fab = FaultModel(fault, seed=seed * 2) if fault is not None else None
-    fba = FaultModel(fault, seed=seed * 2 + 1) if fault is not None else None
+    server = net.add_host(Host(B, config=scfg, secret=rng.randbytes(16)))
+    fab: Any = FaultModel(fault, seed=seed * 2) if fault is not None else fault_ab
+    fba: Any = FaultModel(fault, seed=seed * 2 + 1) if fault is not None else fault_ba
     ab, ba = net.connect(
         client,
         server,
@@ -95,7 +104,6 @@ def run_transfer(
     net.set_app(client, client_app)
     conn = client.connect(B, PORT, 0.0)
     c = client_app.add(conn)
-    net.kick(client)
 
     def finished() -> bool:
         if c.closed_at is None:

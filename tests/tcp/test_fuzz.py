@@ -60,8 +60,10 @@ steps = st.lists(st.one_of(segment_step(), segment_step(), app_step), max_size=4
 
 
 def check_invariants(c: Connection) -> None:
-    assert c.state in State
     assert sq.le(c.snd_una, c.snd_nxt) and sq.le(c.snd_nxt, c.snd_max)
+    # the scoreboard covers exactly SND.UNA..SND.NXT and its byte counts add up
+    c.recovery.board.check(c.snd.una, c.snd.nxt)
+    assert 0 <= c.pipe <= c.snd.flight
     assert c.readable + c.ooo_bytes <= c.config.recv_buffer
     assert c.ooo_pieces <= c.config.max_ooo_segments
     assert c.send_queued <= c.config.send_buffer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 
 import pytest
 
@@ -22,17 +21,15 @@ def _close_both(p: Pair) -> None:
     p.run(lambda: p.a.state is State.CLOSED and p.b.state is State.CLOSED)
 
 
-def test_ten_megabytes_fast() -> None:
+def test_ten_megabytes_intact_without_a_retransmission() -> None:
+    # (How fast this runs is bench/'s business, not a test's.)
     data = random.Random(7).randbytes(10 * 1024 * 1024)
     p = Pair(delay=0.0005)
     p.handshake()
     p.feed_a = memoryview(data)
-    t0 = time.perf_counter()
     p.run(lambda: len(p.got_b) == len(data))
-    elapsed = time.perf_counter() - t0
     assert hashlib.sha256(p.got_b).digest() == hashlib.sha256(data).digest()
-    assert elapsed < 5.0, f"10 MB took {elapsed:.2f} s of real time"
-    assert p.stats_a.tcp_retransmits == 0
+    assert p.stats_a.tcp_retransmits == 0 and p.stats_a.tcp_recoveries == 0
     _close_both(p)
 
 

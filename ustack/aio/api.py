@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ustack.aio.driver import DEFAULT_BATCH, Driver, PacketObserver, Tracer
+from ustack.aio.driver import DEFAULT_BATCH, Driver, PacketObserver
 from ustack.aio.transport import TcpTransport
 from ustack.stack.host import Host
 from ustack.tcp.config import TcpConfig
+from ustack.tcp.connection import Tracer
 from ustack.tcp.state import State
 from ustack.wire.ipv4 import addr_to_int, int_to_addr
 

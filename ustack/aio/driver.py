@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 256
 
 PacketObserver = Callable[[str, bytes | bytearray | memoryview, float], None]
-# (connection, kind, detail): the Connection.tracer signature, set on every connection.
-Tracer = Callable[[Any, str, dict[str, Any]], None]
 
 
 class EventSink(Protocol):

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ustack.wire.ipv4 import DEFAULT_TTL
+
 # RFC 6335 6: the Dynamic and/or Private Ports, which is also what connect() draws from.
 EPHEMERAL_LOW = 49152
 EPHEMERAL_HIGH = 65535
-# Linux's net.ipv4.ip_default_ttl.
-DEFAULT_TTL = 64
 # RFC 1812 4.3.2.8 / RFC 1122 3.2.2: ICMP error messages must be rate limited. Linux's defaults
 # are a token bucket of icmp_msgs_per_sec=1000 with icmp_msgs_burst=50.
 ICMP_ERROR_RATE = 1000.0
 ICMP_ERROR_BURST = 50
-# Linux's somaxconn default; listen()'s backlog bounds the accept queue, and unless given
-# separately, the SYN-RECEIVED queue too.
-DEFAULT_BACKLOG = 4096
 
 
 @dataclass(slots=True)

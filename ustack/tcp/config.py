@@ -13,11 +13,8 @@ from dataclasses import dataclass
 # RFC 9293 3.7.1: a host that receives no MSS option assumes 536 (576 - 40).
 DEFAULT_PEER_MSS = 536
 ETHERNET_MSS = 1460  # 1500-byte MTU minus 40 bytes of IPv4 and TCP headers
-# RFC 7323 2.3: the shift count is at most 14 (windows up to 1 GiB).
-MAX_WSCALE = 14
 # RFC 9293 3.8.6.3: ACK at least every second full-sized segment; the delay is below 0.5 s.
 DELAYED_ACK = 0.040
-DELAYED_ACK_MAX = 0.5
 # RFC 6298 (2.1): initial RTO of one second; (2.4) a maximum of at least 60 s may be placed.
 RTO_INITIAL = 1.0
 RTO_MAX = 60.0

@@ -50,7 +50,7 @@ from ustack.tcp.events import (
     TimedOut,
     WriteSpace,
 )
-from ustack.tcp.receiver import MAX_WSCALE, Receiver, wscale_for
+from ustack.tcp.receiver import MAX_WINDOW_FIELD, Receiver, wscale_for
 from ustack.tcp.recovery import LossState, Recovery, Sent
 from ustack.tcp.rto import RtoEstimator
 from ustack.tcp.sender import LIMIT_CWND, Sender
@@ -69,6 +69,7 @@ from ustack.wire import seq as sq
 from ustack.wire.tcp import (
     ACK,
     FIN,
+    MAX_WSCALE,
     NO_OPTIONS,
     PSH,
     RST,
@@ -584,7 +585,7 @@ class Connection:
         fin = ctl is Control.FIN
         seg_len = plen + (1 if fin or ctl is Control.SYN else 0)
         ts = seg.options.timestamps
-        if (rcv.ts_ok and ctl is Control.NONE) or (rcv.ts_ok and fin):
+        if rcv.ts_ok and (ctl is Control.NONE or fin):
             if ts is None:
                 # RFC 7323 3.2: once negotiated, a non-RST segment without TSopt is dropped.
                 stats.tcp_drop_no_timestamp += 1
@@ -856,7 +857,7 @@ class Connection:
         rec.maybe_exit(snd.una, now, flight)
         if acked and not rec.sack:
             rec.reno_ack(acked)
-        if (rec.sack and rec.state is not LossState.LOSS) or (rec.sack and rec.rack):
+        if rec.sack and (rec.rack or rec.state is not LossState.LOSS):
             lost = rec.detect_loss(now, self.rtt.srtt) if rec.rack else rec.detect_loss_dupthresh()
             if lost and rec.state is LossState.OPEN and rec.board.lost_out:
                 stats.tcp_fast_retransmits += 1
@@ -874,7 +875,7 @@ class Connection:
                 app_limited=not self._cwnd_limited,
             )
         if rec.tlp_end is not None:
-            rec.tlp_ack(ack_u, now, flight, dsack is not None)
+            rec.tlp_ack(ack_u, now, flight_old, dsack is not None)
         timers = self._timers
         if acked:
             if flight <= 0:
@@ -909,11 +910,11 @@ class Connection:
         for i, (left, right) in enumerate(raw):
             lo = base + sq.sub(left, una_seq)
             hi = base + sq.sub(right, una_seq)
-            if hi <= lo or hi > high or lo < base - snd.max_snd_wnd - (1 << 20):
+            if hi <= lo or hi > high or lo < base - max(snd.max_snd_wnd, MAX_WINDOW_FIELD):
                 self.stats.tcp_sack_invalid += 1
                 continue
             if i == 0 and (
-                hi <= ack_u or (len(raw) > 1 and sq.le(raw[1][0], left) and sq.le(right, raw[1][1]))
+                lo < ack_u or (len(raw) > 1 and sq.le(raw[1][0], left) and sq.le(right, raw[1][1]))
             ):
                 # RFC 2883 4: a first block below the ACK, or inside the second, is a D-SACK
                 dsack = (lo, hi)
@@ -927,7 +928,7 @@ class Connection:
     def _rtt_sample(self, rtt: float, flight: int) -> None:
         """RFC 6298 (2.2)/(2.3) on every ACK of new data; with several samples per round trip,
         alpha and beta are divided by their expected number (RFC 7323 appendix G)."""
-        per_rtt = max(flight // (2 * self.snd.snd_mss), 1)
+        per_rtt = max(-(-flight // (2 * self.snd.snd_mss)), 1)  # ceil(FlightSize / 2*SMSS)
         self.rtt.sample(rtt, per_rtt)
         self.stats.tcp_rtt_samples += 1
 
@@ -1343,7 +1344,13 @@ class Connection:
         if due & _DUE_TLP:
             self._due &= ~_DUE_TLP
             sent_new = self._tail_loss_probe(now, out, opts, win, tsval, mss)
+        dsack = rcv.dsack_pending
         while True:
+            if dsack and len(out) > start:
+                # RFC 2883 4: a duplicate is reported once -- on the first segment only
+                rcv.ack_sent()
+                opts = self._options(now)
+                dsack = False
             budget = cc.cwnd - rec.pipe(snd.nxt - snd.una)
             lost = rec.next_lost()
             if lost is not None:
@@ -1364,7 +1371,7 @@ class Connection:
             if snd.limit == LIMIT_CWND:
                 cwnd_limited = True
             if budget >= mss:
-                other = rec.next_other()
+                other = rec.next_other(snd.una)
                 if other is not None:
                     i, r = other
                     reason = "rescue" if r.end >= rec.recovery_point - mss else "dupthresh"
@@ -1505,7 +1512,8 @@ class Connection:
                 "tlp",
                 {"seq": snd.wrap(start), "len": snd.nxt - start, "new_data": new},
             )
-        self._timers.set_once(Timer.RETRANSMIT, now + self.rtt.rto)
+        # RFC 8985 7.3: after the probe the RTO (not another probe) watches the tail
+        self._timers.set(Timer.RETRANSMIT, now + self.rtt.rto)
         return new
 
     def _trace_sack(

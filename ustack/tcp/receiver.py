@@ -30,11 +30,10 @@ from ustack.tcp.config import DEFAULT_PEER_MSS, TcpConfig
 from ustack.tcp.stats import Stats
 from ustack.tcp.timers import Timer, Timers
 from ustack.wire import seq as sq
+from ustack.wire.tcp import MAX_WSCALE
 
 # RFC 7323 2.2: the window field is 16 bits; SYN segments carry it unscaled.
 MAX_WINDOW_FIELD = 0xFFFF
-# RFC 7323 2.3: the shift count is at most 14 (windows up to 1 GiB).
-MAX_WSCALE = 14
 # RFC 7323 5.5: a TS.Recent idle for 24 days may have wrapped; PAWS no longer uses it.
 PAWS_IDLE = 24 * 86400.0
 # RFC 2018 3: SACK blocks in one option (3 when 12 bytes go to timestamps).
@@ -74,6 +73,7 @@ class Receiver:
         "ts_ok",
         "ts_recent",
         "ts_recent_age",
+        "ts_recent_stale",
         "unacked",
     )
 
@@ -97,6 +97,7 @@ class Receiver:
         self.ts_ok = False
         self.ts_recent = 0  # RFC 7323 TS.Recent
         self.ts_recent_age = 0.0  # when TS.Recent was last set
+        self.ts_recent_stale = False  # idle for 24 days: not to be compared with (RFC 7323 5.5)
         self.last_ack_sent = 0  # RFC 7323 Last.ACK.sent
         self._sack_recent: list[int] = []  # stream offsets of recent out-of-order arrivals
         self._dsack: tuple[int, int] | None = None  # sequence range to report once
@@ -168,21 +169,24 @@ class Receiver:
     def paws_reject(self, tsval: int, now: float) -> bool:
         """RFC 7323 5.3 R1: SEG.TSval < TS.Recent (and TS.Recent still valid) -> an old
         duplicate from an earlier wrap of the sequence space."""
-        if not sq.lt(tsval, self.ts_recent):
+        if self.ts_recent_stale or not sq.lt(tsval, self.ts_recent):
             return False
         if now - self.ts_recent_age > PAWS_IDLE:
-            # 5.5: after 24 days idle TS.Recent may be from another era of the peer's clock
-            self.ts_recent = tsval
-            self.ts_recent_age = now
+            # 5.5: after 24 days idle TS.Recent may be from another era of the peer's clock:
+            # it no longer rejects anything, and the next acceptable segment replaces it (R3)
+            self.ts_recent_stale = True
             self.stats.tcp_paws_idle_reset += 1
             return False
         return True
 
     def update_ts_recent(self, seg_seq: int, tsval: int, now: float) -> None:
         """RFC 7323 4.3 (2) / 5.3 R3 for an acceptable segment."""
-        if sq.ge(tsval, self.ts_recent) and sq.le(seg_seq, self.last_ack_sent):
+        if (self.ts_recent_stale or sq.ge(tsval, self.ts_recent)) and sq.le(
+            seg_seq, self.last_ack_sent
+        ):
             self.ts_recent = tsval
             self.ts_recent_age = now
+            self.ts_recent_stale = False
 
     def note_duplicate(self, seg_seq: int, seg_end: int) -> None:
         """A segment whose data we had already (below RCV.NXT): report it once (RFC 2883)."""
@@ -288,6 +292,10 @@ class Receiver:
                     break
                 blocks.append((sq.add(base, a - stream), sq.add(base, b - stream)))
         return tuple(blocks)
+
+    @property
+    def dsack_pending(self) -> bool:
+        return self._dsack is not None
 
     def ack_sent(self) -> None:
         """A segment carrying our ACK (of RCV.NXT) went out."""

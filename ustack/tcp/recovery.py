@@ -71,6 +71,9 @@ MIN_RTT_WINDOW = 300.0
 UNDO_RANGES = 64
 
 _INF = float("inf")
+# Times are floats: a segment whose deadline is within this of now is due. Without it a timer
+# set for exactly that deadline could find it a rounding error away, again and again.
+_EPS = 1e-9
 
 
 class LossState(IntEnum):
@@ -181,17 +184,21 @@ class Scoreboard:
                 tsorted.move_to_end(r)
         return back
 
-    def pop_acked(self, una: int) -> list[Sent]:
-        """Forget every record wholly below ``una``; return those that were not SACKed."""
+    def pop_acked(self, una: int) -> tuple[list[Sent], int]:
+        """Forget every record wholly below ``una``; return those that were not SACKed, and
+        the bytes newly acknowledged at the front of a record ``una`` falls into."""
         recs = self._recs
         i = self._head
         n = len(recs)
         out: list[Sent] = []
+        partial = 0
         tsorted = self.tsorted
         while i < n:
             rec = recs[i]
             if rec.end > una:
                 if rec.start < una:
+                    if not rec.sacked:
+                        partial = una - rec.start
                     self._trim_front(rec, una)
                 break
             length = rec.end - rec.start
@@ -214,7 +221,7 @@ class Scoreboard:
             del ivals[0]
         if ivals and ivals[0][0] < una:
             ivals[0][0] = una
-        return out
+        return out, partial
 
     def _trim_front(self, rec: Sent, una: int) -> None:
         cut = una - rec.start
@@ -395,7 +402,7 @@ class Recovery:
         self.trace: Callable[[str, dict[str, Any]], None] | None = None
         self.recovery_point = 0  # RFC 6675 RecoveryPoint (HighData at entry), exclusive
         self.high_rxt = 0  # RFC 6675 HighRxt
-        self.rescue_rxt = 0  # RFC 6675 RescueRxt
+        self.rescue_rxt: int | None = None  # RFC 6675 RescueRxt
         self.force_rtx = False  # RFC 6675 5 (4.3): the first retransmission ignores cwnd
         self._rtx_hint = 0  # no lost-and-not-resent record starts below this
         self.rto_streak = 0  # consecutive RTOs without progress
@@ -445,7 +452,11 @@ class Recovery:
         self.board.retransmitted(rec, now, tsval)
         if rec.end > self.high_rxt:
             self.high_rxt = rec.end
-        if self._undo_saved is not None:
+        if self.rescue_rxt is None and self.state is LossState.RECOVERY:
+            # RFC 6675 5 (4.3): the first retransmission of the episode sets RescueRxt
+            self.rescue_rxt = rec.end
+        if self._undo_saved is not None and self.state is not LossState.OPEN:
+            # only an episode's own retransmissions decide whether it was spurious
             if self._undo_tsval is None and tsval >= 0:
                 self._undo_tsval = tsval
                 self._undo_first_end = rec.end
@@ -475,7 +486,7 @@ class Recovery:
             i += 1
         return None
 
-    def next_other(self) -> tuple[int, Sent] | None:
+    def next_other(self, una: int) -> tuple[int, Sent] | None:
         """NextSeg rules 3 and 4, for when rules 1 and 2 (new data) had nothing to send."""
         if self.state is not LossState.RECOVERY or not self.sack:
             return None
@@ -492,9 +503,10 @@ class Recovery:
                         return i, rec
                     break
                 i += 1
-        # Rule 4: once per recovery, the highest unSACKed segment below RecoveryPoint, so a
-        # lost tail does not wait for the RTO.
-        if self.rescue_rxt < self.recovery_point:
+        # Rule 4: once per recovery, after a partial ACK passed the first retransmission
+        # (HighACK > RescueRxt), the highest unSACKed segment below RecoveryPoint, so a lost
+        # tail does not wait for the RTO.
+        if self.rescue_rxt is not None and una > self.rescue_rxt:
             i = len(recs) - 1
             while i >= b._head:
                 rec = recs[i]
@@ -532,16 +544,19 @@ class Recovery:
         oldest = _INF
         karn = False
         newest: Sent | None = None
-        fack = self.fack
+        # RFC 8985 6.2 step 3: delivered below what was delivered before, and never resent,
+        # means reordering (compared with RACK.fack as it was before this ACK: the segments
+        # one ACK covers may have arrived in any order)
+        fack_before = fack = self.fack
         reordering = False
         if una > una_old:
-            for rec in b.pop_acked(una):
+            acked, delivered = b.pop_acked(una)
+            for rec in acked:
                 delivered += rec.end - rec.start
                 if rec.xmits == 1:
                     if rec.time < oldest:
                         oldest = rec.time
-                    if rec.end < fack:
-                        # ACKed below data delivered earlier, never resent: it was reordered
+                    if rec.end < fack_before:
                         reordering = True
                 else:
                     karn = True
@@ -570,7 +585,7 @@ class Recovery:
                     delivered += rec.end - rec.start
                     if rec.end > fack:
                         fack = rec.end
-                    elif rec.xmits == 1:
+                    if rec.xmits == 1 and rec.end < fack_before:
                         reordering = True
                     if self._rack_usable(rec, now, tsecr) and (
                         newest is None or _sent_after(rec.time, rec.end, newest.time, newest.end)
@@ -663,7 +678,7 @@ class Recovery:
         cc.on_congestion(now, flight)
         self.state = LossState.RECOVERY
         self.recovery_point = high
-        self.rescue_rxt = 0
+        self.rescue_rxt = None
         self.high_rxt = 0
         self.force_rtx = True
         self.tlp_end = None
@@ -725,7 +740,7 @@ class Recovery:
         horizon = self.rack_rtt + self.reo_wnd()
         head = b.first()
         for rec in b.records:
-            if rec is head or not self.sack or rec.time + horizon <= now:
+            if rec is head or not self.sack or rec.time + horizon <= now + _EPS:
                 self._mark_lost(rec)
         self._rtx_hint = una
         self.state = LossState.LOSS
@@ -818,7 +833,7 @@ class Recovery:
             if not _sent_after(rack_time, rack_end, rec.time, rec.end):
                 break  # sent after the newest delivered segment: too early to tell
             remaining = rec.time + horizon - now
-            if remaining <= 0:
+            if remaining <= _EPS:
                 lost.append(rec)
             elif remaining > timeout:
                 timeout = remaining
@@ -914,7 +929,7 @@ class Recovery:
 
     def tlp_ack(self, una: int, now: float, flight: int, dsack: bool) -> None:
         """RFC 8985 7.4: did the probe repair a loss? Then that loss gets its congestion
-        response, as fast recovery would have given it."""
+        response, as fast recovery would have given it (``flight``: before this ACK)."""
         end = self.tlp_end
         if end is None or una < end:
             return

@@ -2,7 +2,9 @@
 
 Sequence numbers live on a circle: ``a`` is "less than" ``b`` when going forward from ``a``
 reaches ``b`` in fewer than 2**31 steps. Every comparison of sequence or acknowledgment numbers
-in ustack goes through this module, so wrap-around is handled in exactly one place.
+in ustack goes through this module, so wrap-around is handled in exactly one place. (The TCP
+core's send side and scoreboard go further: they keep sequence numbers unwrapped, as plain ints
+counted from the ISS, and convert at the edge.)
 """
 
 from __future__ import annotations
@@ -41,20 +43,6 @@ def ge(a: int, b: int) -> bool:
     return a == b or lt(b, a)
 
 
-def max_(a: int, b: int) -> int:
-    return b if lt(a, b) else a
-
-
-def min_(a: int, b: int) -> int:
-    return a if lt(a, b) else b
-
-
 def in_window(x: int, start: int, size: int) -> bool:
     """``start <= x < start + size`` on the circle; an empty window contains nothing."""
     return ((x - start) & MASK) < size
-
-
-def between(lo: int, x: int, hi: int) -> bool:
-    """``lo <= x <= hi`` on the circle (the RFC's ``SND.UNA < SEG.ACK =< SND.NXT`` style tests
-    are written with ``lt``/``le`` explicitly)."""
-    return ((x - lo) & MASK) <= ((hi - lo) & MASK)
