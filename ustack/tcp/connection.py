@@ -11,10 +11,10 @@ says so through ``on_change`` (a hook the host sets), so nobody has to remember 
 
 The work is split four ways, and this module only decides *which* rule applies:
 
-* :class:`~ustack.tcp.sender.Sender`: send sequence space, the send buffer, segmentation,
-  Nagle and SWS avoidance, persist;
+* :class:`~ustack.tcp.sender.Sender`: send sequence space, the send buffer, segmentation --
+  what goes out, in RFC 6675 NextSeg order -- Nagle and SWS avoidance, persist;
 * :class:`~ustack.tcp.receiver.Receiver`: receive sequence space, reassembly, the ACK policy,
-  the advertised window, SACK blocks and TS.Recent;
+  the advertised window, SACK blocks and TS.Recent, and so the options of every segment;
 * :class:`~ustack.tcp.recovery.Recovery`: the scoreboard of sent segments, RACK-TLP, RFC 6675
   recovery, undo;
 * :class:`~ustack.tcp.timers.Timers`: every deadline, in one list.
@@ -23,12 +23,10 @@ Segment arrival follows RFC 9293 3.10.7 in one ``match (state, control)``; every
 a sentence naming the rule. The synchronized states share the "Otherwise" processing: PAWS
 (RFC 7323 5.3), the sequence check, then RST (RFC 5961 3), SYN (RFC 5961 4), ACK (RFC 5961 5;
 SACK, loss detection and congestion control), URG, text, FIN. State changes fire a
-:class:`~ustack.tcp.state.Trigger`; the transition table computes the next state.
-
-Output (``_output``) follows RFC 6675's NextSeg while ``cwnd - pipe`` allows: segments presumed
-lost first, then new data, then (in recovery) the rule-3 and rescue retransmissions; the
-zero-window, keep-alive and tail-loss probes go out when their timers ask. Options are typed
-(:class:`~ustack.wire.tcp.TcpOptions`) and chosen in one place, :meth:`Connection._options`.
+:class:`~ustack.tcp.state.Trigger`; the transition table computes the next state. Timers are
+handled in :class:`~ustack.tcp.timers.Timer` order, one ``match`` arm each. What goes out is
+pulled by ``segments_to_send``: the handshake's SYNs from here, everything else from the sender,
+then keep-alive probes and a pure ACK if one is owed.
 """
 
 from __future__ import annotations
@@ -36,7 +34,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from operator import attrgetter
+from typing import Any, Generic, TypeVar, overload
 
 from ustack.tcp import congestion as _cc
 from ustack.tcp.config import DEFAULT_PEER_MSS, ETHERNET_MSS, TcpConfig
@@ -51,9 +50,10 @@ from ustack.tcp.events import (
     WriteSpace,
 )
 from ustack.tcp.receiver import MAX_WINDOW_FIELD, Receiver, wscale_for
-from ustack.tcp.recovery import LossState, Recovery, Sent
+from ustack.tcp.recovery import LossState, Recovery
 from ustack.tcp.rto import RtoEstimator
-from ustack.tcp.sender import LIMIT_CWND, Sender
+from ustack.tcp.sender import OutSegment as OutSegment  # re-exported: part of the API
+from ustack.tcp.sender import Sender
 from ustack.tcp.state import (
     RECEIVING,
     SENDING,
@@ -68,10 +68,8 @@ from ustack.tcp.timers import Timer, Timers
 from ustack.wire import seq as sq
 from ustack.wire.tcp import (
     ACK,
-    FIN,
     MAX_WSCALE,
     NO_OPTIONS,
-    PSH,
     RST,
     SYN,
     Control,
@@ -98,24 +96,33 @@ _DUE_KEEPALIVE = 4  # SEG.SEQ = SND.NXT - 1 (RFC 1122 4.2.3.6)
 _DUE_TLP = 8  # a tail loss probe (RFC 8985 7.3)
 
 Tracer = Callable[["Connection", str, dict[str, Any]], None]
+T = TypeVar("T")
 
 
-class OutSegment(NamedTuple):
-    """One segment to transmit; ``window`` is the 16-bit wire value."""
+class _Part(Generic[T]):
+    """A read-only attribute of the connection that lives in one of its parts (``"snd.snd_una"``
+    reads ``conn.snd.snd_una``): the public names stay where they were before the split."""
 
-    seq: int
-    ack: int
-    flags: int
-    window: int
-    options: TcpOptions
-    payload: bytes | memoryview
+    __slots__ = ("_get",)
+
+    def __init__(self, path: str) -> None:
+        self._get = attrgetter(path)
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Part[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | _Part[T]:
+        if obj is None:
+            return self
+        value: T = self._get(obj)
+        return value
 
 
 class Connection:
     __slots__ = (
         "_chal_count",
         "_chal_start",
-        "_cwnd_limited",
         "_data_event_pending",
         "_due",
         "_events",
@@ -194,6 +201,7 @@ class Connection:
         self.rtt = RtoEstimator(
             config.rto_initial, config.rto_min, config.rto_max, config.clock_granularity
         )
+        self.snd.attach(self.rcv, self.recovery, self.cc, self.rtt)
         self._ts_offset = ts_offset & sq.MASK  # RFC 7323 5.4: a per-connection clock offset
         self._ws_ok = False
         self._due = 0
@@ -201,7 +209,6 @@ class Connection:
         self._syn_time = now
         self._reset = False
         self._shutdown_pending = False
-        self._cwnd_limited = False
         self._out: list[OutSegment] = []  # RSTs and ACKs built while processing input
         self._events: deque[Event] = deque()
         self._data_event_pending = False
@@ -225,98 +232,42 @@ class Connection:
     def tracer(self, tracer: Tracer | None) -> None:
         self._tracer = tracer
         if tracer is None:
-            self.recovery.trace = None
+            self.recovery.trace = self.snd.trace = None
         else:
 
             def trace(kind: str, detail: dict[str, Any]) -> None:
                 tracer(self, kind, detail)
 
-            self.recovery.trace = trace
+            self.recovery.trace = self.snd.trace = trace
 
-    @property
-    def snd_una(self) -> int:
-        return self.snd.snd_una
-
-    @property
-    def snd_nxt(self) -> int:
-        return self.snd.snd_nxt
-
-    @property
-    def snd_max(self) -> int:
-        """The highest sequence number sent plus one (a zero-window probe byte included)."""
-        return self.snd.snd_max
-
-    @property
-    def snd_wnd(self) -> int:
-        return self.snd.snd_wnd
-
-    @property
-    def max_snd_wnd(self) -> int:
-        return self.snd.max_snd_wnd
-
-    @property
-    def snd_wscale(self) -> int:
-        return self.snd.snd_wscale
-
-    @property
-    def snd_mss(self) -> int:
-        return self.snd.snd_mss
-
-    @property
-    def peer_mss(self) -> int:
-        return self.snd.peer_mss
-
-    @property
-    def nodelay(self) -> bool:
-        return self.snd.nodelay
-
-    @property
-    def irs(self) -> int:
-        return self.rcv.irs
-
-    @property
-    def rcv_nxt(self) -> int:
-        return self.rcv.rcv_nxt
-
-    @property
-    def rcv_wnd(self) -> int:
-        return self.rcv.rcv_wnd
-
-    @property
-    def rcv_adv(self) -> int:
-        return self.rcv.rcv_adv
-
-    @property
-    def rcv_wscale(self) -> int:
-        return self.rcv.rcv_wscale
-
-    @property
-    def sack_ok(self) -> bool:
-        return self.recovery.sack
-
-    @property
-    def timestamps_ok(self) -> bool:
-        return self.rcv.ts_ok
-
-    @property
-    def srtt(self) -> float | None:
-        return self.rtt.srtt
-
-    @property
-    def rttvar(self) -> float:
-        return self.rtt.rttvar
-
-    @property
-    def rto(self) -> float:
-        return self.rtt.rto
-
-    @property
-    def cwnd(self) -> int:
-        return self.cc.cwnd
-
-    @property
-    def ssthresh(self) -> int:
-        return self.cc.ssthresh
+    # The TCB under the RFC's names, read from the part that owns each value.
+    snd_una: _Part[int] = _Part("snd.snd_una")
+    snd_nxt: _Part[int] = _Part("snd.snd_nxt")
+    snd_max: _Part[int] = _Part("snd.snd_max")  # one past the highest sent, window probes too
+    snd_wnd: _Part[int] = _Part("snd.snd_wnd")
+    max_snd_wnd: _Part[int] = _Part("snd.max_snd_wnd")
+    snd_wscale: _Part[int] = _Part("snd.snd_wscale")
+    snd_mss: _Part[int] = _Part("snd.snd_mss")  # effective: options already taken off
+    peer_mss: _Part[int] = _Part("snd.peer_mss")
+    nodelay: _Part[bool] = _Part("snd.nodelay")
+    send_space: _Part[int] = _Part("snd.buf.free")
+    send_queued: _Part[int] = _Part("snd.queued")  # queued and not yet acknowledged
+    irs: _Part[int] = _Part("rcv.irs")
+    rcv_nxt: _Part[int] = _Part("rcv.rcv_nxt")
+    rcv_wnd: _Part[int] = _Part("rcv.rcv_wnd")
+    rcv_adv: _Part[int] = _Part("rcv.rcv_adv")
+    rcv_wscale: _Part[int] = _Part("rcv.rcv_wscale")
+    readable: _Part[int] = _Part("rcv.buf.readable")
+    eof_received: _Part[bool] = _Part("rcv.fin_received")
+    ooo_pieces: _Part[int] = _Part("rcv.buf.ooo_pieces")
+    ooo_bytes: _Part[int] = _Part("rcv.buf.ooo_bytes")
+    timestamps_ok: _Part[bool] = _Part("rcv.ts_ok")
+    sack_ok: _Part[bool] = _Part("recovery.sack")
+    srtt: _Part[float | None] = _Part("rtt.srtt")
+    rttvar: _Part[float] = _Part("rtt.rttvar")
+    rto: _Part[float] = _Part("rtt.rto")
+    cwnd: _Part[int] = _Part("cc.cwnd")
+    ssthresh: _Part[int] = _Part("cc.ssthresh")
 
     @property
     def in_recovery(self) -> bool:
@@ -325,31 +276,6 @@ class Connection:
     @property
     def pipe(self) -> int:
         return self.recovery.pipe(self.snd.flight)
-
-    @property
-    def readable(self) -> int:
-        return self.rcv.buf.readable
-
-    @property
-    def send_space(self) -> int:
-        return self.snd.buf.free
-
-    @property
-    def send_queued(self) -> int:
-        """Bytes queued and not yet acknowledged."""
-        return self.snd.queued
-
-    @property
-    def eof_received(self) -> bool:
-        return self.rcv.fin_received
-
-    @property
-    def ooo_pieces(self) -> int:
-        return self.rcv.buf.ooo_pieces
-
-    @property
-    def ooo_bytes(self) -> int:
-        return self.rcv.buf.ooo_bytes
 
     @property
     def timers(self) -> dict[str, float | None]:
@@ -827,7 +753,12 @@ class Connection:
         dsack: tuple[int, int] | None = None
         opts = seg.options
         if opts.sack_blocks and rec.sack:
-            blocks, dsack = self._sack_blocks(opts.sack_blocks, ack_u, snd.nxt)
+            blocks, dsack = rec.sack_info(
+                [(snd.unwrap(left), snd.unwrap(right)) for left, right in opts.sack_blocks],
+                ack_u,
+                snd.nxt,
+                snd.una - max(snd.max_snd_wnd, MAX_WINDOW_FIELD),
+            )
         if ack_u == una_old and not blocks and dsack is None:
             if dup:
                 stats.tcp_dup_acks += 1
@@ -872,7 +803,7 @@ class Connection:
                 rtt=ca_rtt,
                 srtt=self.rtt.srtt,
                 min_rtt=rec.min_rtt,
-                app_limited=not self._cwnd_limited,
+                app_limited=not snd.cwnd_limited,
             )
         if rec.tlp_end is not None:
             rec.tlp_ack(ack_u, now, flight_old, dsack is not None)
@@ -897,33 +828,6 @@ class Connection:
             srtt = self.rtt.srtt or self.rtt.rto
             timers.set(Timer.RETRANSMIT, now + max(srtt / 2, RENEGE_RTO_MIN))
         return True
-
-    def _sack_blocks(
-        self, raw: tuple[tuple[int, int], ...], ack_u: int, high: int
-    ) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
-        """Unwrap and validate SACK blocks (RFC 2018 3); split off a D-SACK (RFC 2883 4)."""
-        snd = self.snd
-        blocks: list[tuple[int, int]] = []
-        dsack: tuple[int, int] | None = None
-        una_seq = snd.snd_una
-        base = snd.una
-        for i, (left, right) in enumerate(raw):
-            lo = base + sq.sub(left, una_seq)
-            hi = base + sq.sub(right, una_seq)
-            if hi <= lo or hi > high or lo < base - max(snd.max_snd_wnd, MAX_WINDOW_FIELD):
-                self.stats.tcp_sack_invalid += 1
-                continue
-            if i == 0 and (
-                lo < ack_u or (len(raw) > 1 and sq.le(raw[1][0], left) and sq.le(right, raw[1][1]))
-            ):
-                # RFC 2883 4: a first block below the ACK, or inside the second, is a D-SACK
-                dsack = (lo, hi)
-                continue
-            if lo < ack_u:
-                lo = ack_u
-            if lo < hi:
-                blocks.append((lo, hi))
-        return blocks, dsack
 
     def _rtt_sample(self, rtt: float, flight: int) -> None:
         """RFC 6298 (2.2)/(2.3) on every ACK of new data; with several samples per round trip,
@@ -1181,23 +1085,16 @@ class Connection:
             rec.enter_recovery(now, self.snd.flight, self.snd.nxt, "rack")
 
     def _on_persist_timeout(self, now: float) -> None:
-        snd = self.snd
         if self.state not in SENDING:
             return
-        if snd.persist_unanswered >= self.config.data_retries:
-            # probes went unanswered as often as data retransmissions may (Linux tcp_retries2)
-            self._fail(TimeoutReason.RETRANSMIT, now)
-            return
-        snd.persist_unanswered += 1
-        snd.persist_backoff += 1
-        if snd.snd_wnd == 0:
-            # 3.8.6.1: probe the zero window with one byte
-            self._due |= _DUE_WINDOW_PROBE
-            self.stats.tcp_window_probes += 1
-        else:
-            # 3.8.6.2.1 (4): the override timeout sends what the small window allows
-            snd.force_send = True
-        self._timers.set(Timer.PERSIST, now + snd.persist_interval(self.rtt.rto))
+        match self.snd.persist_timeout(now):
+            case None:
+                # probes went unanswered as often as data retransmissions may (tcp_retries2)
+                self._fail(TimeoutReason.RETRANSMIT, now)
+            case True:
+                self._due |= _DUE_WINDOW_PROBE
+            case False:
+                pass
 
     def _on_keepalive_timeout(self, now: float) -> None:
         if not self.keepalive or self.state not in _KEEPALIVE:
@@ -1237,20 +1134,37 @@ class Connection:
                 self.stats.tcp_segments_sent += len(out)
                 return out
         elif state in SENDING:
-            acked = self._output(now, out)
+            due = self._due
+            self._due &= ~(_DUE_WINDOW_PROBE | _DUE_TLP)
+            tsval = self._tsval(now) if self.rcv.ts_ok else -1
+            acked = self.snd.output(
+                now, out, tsval, bool(due & _DUE_WINDOW_PROBE), bool(due & _DUE_TLP)
+            )
         rcv = self.rcv
         if self._due & _DUE_KEEPALIVE:
             # RFC 1122 4.2.3.6: an empty segment with SEG.SEQ = SND.NXT - 1 makes the peer ACK
             self._due &= ~_DUE_KEEPALIVE
             seq = sq.add(self.snd_nxt, -1)
             out.append(
-                OutSegment(seq, rcv.rcv_nxt, ACK, rcv.window_field(), self._options(now), b"")
+                OutSegment(
+                    seq,
+                    rcv.rcv_nxt,
+                    ACK,
+                    rcv.window_field(),
+                    self.rcv.options(self._tsval(now)),
+                    b"",
+                )
             )
             acked = True
         if rcv.ack_now and not acked:
             out.append(
                 OutSegment(
-                    self.snd_nxt, rcv.rcv_nxt, ACK, rcv.window_field(), self._options(now), b""
+                    self.snd_nxt,
+                    rcv.rcv_nxt,
+                    ACK,
+                    rcv.window_field(),
+                    self.rcv.options(self._tsval(now)),
+                    b"",
                 )
             )
             self.stats.tcp_acks_sent += 1
@@ -1262,21 +1176,6 @@ class Connection:
 
     def _tsval(self, now: float) -> int:
         return (int(now * TS_HZ) + self._ts_offset) & sq.MASK
-
-    def _options(self, now: float) -> TcpOptions:
-        """The options of a non-SYN segment: timestamps (RFC 7323 3.2: on every one once
-        negotiated) and the SACK blocks the receiver has to report (RFC 2018 4)."""
-        rcv = self.rcv
-        blocks = rcv.sack_blocks() if rcv.sack_ok else ()
-        if not rcv.ts_ok:
-            return TcpOptions(sack_blocks=blocks) if blocks else NO_OPTIONS
-        ts = (self._tsval(now), rcv.ts_recent)
-        if blocks:
-            return TcpOptions(sack_blocks=blocks, timestamps=ts)
-        cached = self._opt_cache
-        if cached.timestamps != ts:
-            cached = self._opt_cache = TcpOptions(timestamps=ts)
-        return cached
 
     def _syn_options(self, now: float) -> TcpOptions:
         """SYN: everything we support (RFC 9293 3.7.1, RFC 7323, RFC 2018); SYN,ACK: only what
@@ -1314,207 +1213,17 @@ class Connection:
         """An ACK of its own, queued now: duplicate ACKs must not merge (RFC 5681 4.2)."""
         rcv = self.rcv
         self._out.append(
-            OutSegment(self.snd_nxt, rcv.rcv_nxt, ACK, rcv.window_field(), self._options(now), b"")
+            OutSegment(
+                self.snd_nxt,
+                rcv.rcv_nxt,
+                ACK,
+                rcv.window_field(),
+                self.rcv.options(self._tsval(now)),
+                b"",
+            )
         )
         self.stats.tcp_acks_sent += 1
         rcv.ack_sent()
-
-    def _output(self, now: float, out: list[OutSegment]) -> bool:
-        """RFC 6675 NextSeg while ``cwnd - pipe`` allows, plus due probes; True if anything
-        carrying our ACK went out."""
-        snd = self.snd
-        rec = self.recovery
-        rcv = self.rcv
-        cc = self.cc
-        timers = self._timers
-        win = rcv.window_field()
-        opts = self._options(now)
-        tsval = self._tsval(now) if rcv.ts_ok else -1
-        mss = snd.snd_mss
-        extra = len(opts.sack_blocks)
-        if extra:
-            mss = max(mss - 4 - 8 * extra, 1)  # the SACK option's bytes come off the MSS
-        start = len(out)
-        sent_new = False
-        cwnd_limited = False
-        due = self._due
-        if due & _DUE_WINDOW_PROBE:
-            self._due &= ~_DUE_WINDOW_PROBE
-            self._window_probe(now, out, opts, win)
-        if due & _DUE_TLP:
-            self._due &= ~_DUE_TLP
-            sent_new = self._tail_loss_probe(now, out, opts, win, tsval, mss)
-        dsack = rcv.dsack_pending
-        while True:
-            if dsack and len(out) > start:
-                # RFC 2883 4: a duplicate is reported once -- on the first segment only
-                rcv.ack_sent()
-                opts = self._options(now)
-                dsack = False
-            budget = cc.cwnd - rec.pipe(snd.nxt - snd.una)
-            lost = rec.next_lost()
-            if lost is not None:
-                i, r = lost
-                if budget < min(mss, r.end - r.start) and not rec.force_rtx:
-                    cwnd_limited = True
-                    break
-                rec.force_rtx = False
-                self._retransmit(i, r, now, out, opts, win, tsval, mss, self._rtx_reason())
-                continue
-            n, fin = snd.next_new(budget, mss)
-            if n or fin:
-                self._send_new(n, fin, now, out, opts, win, tsval)
-                sent_new = True
-                if fin and not n:
-                    break
-                continue
-            if snd.limit == LIMIT_CWND:
-                cwnd_limited = True
-            if budget >= mss:
-                other = rec.next_other(snd.una)
-                if other is not None:
-                    i, r = other
-                    reason = "rescue" if r.end >= rec.recovery_point - mss else "dupthresh"
-                    self._retransmit(i, r, now, out, opts, win, tsval, mss, reason)
-                    continue
-            break
-        self._cwnd_limited = cwnd_limited
-        if snd.flight > 0:
-            # RFC 6298 (5.1): data in flight always has the retransmission timer running
-            timers.set_once(Timer.RETRANSMIT, now + self.rtt.rto)
-            if sent_new and rec.state is LossState.OPEN and rec.tlp_end is None:
-                rec.arm_probe(now, self.rtt.srtt, snd.flight, timers.get(Timer.RETRANSMIT))
-        snd.persist_check(now, self.rtt.rto, sent_new)
-        return len(out) > start
-
-    def _rtx_reason(self) -> str:
-        rec = self.recovery
-        if rec.state is LossState.LOSS:
-            return "rto"
-        if not rec.sack:
-            return "newreno"
-        return "rack" if rec.rack else "dupthresh"
-
-    def _send_new(
-        self,
-        n: int,
-        fin: bool,
-        now: float,
-        out: list[OutSegment],
-        opts: TcpOptions,
-        win: int,
-        tsval: int,
-    ) -> None:
-        snd = self.snd
-        start = snd.nxt
-        end = start + n + (1 if fin else 0)
-        payload = snd.buf.peek(start - snd.buf_u, n) if n else b""
-        flags = ACK
-        if n and n == snd.buf_u + snd.buf.size - start:
-            flags |= PSH
-        if fin:
-            flags |= FIN
-        out.append(OutSegment(snd.wrap(start), self.rcv.rcv_nxt, flags, win, opts, payload))
-        if snd.flight == 0 and self.config.user_timeout is not None:
-            self._timers.set(Timer.USER_TIMEOUT, now + self.config.user_timeout)
-        self.recovery.sent_new(start, end, now, tsval, fin)
-        snd.advance(end)
-        stats = self.stats
-        if n:
-            stats.tcp_data_segments_sent += 1
-            stats.tcp_bytes_sent += n
-
-    def _retransmit(
-        self,
-        i: int,
-        r: Sent,
-        now: float,
-        out: list[OutSegment],
-        opts: TcpOptions,
-        win: int,
-        tsval: int,
-        mss: int,
-        reason: str,
-    ) -> None:
-        rec = self.recovery
-        if r.end - r.start - (1 if r.fin else 0) > mss:
-            rec.board.split(i, r.start + mss)  # r keeps the first MSS
-        payload, fin = self.snd.payload(r.start, r.end)
-        flags = ACK | FIN if fin else ACK
-        if len(payload):
-            flags |= PSH if r.end >= self.snd.nxt else 0
-        out.append(OutSegment(self.snd.wrap(r.start), self.rcv.rcv_nxt, flags, win, opts, payload))
-        rec.retransmitted(r, now, tsval)
-        self._count_retransmit(r.start, len(payload), fin, reason)
-
-    def _count_retransmit(self, start: int, n: int, fin: bool, reason: str) -> None:
-        stats = self.stats
-        stats.tcp_retransmits += 1
-        stats.tcp_retransmitted_bytes += n
-        if fin:
-            stats.tcp_fin_retransmits += 1
-        if self._tracer is not None:
-            self._tracer(
-                self,
-                "retransmit",
-                {
-                    "seq": self.snd.wrap(start),
-                    "len": n,
-                    "fin": fin,
-                    "syn": False,
-                    "reason": reason,
-                },
-            )
-
-    def _window_probe(self, now: float, out: list[OutSegment], opts: TcpOptions, win: int) -> None:
-        """3.8.6.1: one byte at SND.UNA into the zero window. It is not a retransmission and
-        gets no RTO: the persist timer keeps probing, with backoff, until the window opens."""
-        snd = self.snd
-        payload = snd.buf.peek(snd.una - snd.buf_u, 1)
-        if len(payload):
-            out.append(OutSegment(snd.snd_una, self.rcv.rcv_nxt, ACK, win, opts, payload))
-            if snd.una + 1 > snd.max_sent:
-                snd.max_sent = snd.una + 1
-
-    def _tail_loss_probe(
-        self,
-        now: float,
-        out: list[OutSegment],
-        opts: TcpOptions,
-        win: int,
-        tsval: int,
-        mss: int,
-    ) -> bool:
-        """RFC 8985 7.3: new data if the peer's window allows it, else the last segment
-        again; either way it ignores cwnd. Returns True if new data went out."""
-        snd = self.snd
-        rec = self.recovery
-        if rec.state is not LossState.OPEN or snd.flight <= 0:
-            return False
-        n, fin = snd.next_new(mss, mss)
-        if n or fin:
-            start = snd.nxt
-            self._send_new(n, fin, now, out, opts, win, tsval)
-            rec.probe_sent(snd.nxt, False)
-            new = True
-        else:
-            last = rec.board.last()
-            if last is None or last.sacked:
-                return False
-            i = len(rec.board._recs) - 1
-            start = last.start
-            self._retransmit(i, last, now, out, opts, win, tsval, mss, "tlp")
-            rec.probe_sent(snd.nxt, True)
-            new = False
-        if self._tracer is not None:
-            self._tracer(
-                self,
-                "tlp",
-                {"seq": snd.wrap(start), "len": snd.nxt - start, "new_data": new},
-            )
-        # RFC 8985 7.3: after the probe the RTO (not another probe) watches the tail
-        self._timers.set(Timer.RETRANSMIT, now + self.rtt.rto)
-        return new
 
     def _trace_sack(
         self, ack: int, blocks: list[tuple[int, int]], dsack: tuple[int, int] | None

@@ -30,7 +30,7 @@ from ustack.tcp.config import DEFAULT_PEER_MSS, TcpConfig
 from ustack.tcp.stats import Stats
 from ustack.tcp.timers import Timer, Timers
 from ustack.wire import seq as sq
-from ustack.wire.tcp import MAX_WSCALE
+from ustack.wire.tcp import MAX_WSCALE, NO_OPTIONS, TcpOptions
 
 # RFC 7323 2.2: the window field is 16 bits; SYN segments carry it unscaled.
 MAX_WINDOW_FIELD = 0xFFFF
@@ -54,6 +54,7 @@ def wscale_for(buffer: int) -> int:
 class Receiver:
     __slots__ = (
         "_dsack",
+        "_opt_cache",
         "_sack_recent",
         "_sws_threshold",
         "ack_now",
@@ -101,6 +102,7 @@ class Receiver:
         self.last_ack_sent = 0  # RFC 7323 Last.ACK.sent
         self._sack_recent: list[int] = []  # stream offsets of recent out-of-order arrivals
         self._dsack: tuple[int, int] | None = None  # sequence range to report once
+        self._opt_cache: TcpOptions = NO_OPTIONS
 
     # -- the window --------------------------------------------------------------------------
 
@@ -261,6 +263,20 @@ class Receiver:
         return self.buf.read(max_bytes)
 
     # -- what our ACKs carry -----------------------------------------------------------------
+
+    def options(self, tsval: int) -> TcpOptions:
+        """The options of our next non-SYN segment: timestamps (RFC 7323 3.2: on every one once
+        negotiated; ``tsval`` is our clock) and the SACK blocks to report (RFC 2018 4)."""
+        blocks = self.sack_blocks() if self.sack_ok else ()
+        if not self.ts_ok:
+            return TcpOptions(sack_blocks=blocks) if blocks else NO_OPTIONS
+        ts = (tsval, self.ts_recent)
+        if blocks:
+            return TcpOptions(sack_blocks=blocks, timestamps=ts)
+        cached = self._opt_cache  # a burst of segments shares one options value
+        if cached.timestamps != ts:
+            cached = self._opt_cache = TcpOptions(timestamps=ts)
+        return cached
 
     def sack_blocks(self) -> tuple[tuple[int, int], ...]:
         """The SACK blocks for the next segment: a pending D-SACK first, then the block of the

@@ -132,6 +132,11 @@ class Scoreboard:
     def __len__(self) -> int:
         return len(self._recs) - self._head
 
+    @property
+    def head(self) -> int:
+        """Index of the first record still held (indices are into the underlying list)."""
+        return self._head
+
     def __iter__(self) -> Iterator[Sent]:
         return iter(self._recs[self._head :])
 
@@ -520,6 +525,27 @@ class Recovery:
         return None
 
     # -- ACK processing ----------------------------------------------------------------------
+
+    def sack_info(
+        self, raw: list[tuple[int, int]], ack: int, high: int, floor: int
+    ) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
+        """Validate the (unwrapped) SACK blocks of an ACK of ``ack`` (RFC 2018 3) and split off
+        a D-SACK (RFC 2883 4: a first block below the ACK, or inside the second block).
+        Blocks beyond what was sent or older than ``floor`` are ignored and counted."""
+        blocks: list[tuple[int, int]] = []
+        dsack: tuple[int, int] | None = None
+        for i, (lo, hi) in enumerate(raw):
+            if hi <= lo or hi > high or lo < floor:
+                self.stats.tcp_sack_invalid += 1
+                continue
+            if i == 0 and (lo < ack or (len(raw) > 1 and raw[1][0] <= lo and hi <= raw[1][1])):
+                dsack = (lo, hi)
+                continue
+            if lo < ack:
+                lo = ack
+            if lo < hi:
+                blocks.append((lo, hi))
+        return blocks, dsack
 
     def on_ack(
         self,

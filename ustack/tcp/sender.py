@@ -21,11 +21,31 @@ persist timer, whose probes back off like the RTO.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 from ustack.tcp.buffers import SendBuffer
 from ustack.tcp.config import TcpConfig
+from ustack.tcp.congestion import CongestionControl
+from ustack.tcp.receiver import Receiver
+from ustack.tcp.recovery import LossState, Recovery, Sent
+from ustack.tcp.rto import RtoEstimator
 from ustack.tcp.stats import Stats
 from ustack.tcp.timers import Timer, Timers
 from ustack.wire import seq as sq
+from ustack.wire.tcp import ACK, FIN, PSH, TcpOptions
+
+
+class OutSegment(NamedTuple):
+    """One segment to transmit; ``window`` is the 16-bit wire value."""
+
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: TcpOptions
+    payload: bytes | memoryview
+
 
 # Why the last call to next_new sent nothing (or less than asked).
 LIMIT_NONE = 0
@@ -38,7 +58,9 @@ class Sender:
     __slots__ = (
         "buf",
         "buf_u",
+        "cc",
         "config",
+        "cwnd_limited",
         "fin_queued",
         "fin_u",
         "force_send",
@@ -51,6 +73,9 @@ class Sender:
         "peer_mss",
         "persist_backoff",
         "persist_unanswered",
+        "rcv",
+        "recovery",
+        "rtt",
         "snd_mss",
         "snd_wl1",
         "snd_wl2",
@@ -58,6 +83,7 @@ class Sender:
         "snd_wscale",
         "stats",
         "timers",
+        "trace",
         "una",
         "write_blocked",
     )
@@ -87,6 +113,21 @@ class Sender:
         self.persist_unanswered = 0
         self.write_blocked = False
         self.limit = LIMIT_NONE
+        self.cwnd_limited = False  # the last output stopped at cwnd with data waiting
+        self.trace: Callable[[str, dict[str, Any]], None] | None = None
+        # the parts output works with, given by the connection (attach)
+        self.rcv: Receiver
+        self.recovery: Recovery
+        self.cc: CongestionControl
+        self.rtt: RtoEstimator
+
+    def attach(
+        self, rcv: Receiver, recovery: Recovery, cc: CongestionControl, rtt: RtoEstimator
+    ) -> None:
+        self.rcv = rcv
+        self.recovery = recovery
+        self.cc = cc
+        self.rtt = rtt
 
     # -- the 32-bit view ---------------------------------------------------------------------
 
@@ -234,6 +275,21 @@ class Sender:
         base = rto * (1 << min(self.persist_backoff, 30))
         return min(max(base, cfg.persist_min), cfg.persist_max)
 
+    def persist_timeout(self, now: float) -> bool | None:
+        """The persist timer fired: True if a one-byte probe of the zero window is due
+        (3.8.6.1), False if instead the SWS override lets the small window be used
+        (3.8.6.2.1 (4)), None if probes went unanswered as often as retransmissions may."""
+        if self.persist_unanswered >= self.config.data_retries:
+            return None
+        self.persist_unanswered += 1
+        self.persist_backoff += 1
+        self.timers.set(Timer.PERSIST, now + self.persist_interval(self.rtt.rto))
+        if self.snd_wnd == 0:
+            self.stats.tcp_window_probes += 1
+            return True
+        self.force_send = True
+        return False
+
     def persist_check(self, now: float, rto: float, sent_new: bool) -> None:
         """After output: data waiting behind a window that keeps it from going, with nothing in
         flight to bring an ACK, starts the persist timer (3.8.6.1)."""
@@ -248,3 +304,180 @@ class Sender:
             and self.nxt == self.una
         ):
             timers.set(Timer.PERSIST, now + self.persist_interval(rto))
+
+    # -- output (RFC 6675 NextSeg, the probes) -----------------------------------------------
+
+    def output(
+        self, now: float, out: list[OutSegment], tsval: int, window_probe: bool, tail_probe: bool
+    ) -> bool:
+        """Append what may go out now: RFC 6675 NextSeg while ``cwnd - pipe`` allows --
+        segments presumed lost (rule 1), new data (rule 2), then the rule-3 and rescue
+        retransmissions -- after the zero-window or tail loss probe a timer asked for.
+        ``tsval`` is our timestamp clock (-1 without timestamps). True if anything went out."""
+        rec = self.recovery
+        rcv = self.rcv
+        cc = self.cc
+        timers = self.timers
+        win = rcv.window_field()
+        opts = rcv.options(tsval)
+        mss = self._mss_with(opts)
+        start = len(out)
+        sent_new = False
+        cwnd_limited = False
+        if window_probe:
+            self._window_probe(out, opts, win)
+        if tail_probe:
+            sent_new = self._tail_loss_probe(now, out, opts, win, tsval, mss)
+        dsack = rcv.dsack_pending
+        while True:
+            if dsack and len(out) > start:
+                # RFC 2883 4: a duplicate is reported once -- on the first segment only
+                rcv.ack_sent()
+                opts = rcv.options(tsval)
+                mss = self._mss_with(opts)
+                dsack = False
+            budget = cc.cwnd - rec.pipe(self.nxt - self.una)
+            lost = rec.next_lost()
+            if lost is not None:
+                i, r = lost
+                if budget < min(mss, r.end - r.start) and not rec.force_rtx:
+                    cwnd_limited = True
+                    break
+                rec.force_rtx = False
+                self._retransmit(i, r, now, out, opts, win, tsval, mss, self._rtx_reason())
+                continue
+            n, fin = self.next_new(budget, mss)
+            if n or fin:
+                self._send_new(n, fin, now, out, opts, win, tsval)
+                sent_new = True
+                if fin and not n:
+                    break
+                continue
+            if self.limit == LIMIT_CWND:
+                cwnd_limited = True
+            if budget >= mss:
+                other = rec.next_other(self.una)
+                if other is not None:
+                    i, r = other
+                    reason = "rescue" if r.end >= rec.recovery_point - mss else "dupthresh"
+                    self._retransmit(i, r, now, out, opts, win, tsval, mss, reason)
+                    continue
+            break
+        self.cwnd_limited = cwnd_limited
+        rtt = self.rtt
+        if self.flight > 0:
+            # RFC 6298 (5.1): data in flight always has the retransmission timer running
+            timers.set_once(Timer.RETRANSMIT, now + rtt.rto)
+            if sent_new and rec.state is LossState.OPEN and rec.tlp_end is None:
+                rec.arm_probe(now, rtt.srtt, self.flight, timers.get(Timer.RETRANSMIT))
+        self.persist_check(now, rtt.rto, sent_new)
+        return len(out) > start
+
+    def _mss_with(self, opts: TcpOptions) -> int:
+        """The payload that fits with these options: SACK blocks (2 + 8 each, NOP-aligned)
+        come off the effective MSS, which already counts the timestamps (RFC 9293 3.7.1)."""
+        blocks = len(opts.sack_blocks)
+        return max(self.snd_mss - 4 - 8 * blocks, 1) if blocks else self.snd_mss
+
+    def _rtx_reason(self) -> str:
+        rec = self.recovery
+        if rec.state is LossState.LOSS:
+            return "rto"
+        if not rec.sack:
+            return "newreno"
+        return "rack" if rec.rack else "dupthresh"
+
+    def _send_new(
+        self,
+        n: int,
+        fin: bool,
+        now: float,
+        out: list[OutSegment],
+        opts: TcpOptions,
+        win: int,
+        tsval: int,
+    ) -> None:
+        start = self.nxt
+        end = start + n + (1 if fin else 0)
+        payload = self.buf.peek(start - self.buf_u, n) if n else b""
+        flags = ACK
+        if n and n == self.buf_u + self.buf.size - start:
+            flags |= PSH
+        if fin:
+            flags |= FIN
+        out.append(OutSegment(self.wrap(start), self.rcv.rcv_nxt, flags, win, opts, payload))
+        user_timeout = self.config.user_timeout
+        if self.flight == 0 and user_timeout is not None:
+            self.timers.set(Timer.USER_TIMEOUT, now + user_timeout)
+        self.recovery.sent_new(start, end, now, tsval, fin)
+        self.advance(end)
+        if n:
+            stats = self.stats
+            stats.tcp_data_segments_sent += 1
+            stats.tcp_bytes_sent += n
+
+    def _retransmit(
+        self,
+        i: int,
+        r: Sent,
+        now: float,
+        out: list[OutSegment],
+        opts: TcpOptions,
+        win: int,
+        tsval: int,
+        mss: int,
+        reason: str,
+    ) -> None:
+        rec = self.recovery
+        if r.end - r.start - (1 if r.fin else 0) > mss:
+            rec.board.split(i, r.start + mss)  # r keeps the first MSS
+        payload, fin = self.payload(r.start, r.end)
+        flags = ACK | FIN if fin else ACK
+        if len(payload) and r.end >= self.nxt:
+            flags |= PSH
+        out.append(OutSegment(self.wrap(r.start), self.rcv.rcv_nxt, flags, win, opts, payload))
+        rec.retransmitted(r, now, tsval)
+        stats = self.stats
+        stats.tcp_retransmits += 1
+        stats.tcp_retransmitted_bytes += len(payload)
+        if fin:
+            stats.tcp_fin_retransmits += 1
+        if self.trace is not None:
+            detail = {"seq": self.wrap(r.start), "len": len(payload), "fin": fin}
+            self.trace("retransmit", {**detail, "syn": False, "reason": reason})
+
+    def _window_probe(self, out: list[OutSegment], opts: TcpOptions, win: int) -> None:
+        """3.8.6.1: one byte at SND.UNA into the zero window. It is not a retransmission and
+        gets no RTO: the persist timer keeps probing, with backoff, until the window opens."""
+        payload = self.buf.peek(self.una - self.buf_u, 1)
+        if len(payload):
+            out.append(OutSegment(self.snd_una, self.rcv.rcv_nxt, ACK, win, opts, payload))
+            if self.una + 1 > self.max_sent:
+                self.max_sent = self.una + 1
+
+    def _tail_loss_probe(
+        self, now: float, out: list[OutSegment], opts: TcpOptions, win: int, tsval: int, mss: int
+    ) -> bool:
+        """RFC 8985 7.3: new data if the peer's window allows it, else the last segment
+        again; either way it ignores cwnd. Returns True if new data went out."""
+        rec = self.recovery
+        if rec.state is not LossState.OPEN or self.flight <= 0:
+            return False
+        n, fin = self.next_new(mss, mss)
+        start = self.nxt
+        new = bool(n or fin)
+        if new:
+            self._send_new(n, fin, now, out, opts, win, tsval)
+        else:
+            last = rec.board.last()
+            if last is None or last.sacked:
+                return False
+            start = last.start
+            i = len(rec.board) - 1 + rec.board.head
+            self._retransmit(i, last, now, out, opts, win, tsval, mss, "tlp")
+        rec.probe_sent(self.nxt, not new)
+        if self.trace is not None:
+            self.trace("tlp", {"seq": self.wrap(start), "len": self.nxt - start, "new_data": new})
+        # RFC 8985 7.3: after the probe the RTO (not another probe) watches the tail
+        self.timers.set(Timer.RETRANSMIT, now + self.rtt.rto)
+        return new
