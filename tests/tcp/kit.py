@@ -8,7 +8,7 @@ classification are exercised too.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ustack.tcp.config import TcpConfig
@@ -16,6 +16,7 @@ from ustack.tcp.connection import Connection, OutSegment
 from ustack.tcp.events import DataReceived, Event
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
+from ustack.wire import seq as sq
 from ustack.wire import tcp as wt
 
 A_ADDR = 0x0A000001
@@ -282,15 +283,37 @@ PEER_SYN_OPTS = wt.TcpOptions(mss=1460, wscale=3)
 PEER_SYN_WINDOW = 65535
 PEER_WINDOW = 32768  # 256 KiB with a shift of 3, as a default-config peer advertises
 
+# A peer that negotiates everything, as Linux does: SACK-permitted (RFC 2018 2) and timestamps
+# (RFC 7323 3.2) as well. Its timestamp clock ticks once a millisecond and reads TSVAL0 at
+# virtual time 0: far from 0 and from our own clock, so an echo cannot match it by accident.
+# The full fixtures replace the TSval here by the peer's clock (and TSecr by our TSval).
+TSVAL0 = 0x10000000
+PEER_TS_HZ = 1000
+PEER_SYN_OPTS_FULL = wt.TcpOptions(mss=1460, wscale=3, sack_permitted=True, timestamps=(TSVAL0, 0))
+
 
 @dataclass
 class Script:
-    """Our connection (A) and a hand-driven peer; ``seq`` is the peer's next sequence number."""
+    """Our connection (A) and a hand-driven peer; ``seq`` is the peer's next sequence number.
+
+    Once ``timestamps`` is on (the full fixtures turn it on when both SYNs carried TSopt), every
+    segment the peer makes carries a Timestamps option: TSval from the peer's clock
+    (``ts_offset`` plus ``now`` in milliseconds; set ``ts_offset`` to jump or wrap it, or pass
+    ``tsval=`` for one segment) and TSecr ``ts_echo``, the last TSval our connection sent (``out``
+    keeps it up to date).
+    """
 
     conn: Connection
     now: float = 0.0
     seq: int = ISS_B
     window: int = PEER_WINDOW
+    timestamps: bool = False
+    ts_offset: int = TSVAL0
+    ts_echo: int = 0
+
+    def peer_tsval(self) -> int:
+        """The peer's timestamp clock now (RFC 7323 5.4: 1 ms ticks)."""
+        return (self.ts_offset + round(self.now * PEER_TS_HZ)) & sq.MASK
 
     def make(
         self,
@@ -302,7 +325,26 @@ class Script:
         window: int | None = None,
         options: wt.TcpOptions | bytes = b"",
         urgent: int = 0,
+        ts: bool | None = None,
+        tsval: int | None = None,
+        sack: Sequence[tuple[int, int]] = (),
     ) -> wt.TcpSegment:
+        """One peer segment. ``ts`` forces the Timestamps option on or off (default: on when
+        ``timestamps`` is, or when ``tsval`` is given; an explicit ``options.timestamps`` wins);
+        ``sack`` adds SACK blocks (sequence numbers of our stream, left edge first)."""
+        add_ts = ts if ts is not None else (self.timestamps or tsval is not None)
+        if add_ts or sack:
+            if isinstance(options, bytes):
+                if options:
+                    raise ValueError("raw option bytes cannot be combined with ts= or sack=")
+                options = wt.TcpOptions()
+            if sack:
+                options = options._replace(
+                    sack_blocks=tuple((a & sq.MASK, b & sq.MASK) for a, b in sack)
+                )
+            if add_ts and options.timestamps is None:
+                val = self.peer_tsval() if tsval is None else tsval & sq.MASK
+                options = options._replace(timestamps=(val, self.ts_echo))
         return seg(
             seq=self.seq if seq is None else seq,
             ack=self.conn.snd_max if ack is None else ack,
@@ -323,6 +365,9 @@ class Script:
         window: int | None = None,
         options: wt.TcpOptions | bytes = b"",
         urgent: int = 0,
+        ts: bool | None = None,
+        tsval: int | None = None,
+        sack: Sequence[tuple[int, int]] = (),
     ) -> list[wt.TcpSegment]:
         """Feed one segment to our connection, then return what it sends.
 
@@ -337,6 +382,9 @@ class Script:
             window=window,
             options=options,
             urgent=urgent,
+            ts=ts,
+            tsval=tsval,
+            sack=sack,
         )
         if seq is None:
             self.seq = (self.seq + s.seg_len) & 0xFFFFFFFF
@@ -344,7 +392,11 @@ class Script:
         return self.out()
 
     def out(self) -> list[wt.TcpSegment]:
-        return out(self.conn, self.now)
+        segs = out(self.conn, self.now)
+        for s in segs:
+            if s.options.timestamps is not None:
+                self.ts_echo = s.options.timestamps[0]
+        return segs
 
     def advance(self, to: float) -> list[wt.TcpSegment]:
         """Jump to ``to``, firing every deadline on the way; return everything sent."""
@@ -422,6 +474,70 @@ def established(
         s.window = syn_window
     (ack,) = s.push(SYN | ACK, options=opts, window=syn_window)
     assert ack.flags == ACK
+    events(s.conn)
+    return s
+
+
+def _full_opts(s: Script, opts: wt.TcpOptions) -> wt.TcpOptions:
+    """``opts`` with the TSval from the peer's clock and TSecr from our last TSval."""
+    if opts.timestamps is None:
+        return opts
+    return opts._replace(timestamps=(s.peer_tsval(), s.ts_echo))
+
+
+def established_full(
+    config: TcpConfig | None = None,
+    stats: Stats | None = None,
+    *,
+    opts: wt.TcpOptions = PEER_SYN_OPTS_FULL,
+    syn_window: int = PEER_SYN_WINDOW,
+    ts_offset: int = TSVAL0,
+) -> Script:
+    """Active open with a peer that answers with ``opts`` (default: MSS, window scale, SACK-
+    permitted and timestamps). The peer puts timestamps on its later segments when both SYNs
+    carried them (its own view of the negotiation, not our TCB's)."""
+    s = Script(new_conn(config, stats), ts_offset=ts_offset)
+    s.conn.open_active(s.now)
+    (syn,) = s.out()
+    assert syn.control is wt.Control.SYN and not syn.has_ack
+    if opts.wscale is None:
+        s.window = syn_window
+    offered_ts = syn.options.timestamps is not None
+    (ack,) = s.push(SYN | ACK, options=_full_opts(s, opts), window=syn_window, ts=False)
+    assert ack.flags == ACK
+    s.timestamps = offered_ts and opts.timestamps is not None
+    events(s.conn)
+    return s
+
+
+def syn_received_full(
+    config: TcpConfig | None = None,
+    stats: Stats | None = None,
+    *,
+    opts: wt.TcpOptions = PEER_SYN_OPTS_FULL,
+    ts_offset: int = TSVAL0,
+) -> Script:
+    """Passive: LISTEN + a SYN with ``opts`` (default: everything); our SYN,ACK has gone out
+    and the peer uses timestamps from now on if the SYN,ACK carried them too."""
+    s = listen(config, stats)
+    s.ts_offset = ts_offset
+    (synack,) = s.push(SYN, options=_full_opts(s, opts), window=PEER_SYN_WINDOW, ack=0, ts=False)
+    assert synack.control is wt.Control.SYN and synack.has_ack
+    s.timestamps = opts.timestamps is not None and synack.options.timestamps is not None
+    return s
+
+
+def accepted_full(
+    config: TcpConfig | None = None,
+    stats: Stats | None = None,
+    *,
+    opts: wt.TcpOptions = PEER_SYN_OPTS_FULL,
+    ts_offset: int = TSVAL0,
+) -> Script:
+    """Passive open completed: :func:`syn_received_full` + the peer's ACK (ESTABLISHED)."""
+    s = syn_received_full(config, stats, opts=opts, ts_offset=ts_offset)
+    assert s.push(ACK) == []
+    assert s.conn.state is State.ESTABLISHED
     events(s.conn)
     return s
 

@@ -763,7 +763,6 @@ class Connection:
             if dup:
                 stats.tcp_dup_acks += 1
                 if not rec.sack and rec.reno_dupack(flight_old):
-                    stats.tcp_fast_retransmits += 1
                     rec.enter_recovery(now, flight_old, snd.nxt, "newreno")
             return True
         if ack_u > una_old:
@@ -791,7 +790,6 @@ class Connection:
         if rec.sack and (rec.rack or rec.state is not LossState.LOSS):
             lost = rec.detect_loss(now, self.rtt.srtt) if rec.rack else rec.detect_loss_dupthresh()
             if lost and rec.state is LossState.OPEN and rec.board.lost_out:
-                stats.tcp_fast_retransmits += 1
                 rec.enter_recovery(now, flight, snd.nxt, "rack" if rec.rack else "dupthresh")
         if delivered and rec.state is not LossState.RECOVERY:
             self.cc.on_ack(
@@ -1081,7 +1079,6 @@ class Connection:
         if self.state not in SENDING or not rec.rack:
             return
         if rec.detect_loss(now, self.rtt.srtt) and rec.state is LossState.OPEN:
-            self.stats.tcp_fast_retransmits += 1
             rec.enter_recovery(now, self.snd.flight, self.snd.nxt, "rack")
 
     def _on_persist_timeout(self, now: float) -> None:

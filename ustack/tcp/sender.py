@@ -47,6 +47,9 @@ class OutSegment(NamedTuple):
     payload: bytes | memoryview
 
 
+# Retransmissions of segments that ACKs (not a timer) showed lost.
+_FAST = frozenset({"rack", "dupthresh", "newreno"})
+
 # Why the last call to next_new sent nothing (or less than asked).
 LIMIT_NONE = 0
 LIMIT_RWND = 1  # the peer's window
@@ -442,6 +445,8 @@ class Sender:
         stats.tcp_retransmitted_bytes += len(payload)
         if fin:
             stats.tcp_fin_retransmits += 1
+        if reason in _FAST:
+            stats.tcp_fast_retransmits += 1
         if self.trace is not None:
             detail = {"seq": self.wrap(r.start), "len": len(payload), "fin": fin}
             self.trace("retransmit", {**detail, "syn": False, "reason": reason})

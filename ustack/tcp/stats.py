@@ -63,7 +63,7 @@ class Stats:
     tcp_syn_retransmits: int = 0
     tcp_synack_retransmits: int = 0
     tcp_fin_retransmits: int = 0
-    tcp_fast_retransmits: int = 0  # a loss detected by ACKs (RACK, DupThresh, 3 dup ACKs)
+    tcp_fast_retransmits: int = 0  # segments resent because ACKs showed them lost (not a timer)
     tcp_partial_ack_retransmits: int = 0  # RFC 6582 3.2 step 5 (a peer without SACK)
     tcp_recoveries: int = 0  # fast/SACK recovery entered (RFC 6675 5)
     tcp_recoveries_completed: int = 0  # an ACK beyond the recovery point ended it
