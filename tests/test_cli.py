@@ -73,6 +73,27 @@ def test_usage_errors_are_one_line(argv: list[str]) -> None:
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ustack"), proc.stderr
 
 
+def test_serve_options_reach_the_tcp_config() -> None:
+    from ustack.cli import _tcp_config, build_parser
+
+    args = build_parser().parse_args(["serve"])
+    config = _tcp_config(args)
+    assert (config.congestion, config.sack, config.timestamps) == ("cubic", True, True)
+    args = build_parser().parse_args(
+        ["serve", "--congestion", "newreno", "--no-sack", "--no-timestamps", "--msl", "2"]
+    )
+    config = _tcp_config(args)
+    assert (config.congestion, config.sack, config.timestamps) == ("newreno", False, False)
+    assert config.msl == 2
+
+
+def test_demo_can_show_every_segments_timestamps() -> None:
+    from ustack.cli import build_parser
+
+    assert build_parser().parse_args(["demo"]).timestamps is False
+    assert build_parser().parse_args(["demo", "--timestamps"]).timestamps is True
+
+
 def test_text_trace_line_names_both_ends_and_the_transition() -> None:
     out = io.StringIO()
     tracer = _Tracer("text", out)

@@ -279,7 +279,9 @@ def _build_link(args: argparse.Namespace) -> Any:
 def _tcp_config(args: argparse.Namespace) -> Any:
     from ustack.tcp.config import TcpConfig
 
-    config = TcpConfig()
+    config = TcpConfig(
+        congestion=args.congestion, sack=not args.no_sack, timestamps=not args.no_timestamps
+    )
     if args.msl is not None:
         config.msl = args.msl
     return config
@@ -355,7 +357,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from ustack.tcp.config import TcpConfig
 
     loop = asyncio.get_running_loop()
-    ladder = Ladder(max_run=args.fold)
+    ladder = Ladder(max_run=args.fold, timestamps=args.timestamps)
     address, peer = "10.7.0.2", "10.7.0.1"
 
     def on_packet(direction: str, packet: bytes | bytearray | memoryview, _now: float) -> None:
@@ -499,7 +501,18 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="text",
         choices=("text", "json"),
-        help="print a line per state change and retransmission (text or json lines)",
+        help="print a line per state change, retransmission, recovery episode, RTO, tail loss "
+        "probe and SACK-bearing ACK (text or json lines)",
+    )
+    serve.add_argument(
+        "--congestion",
+        choices=("cubic", "newreno"),
+        default="cubic",
+        help="congestion control (RFC 9438 CUBIC with HyStart++, or RFC 5681/6582 NewReno)",
+    )
+    serve.add_argument("--no-sack", action="store_true", help="neither offer nor accept SACK")
+    serve.add_argument(
+        "--no-timestamps", action="store_true", help="neither offer nor accept RFC 7323 timestamps"
     )
     serve.add_argument("--loss", type=_percent, default=0.0, metavar="PCT", help="drop PCT %%")
     serve.add_argument("--duplicate", type=_percent, default=0.0, metavar="PCT")
@@ -522,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=300_000, help="download size (300000)")
     demo.add_argument("--msl", type=_positive, default=1.0, help="MSL for the demo (1 s)")
     demo.add_argument("--fold", type=int, default=4, help="data segments shown per run (4)")
+    demo.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="show every segment's RFC 7323 timestamps (relative TSval/TSecr), not only the SYNs'",
+    )
     demo.add_argument("--no-uvloop", action="store_true")
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -773,7 +773,7 @@ class Connection:
                 stats.tcp_dup_acks += 1
         tsecr = opts.timestamps[1] if opts.timestamps is not None and self.rcv.ts_ok else None
         delivered, rtt, ca_rtt = rec.on_ack(una_old, ack_u, snd.nxt, blocks, dsack, now, tsecr)
-        if rtt is None and acked and tsecr:
+        if rtt is None and acked and tsecr is not None:
             # RFC 7323 4.1: the echoed TSval times the segment that made the peer ACK, even a
             # retransmitted one (the receiver's TS.Recent rules see to that)
             rtt = ((self._tsval(now) - tsecr) & sq.MASK) / TS_HZ
