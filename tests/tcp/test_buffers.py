@@ -102,3 +102,47 @@ class TestReceiveBuffer:
                 r.add_out_of_order(start - nxt, stream[start:end])
         r.add_in_order(b"")
         assert r.read() == stream[:nxt]
+
+
+class TestOutOfOrderRanges:
+    """The merged ranges SACK blocks are read from always match the pieces held."""
+
+    @staticmethod
+    def merged(buf: ReceiveBuffer) -> list[list[int]]:
+        out: list[list[int]] = []
+        for start, piece in buf._ooo:
+            end = start + len(piece)
+            if out and out[-1][1] == start:
+                out[-1][1] = end
+            else:
+                out.append([start, end])
+        return out
+
+    def test_ranges_follow_every_insert_and_drain(self) -> None:
+        rng = random.Random(3)
+        stream = bytes(rng.randrange(256) for _ in range(20_000))
+        for _ in range(20):
+            buf = ReceiveBuffer(1 << 20, 10_000)
+            nxt = 0
+            for _ in range(300):
+                start = nxt + rng.randrange(0, 4000)
+                end = min(start + rng.randrange(1, 1500), len(stream))
+                if start >= end:
+                    continue
+                if start == nxt:
+                    nxt += buf.add_in_order(memoryview(stream)[start:end])
+                else:
+                    buf.add_out_of_order(start - nxt, memoryview(stream)[start:end])
+                assert buf.ooo_ranges() == self.merged(buf)
+                for a, b in buf.ooo_ranges():
+                    assert buf.ooo_range_at(a) == [a, b] and buf.ooo_range_at(b - 1) == [a, b]
+                    assert buf.ooo_range_at(b) != [a, b]
+            assert buf.read() == stream[:nxt]
+
+    def test_last_dup_names_the_first_duplicate_range(self) -> None:
+        buf = ReceiveBuffer(1 << 20, 100)
+        buf.add_out_of_order(100, b"x" * 100)  # [100, 200)
+        assert buf.last_dup is None
+        buf.add_out_of_order(150, b"y" * 100)  # [150, 250): 150..200 is a duplicate
+        assert buf.last_dup == (150, 200)
+        assert buf.ooo_ranges() == [[100, 250]]

@@ -500,6 +500,25 @@ class TestSackBlocks:
         assert ack.ack == D0
         assert rel(ack) == ((100, 200),)
 
+    @pytest.mark.parametrize(
+        ("opts", "acks"), [(kit.PEER_SYN_OPTS_FULL, 3), (TS_ONLY, 5)], ids=["sack", "no-sack"]
+    )
+    def test_out_of_order_segments_arriving_together_share_acks_only_with_sack(
+        self, opts: wt.TcpOptions, acks: int
+    ) -> None:
+        # Five full segments beyond a hole arrive in one batch (one read from the link) before
+        # the host asks for output. With SACK the blocks say everything: an ACK every second
+        # segment and one at the end. Without, each is a duplicate ACK that counts (RFC 5681
+        # 3.2) and goes on its own.
+        s = kit.established_full(opts=opts)
+        c = s.conn
+        for i in range(5):
+            c.receive(s.make(payload=b"o" * MSS, seq=D0 + (i + 1) * MSS), s.now)
+        sent = s.out()
+        assert len(sent) == acks and all(x.ack == D0 for x in sent)
+        if c.sack_ok:
+            assert rel(sent[-1]) == ((MSS, 6 * MSS),)
+
     def test_first_block_is_the_latest_arrival_then_earlier_ones(self) -> None:
         s = kit.established_full()
         steps = [

@@ -97,7 +97,7 @@ class SendBuffer:
 
 
 class ReceiveBuffer:
-    __slots__ = ("_data", "_ooo", "_stream", "capacity", "last_dup", "max_pieces")
+    __slots__ = ("_data", "_ooo", "_ranges", "_stream", "capacity", "last_dup", "max_pieces")
 
     def __init__(self, capacity: int, max_pieces: int) -> None:
         self.capacity = capacity
@@ -105,6 +105,9 @@ class ReceiveBuffer:
         self._data = bytearray()  # in order, not yet read
         self._stream = 0  # stream offset of the next in-order byte (RCV.NXT)
         self._ooo: list[tuple[int, bytes]] = []  # sorted, disjoint (start, data)
+        # The same data as merged [start, end) ranges, kept up to date as pieces come and go,
+        # because every ACK's SACK blocks are read from it.
+        self._ranges: list[list[int]] = []
         self.last_dup: tuple[int, int] | None = None
 
     @property
@@ -163,6 +166,9 @@ class ReceiveBuffer:
                 self._data += tail
                 self._stream += len(tail)
                 advanced += len(tail)
+        ranges = self._ranges
+        while ranges and ranges[0][1] <= self._stream:
+            del ranges[0]
         return advanced
 
     @property
@@ -170,17 +176,35 @@ class ReceiveBuffer:
         """The stream offset of RCV.NXT (in-order bytes received so far)."""
         return self._stream
 
-    def ooo_ranges(self) -> list[tuple[int, int]]:
+    def ooo_ranges(self) -> list[list[int]]:
         """The out-of-order data held, as merged ``[start, end)`` stream-offset ranges (what
-        SACK blocks report: adjacent pieces are one block)."""
-        out: list[tuple[int, int]] = []
-        for start, piece in self._ooo:
-            end = start + len(piece)
-            if out and out[-1][1] == start:
-                out[-1] = (out[-1][0], end)
-            else:
-                out.append((start, end))
-        return out
+        SACK blocks report: adjacent pieces are one block). Read-only."""
+        return self._ranges
+
+    def ooo_range_at(self, offset: int) -> list[int] | None:
+        """The merged range holding stream offset ``offset``, if any. Read-only."""
+        ranges = self._ranges
+        i = bisect_right(ranges, offset, key=_first) - 1
+        if i >= 0 and offset < ranges[i][1]:
+            return ranges[i]
+        return None
+
+    def _add_range(self, a: int, b: int) -> None:
+        ranges = self._ranges
+        i = bisect_right(ranges, a, key=_first)
+        if i and ranges[i - 1][1] >= a:
+            i -= 1
+            if b > ranges[i][1]:
+                ranges[i][1] = b
+        else:
+            ranges.insert(i, [a, b])
+        cur = ranges[i]
+        j = i + 1
+        while j < len(ranges) and ranges[j][0] <= cur[1]:
+            if ranges[j][1] > cur[1]:
+                cur[1] = ranges[j][1]
+            j += 1
+        del ranges[i + 1 : j]
 
     def add_out_of_order(self, offset: int, data: bytes | memoryview) -> tuple[int, int]:
         """Hold ``data`` that starts ``offset`` (> 0) bytes after RCV.NXT.
@@ -223,8 +247,13 @@ class ReceiveBuffer:
             return -1, dup
         for item in new:
             insort(ooo, item, key=_start)
+            self._add_range(item[0], item[0] + len(item[1]))
         return sum(len(p) for _, p in new), dup
 
 
 def _start(piece: tuple[int, bytes]) -> int:
     return piece[0]
+
+
+def _first(r: list[int]) -> int:
+    return r[0]

@@ -682,9 +682,10 @@ class Connection:
                     # one ACK per two segments (the sender's byte counting depends on it)
                     self._emit_ack(now)
             else:
-                rcv.out_of_order(offset, payload)
-                # RFC 5681 4.2: out-of-order data is ACKed at once, each ACK on its own
-                self._emit_ack(now)
+                if rcv.out_of_order(offset, payload):
+                    # RFC 5681 4.2: out-of-order data is ACKed at once (every duplicate ACK
+                    # counts for a sender without SACK)
+                    self._emit_ack(now)
         if fin:
             if state in RECEIVING:
                 end = sq.add(seg_seq, len(payload))

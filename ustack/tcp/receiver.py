@@ -224,9 +224,10 @@ class Receiver:
             self.timers.set(Timer.DELAYED_ACK, now + self.config.delayed_ack)
         return False
 
-    def out_of_order(self, offset: int, payload: memoryview) -> None:
+    def out_of_order(self, offset: int, payload: memoryview) -> bool:
         """Bytes beyond a hole, ``offset`` after RCV.NXT: hold them and remember the arrival
-        for the SACK blocks (RFC 2018 4)."""
+        for the SACK blocks (RFC 2018 4). True when the ACK must go out at once, on its own;
+        otherwise it goes with the connection's next output."""
         stats = self.stats
         buf = self.buf
         new, dup = buf.add_out_of_order(offset, payload)
@@ -249,8 +250,20 @@ class Receiver:
                     sq.add(self.rcv_nxt, b - buf.stream),
                 )
                 stats.tcp_dsack_sent += 1
-        # RFC 5681 4.2: out-of-order data is ACKed at once (a duplicate ACK for fast retransmit)
+        # RFC 5681 4.2: out-of-order data is ACKed at once. Without SACK every duplicate ACK
+        # counts (three make a fast retransmit), so each is its own. With SACK the blocks carry
+        # the information, so segments that arrive together share an ACK -- as they would one
+        # for a GRO super-segment -- but never more than two per ACK, to keep the sender's ACK
+        # clock going.
         stats.tcp_quick_acks += 1
+        self.ack_now = True
+        if not self.sack_ok:
+            return True
+        n = len(payload)
+        if n > self.rcv_mss:
+            self.rcv_mss = n
+        self.unacked += n
+        return self.unacked >= 2 * self.rcv_mss
 
     def receive_fin(self) -> None:
         """Eighth check (3.10.7.4): the peer's FIN reached RCV.NXT."""
@@ -290,22 +303,20 @@ class Receiver:
         if dsack is not None:
             blocks.append(dsack)
         if buf.has_ooo:
-            ranges = buf.ooo_ranges()
             base = self.rcv_nxt
             stream = buf.stream
-            chosen: list[tuple[int, int]] = []
+            chosen: list[list[int]] = []
             for point in self._sack_recent:
-                for r in ranges:
-                    if r[0] <= point < r[1]:
-                        if r not in chosen:
-                            chosen.append(r)
-                        break
-            for r in reversed(ranges):
-                if r not in chosen:
+                r = buf.ooo_range_at(point)
+                if r is not None and r not in chosen:
                     chosen.append(r)
-            for a, b in chosen:
-                if len(blocks) >= limit:
-                    break
+            if len(chosen) + len(blocks) < limit:
+                for r in reversed(buf.ooo_ranges()):
+                    if r not in chosen:
+                        chosen.append(r)
+                        if len(chosen) + len(blocks) >= limit:
+                            break
+            for a, b in chosen[: limit - len(blocks)]:
                 blocks.append((sq.add(base, a - stream), sq.add(base, b - stream)))
         return tuple(blocks)
 

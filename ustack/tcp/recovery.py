@@ -116,6 +116,7 @@ class Scoreboard:
         "retrans_out",
         "sacked_out",
         "tsorted",
+        "waiting",
     )
 
     def __init__(self) -> None:
@@ -126,6 +127,7 @@ class Scoreboard:
         self.sacked_out = 0
         self.lost_out = 0
         self.retrans_out = 0
+        self.waiting = 0  # bytes presumed lost and not yet resent (NextSeg rule 1's work)
         # Merged SACKed ranges above SND.UNA, so a block repeated in every ACK costs nothing.
         self._sacked_ivals: list[list[int]] = []
 
@@ -213,6 +215,8 @@ class Scoreboard:
                 out.append(rec)
                 if rec.lost:
                     self.lost_out -= length
+                    if not rec.retrans:
+                        self.waiting -= length
                 if rec.retrans:
                     self.retrans_out -= length
                 tsorted.pop(rec, None)
@@ -235,6 +239,8 @@ class Scoreboard:
         else:
             if rec.lost:
                 self.lost_out -= cut
+                if not rec.retrans:
+                    self.waiting -= cut
             if rec.retrans:
                 self.retrans_out -= cut
         rec.start = una
@@ -270,6 +276,8 @@ class Scoreboard:
         if rec.lost:
             rec.lost = False
             self.lost_out -= length
+            if not rec.retrans:
+                self.waiting -= length
         if rec.retrans:
             rec.retrans = False
             self.retrans_out -= length
@@ -289,6 +297,7 @@ class Scoreboard:
         else:
             rec.lost = True
             self.lost_out += length
+        self.waiting += length
         self.tsorted.pop(rec, None)
         return True
 
@@ -296,6 +305,8 @@ class Scoreboard:
         if not rec.retrans:
             rec.retrans = True
             self.retrans_out += rec.end - rec.start
+            if rec.lost:
+                self.waiting -= rec.end - rec.start
         rec.xmits += 1
         rec.time = now
         rec.tsval = tsval
@@ -317,6 +328,7 @@ class Scoreboard:
             if rec.lost and not rec.retrans:
                 rec.lost = False
                 self.lost_out -= rec.end - rec.start
+                self.waiting -= rec.end - rec.start
                 self.tsorted[rec] = None
 
     def check(self, una: int, high: int) -> None:
@@ -336,6 +348,8 @@ class Scoreboard:
             assert (rec in self.tsorted) == in_net, rec
         assert not recs or prev == high, (prev, high)
         assert (sacked, lost, retrans) == (self.sacked_out, self.lost_out, self.retrans_out)
+        waiting = sum(r.end - r.start for r in recs if r.lost and not r.retrans)
+        assert waiting == self.waiting, (waiting, self.waiting)
         assert len(self.tsorted) == sum(
             1 for r in recs if not r.sacked and not (r.lost and not r.retrans)
         )
@@ -478,17 +492,19 @@ class Recovery:
         """NextSeg rule 1: the first segment presumed lost and not yet retransmitted, with its
         index in the scoreboard."""
         b = self.board
-        if not b.lost_out:
+        if not b.waiting:
             return None
         recs = b._recs
-        i = b.index_at(self._rtx_hint)
         n = len(recs)
-        while i < n:
-            rec = recs[i]
-            if rec.lost and not rec.retrans:
-                self._rtx_hint = rec.start
-                return i, rec
-            i += 1
+        for first in (b.index_at(self._rtx_hint), b.head):
+            i = first
+            while i < n:
+                rec = recs[i]
+                if rec.lost and not rec.retrans:
+                    self._rtx_hint = rec.start
+                    return i, rec
+                i += 1
+            # (the second pass from the first record cannot be needed while the hint holds)
         return None
 
     def next_other(self, una: int) -> tuple[int, Sent] | None:
