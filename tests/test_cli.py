@@ -79,12 +79,14 @@ def test_serve_options_reach_the_tcp_config() -> None:
     args = build_parser().parse_args(["serve"])
     config = _tcp_config(args)
     assert (config.congestion, config.sack, config.timestamps) == ("cubic", True, True)
+    assert config.rto_min == 0.2
     args = build_parser().parse_args(
         ["serve", "--congestion", "newreno", "--no-sack", "--no-timestamps", "--msl", "2"]
+        + ["--rto-min", "50"]
     )
     config = _tcp_config(args)
     assert (config.congestion, config.sack, config.timestamps) == ("newreno", False, False)
-    assert config.msl == 2
+    assert config.msl == 2 and config.rto_min == 0.05
 
 
 def test_demo_can_show_every_segments_timestamps() -> None:

@@ -280,7 +280,10 @@ def _tcp_config(args: argparse.Namespace) -> Any:
     from ustack.tcp.config import TcpConfig
 
     config = TcpConfig(
-        congestion=args.congestion, sack=not args.no_sack, timestamps=not args.no_timestamps
+        congestion=args.congestion,
+        sack=not args.no_sack,
+        timestamps=not args.no_timestamps,
+        rto_min=args.rto_min / 1000.0,
     )
     if args.msl is not None:
         config.msl = args.msl
@@ -511,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="congestion control (RFC 9438 CUBIC with HyStart++, or RFC 5681/6582 NewReno)",
     )
     serve.add_argument("--no-sack", action="store_true", help="neither offer nor accept SACK")
+    serve.add_argument(
+        "--rto-min",
+        type=_positive,
+        default=200.0,
+        metavar="MS",
+        help="floor of the retransmission timeout (Linux's 200 ms; RFC 6298 says 1000)",
+    )
     serve.add_argument(
         "--no-timestamps", action="store_true", help="neither offer nor accept RFC 7323 timestamps"
     )
