@@ -80,10 +80,8 @@ def test_serve_options_reach_the_tcp_config() -> None:
     config = _tcp_config(args)
     assert (config.congestion, config.sack, config.timestamps) == ("cubic", True, True)
     assert config.rto_min == 0.2
-    args = build_parser().parse_args(
-        ["serve", "--congestion", "newreno", "--no-sack", "--no-timestamps", "--msl", "2"]
-        + ["--rto-min", "50"]
-    )
+    argv = "serve --congestion newreno --no-sack --no-timestamps --msl 2 --rto-min 50"
+    args = build_parser().parse_args(argv.split())
     config = _tcp_config(args)
     assert (config.congestion, config.sack, config.timestamps) == ("newreno", False, False)
     assert config.msl == 2 and config.rto_min == 0.05
