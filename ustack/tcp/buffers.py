@@ -5,9 +5,9 @@ Theory of operation
 :class:`SendBuffer` holds every byte the application queued that the peer has not acknowledged:
 unacknowledged bytes first, then unsent ones. The connection addresses it by offset from its
 first byte (which sits at a known sequence number), so the buffer needs no sequence arithmetic.
-Chunks are immutable ``bytes`` kept in a deque; a segment that falls inside one chunk is handed
+Chunks are immutable ``bytes`` kept in a list; a segment that falls inside one chunk is handed
 out as a ``memoryview`` slice (no copy, and no export that could block a later resize); only a
-segment spanning chunks is joined. Small writes are coalesced into the tail chunk so the deque
+segment spanning chunks is joined. Small writes are coalesced into the tail chunk so the list
 stays short.
 
 :class:`ReceiveBuffer` holds in-order bytes the application has not read yet plus out-of-order
@@ -21,7 +21,6 @@ advertised window first, so the bytes held never exceed the buffer's capacity.
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections import deque
 
 # Writes smaller than this are appended to a tail chunk of at most _COALESCE_MAX bytes.
 _SMALL_WRITE = 4096
@@ -33,7 +32,9 @@ class SendBuffer:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._chunks: deque[bytes] = deque()
+        # A list: it stays short (writes are coalesced, 16 KiB chunks), and an empty deque
+        # costs 600 bytes per connection.
+        self._chunks: list[bytes] = []
         self._head = 0  # bytes of _chunks[0] already consumed
         self.size = 0  # bytes held (acknowledged bytes are gone)
 
@@ -63,7 +64,7 @@ class SendBuffer:
         chunks = self._chunks
         head = self._head + n
         while chunks and head >= len(chunks[0]):
-            head -= len(chunks.popleft())
+            head -= len(chunks.pop(0))
         self._head = head if chunks else 0
 
     def peek(self, offset: int, n: int) -> bytes | memoryview:

@@ -727,16 +727,7 @@ class Recovery:
         self.timers.clear(Timer.PROBE)
         self.stats.tcp_recoveries += 1
         if self.trace is not None:
-            self.trace(
-                "recovery",
-                {
-                    "event": "enter",
-                    "cwnd": cc.cwnd,
-                    "ssthresh": cc.ssthresh,
-                    "pipe": self.pipe(flight),
-                    "reason": why,
-                },
-            )
+            self._trace("enter", self.pipe(flight), why)
 
     def maybe_exit(self, una: int, now: float, flight: int) -> None:
         """RFC 6675 5: an ACK beyond RecoveryPoint ends recovery (or the post-RTO LOSS state)."""
@@ -753,17 +744,7 @@ class Recovery:
             if self.reo_wnd_persist == 0:
                 self.reo_wnd_mult = 1
         if self.trace is not None:
-            cc = self.cc
-            self.trace(
-                "recovery",
-                {
-                    "event": "exit",
-                    "cwnd": cc.cwnd,
-                    "ssthresh": cc.ssthresh,
-                    "pipe": self.pipe(flight),
-                    "reason": "ack",
-                },
-            )
+            self._trace("exit", self.pipe(flight), "ack")
 
     def on_rto(self, now: float, una: int, high: int, flight: int) -> None:
         """RFC 6298 5.4-5.6 with RFC 6675 5.1 and RFC 8985 6.3: collapse cwnd, mark what RACK
@@ -793,6 +774,12 @@ class Recovery:
         self.tlp_end = None
         self.timers.clear(Timer.PROBE)
         self.timers.clear(Timer.REORDER)
+
+    def _trace(self, event: str, pipe: int, reason: str) -> None:
+        assert self.trace is not None
+        cc = self.cc
+        detail = {"event": event, "cwnd": cc.cwnd, "ssthresh": cc.ssthresh, "pipe": pipe}
+        self.trace("recovery", {**detail, "reason": reason})
 
     def _begin_episode(self) -> None:
         """Save what a congestion response is about to change, for undo."""
@@ -833,16 +820,7 @@ class Recovery:
         else:
             self.stats.tcp_undo_timestamps += 1
         if self.trace is not None:
-            self.trace(
-                "recovery",
-                {
-                    "event": "undo",
-                    "cwnd": cc.cwnd,
-                    "ssthresh": cc.ssthresh,
-                    "pipe": 0,
-                    "reason": how,
-                },
-            )
+            self._trace("undo", 0, how)
 
     # -- RACK --------------------------------------------------------------------------------
 
