@@ -231,6 +231,45 @@ def test_duplicates_are_reported_and_cost_nothing() -> None:
     assert st.tcp_retransmits == 0 and st.tcp_recoveries == 0
 
 
+def test_a_receiver_that_reneges_gets_its_data_again() -> None:
+    # Segment 300 is lost; while the receiver holds what came after it (and has SACKed it), it
+    # throws all that away (RFC 2018 8 allows this under memory pressure). The retransmission
+    # of 300 is then ACKed only up to the first SACKed segment: the sender sees the reneging,
+    # forgets its SACK marks and sends the data again. The transfer completes intact.
+    reneged: list[int] = []
+    server_conns: list[object] = []
+
+    def drop_then_renege(seg: Seg, now: float) -> list[float] | None:
+        if seg.length and seg.offset == 300 * MSS:
+            if not reneged:
+                reneged.append(0)
+                return []
+            if len(reneged) == 1:
+                # the retransmission is on its way: the receiver drops what it held beyond it
+                reneged.append(server_conns[0].rcv.renege())  # type: ignore[attr-defined]
+        return None
+
+    from ustack.stack import host as host_module
+
+    real = host_module.Host._new_connection
+
+    def remember(self: host_module.Host, key: object, now: float) -> object:
+        conn = real(self, key, now)  # type: ignore[arg-type]
+        if conn.local_port == 5001:
+            server_conns.append(conn)
+        return conn
+
+    host_module.Host._new_connection = remember  # type: ignore[method-assign]
+    try:
+        o = transfer(drop_then_renege)
+    finally:
+        host_module.Host._new_connection = real  # type: ignore[method-assign]
+    assert len(reneged) == 2 and reneged[1] > 10 * MSS  # it held (and dropped) SACKed data
+    st = o.client.stats
+    assert st.tcp_sack_reneging >= 1
+    assert st.tcp_retransmitted_bytes > reneged[1]  # what was thrown away went out again
+
+
 def test_paws_drops_an_old_duplicate() -> None:
     # A copy of an early data segment turns up 50 ms later, while the transfer is still going:
     # its TSval is 50 ticks behind TS.Recent.

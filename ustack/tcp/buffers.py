@@ -182,6 +182,13 @@ class ReceiveBuffer:
         SACK blocks report: adjacent pieces are one block). Read-only."""
         return self._ranges
 
+    def drop_out_of_order(self) -> int:
+        """Forget every out-of-order piece; return the bytes dropped."""
+        dropped = sum(len(piece) for _, piece in self._ooo)
+        self._ooo.clear()
+        self._ranges.clear()
+        return dropped
+
     def ooo_range_at(self, offset: int) -> list[int] | None:
         """The merged range holding stream offset ``offset``, if any. Read-only."""
         ranges = self._ranges

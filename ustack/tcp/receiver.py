@@ -265,6 +265,15 @@ class Receiver:
         self.unacked += n
         return self.unacked >= 2 * self.rcv_mss
 
+    def renege(self) -> int:
+        """Throw away the out-of-order data held -- what RFC 2018 8 allows a receiver short of
+        memory to do even after SACKing it. ustack never does this on its own; it is here so a
+        test (or a tester) can be a reneging peer. Returns the bytes dropped."""
+        dropped = self.buf.drop_out_of_order()
+        self._sack_recent.clear()
+        self.ooo_fin = None
+        return dropped
+
     def receive_fin(self) -> None:
         """Eighth check (3.10.7.4): the peer's FIN reached RCV.NXT."""
         self.rcv_nxt = sq.add(self.rcv_nxt, 1)

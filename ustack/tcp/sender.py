@@ -318,6 +318,19 @@ class Sender:
         retransmissions -- after the zero-window or tail loss probe a timer asked for.
         ``tsval`` is our timestamp clock (-1 without timestamps). True if anything went out."""
         rec = self.recovery
+        if not (
+            window_probe
+            or tail_probe
+            or rec.board.waiting
+            or self.nxt < self.buf_u + self.buf.size
+            or (self.fin_queued and self.nxt == self.fin_u)
+            or rec.state is LossState.RECOVERY
+        ):
+            # Nothing to send (the common case on the receiving side of a transfer): skip
+            # building a window and options for segments that will not exist.
+            self.limit = LIMIT_APP
+            self.cwnd_limited = False
+            return False
         rcv = self.rcv
         cc = self.cc
         timers = self.timers

@@ -160,6 +160,9 @@ class TcpSegment:
 
 _TS_ONLY = struct.Struct("!BBBBII")
 _TS_PREFIX = (OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10)
+_TS_PREFIX_BYTES = bytes(_TS_PREFIX)
+_TS_PAIR = struct.Struct("!II")
+_TS_ONLY_HLEN = HEADER_LEN + 12
 
 
 def encode_options(o: TcpOptions) -> bytes:
@@ -261,7 +264,14 @@ def parse(
     control = _CONTROL_BY_BITS[flags & 0x07]
     if control is None:
         raise ParseError("tcp_bad_flags")
-    options = NO_OPTIONS if hlen == HEADER_LEN else parse_options(mv[HEADER_LEN:hlen])
+    if hlen == HEADER_LEN:
+        options = NO_OPTIONS
+    elif hlen == _TS_ONLY_HLEN and mv[HEADER_LEN : HEADER_LEN + 4] == _TS_PREFIX_BYTES:
+        # the options of nearly every segment once timestamps are on: NOP, NOP, TS (RFC 7323
+        # appendix A's layout), read without the general option walk
+        options = TcpOptions(timestamps=_TS_PAIR.unpack_from(mv, HEADER_LEN + 4))
+    else:
+        options = parse_options(mv[HEADER_LEN:hlen])
     return TcpSegment(
         sport,
         dport,
