@@ -26,9 +26,10 @@ D-SACKs, and marks segments lost:
   segment that left the network, which is also RFC 3042 limited transmit.
 
 A loss moves the connection into recovery (RFC 6675 5: ``RecoveryPoint = HighData``, one
-congestion response per episode); :meth:`Recovery.next_retransmission` is NextSeg's rules 1, 3
-and 4 (rule 2, new data, is the sender's). An RTO marks what RACK would call lost (RFC 8985 6.3)
-and enters the LOSS state until the ACK passes the recovery point (RFC 6675 5.1).
+congestion response per episode); :meth:`Recovery.next_lost` and :meth:`Recovery.next_other` are
+NextSeg's rules 1, 3 and 4 (rule 2, new data, is the sender's). An RTO marks what RACK would
+call lost (RFC 8985 6.3) and enters the LOSS state until the ACK passes the recovery point
+(RFC 6675 5.1).
 
 **TLP** (RFC 8985 7): with nothing else to do, a probe timer of about two round trips sends new
 data or the last segment again, so a lost tail is repaired by fast recovery instead of an RTO.
