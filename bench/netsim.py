@@ -135,7 +135,6 @@ def one_run(size: int, loss: float, seed: int, variant: str | None = None) -> di
     net.set_app(server, sink)
     net.set_app(client, source)
     source.add(client.connect(B, 5001, 0.0))
-    net.kick(client)
 
     def all_arrived() -> bool:
         return any(r.eof_at is not None for r in sink.results.values())

@@ -6,9 +6,10 @@ time: the loop pops the earliest action, sets ``now`` to its time, and either de
 (``host.receive_packet``) or runs a host's timers (``host.on_deadline``). After every action the
 host is *serviced*: its events go to the application callback registered for it (which may call
 into connections), its packets go onto the links, and its ``next_deadline()`` is scheduled. A
-connection the application calls into from outside ``run`` (a test sending data) wakes its host
-through ``Host.on_wakeup``, which schedules a service at the current time. A host has at most one live deadline entry; a moved deadline
-leaves the old entry in the heap, recognised as stale when it is popped.
+connection the application calls into from outside ``run`` (a test connecting or sending) wakes
+its host through ``Host.on_wakeup``, which schedules a service at the current time. A host has at
+most one live deadline entry; a moved deadline leaves the old entry in the heap, recognised as
+stale when it is popped.
 
 A link models a bottleneck: packets are serialised at ``bandwidth`` bytes/s behind the ones
 already queued, a packet finding ``queue_limit`` packets waiting is dropped (drop-tail,
@@ -225,10 +226,6 @@ class Network:
     def transmit(self, src: Host, packet: bytes | bytearray) -> None:
         """Put a raw datagram on the link from ``src`` to its destination, as if ``src`` sent it."""
         self._send(src, packet, self.now)
-
-    def kick(self, host: Host) -> None:
-        """Service ``host`` now: call after the test itself called into it (connect, send...)."""
-        self._service(host)
 
     def run(
         self,

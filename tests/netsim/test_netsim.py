@@ -107,19 +107,16 @@ def test_handshake_timing_and_stop_at_time_bound() -> None:
     b.listen(80)
     seen: list[float] = []
     net.set_app(a, lambda ev, now: seen.append(now) if isinstance(ev, Established) else None)
-    a.connect(B, 80, 0.0)
-    net.kick(a)
+    a.connect(B, 80, 0.0)  # the host wakes the simulator itself: no kick needed
     assert net.run(lambda: bool(seen), max_time=1.0)
     assert seen == [pytest.approx(0.04)]  # SYN out, SYN-ACK back: one RTT
     # A connection to a silent host keeps retransmitting SYNs; run() stops at the bound.
     net2, c, _ = _pair(delay=0.01)
     c.connect(ipv4.addr_to_int("10.9.0.2"), 81, 0.0)  # B answers with RST: refused quickly
-    net2.kick(c)
     assert not net2.run(lambda: False, max_time=5.0)
     assert c.stats.tcp_refused == 1
     net3 = Network()
     d = net3.add_host(Host(A, secret=b"d" * 16))
     d.connect(B, 80, 0.0)  # no route: the SYN is never answered
-    net3.kick(d)
     assert not net3.run(lambda: False, max_time=5.0)
     assert net3.now == 5.0 and net3.no_route >= 3 and d.stats.tcp_syn_retransmits >= 2

@@ -487,10 +487,6 @@ class Host:
 
     # -- connection bookkeeping -------------------------------------------------------------
 
-    @staticmethod
-    def _key_of(conn: Connection) -> Key:
-        return (conn.remote_addr, conn.remote_port, conn.local_addr, conn.local_port)
-
     def _new_connection(self, key: Key, now: float) -> Connection:
         remote_addr, remote_port, local_addr, local_port = key
         iss = self._isn(local_addr, local_port, remote_addr, remote_port, now) & 0xFFFFFFFF
