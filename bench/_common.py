@@ -40,8 +40,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The tree whose ``ustack`` is measured: this one, or another checkout named by USTACK_TREE (to
+# measure an older commit with these same benchmarks). It goes first on the path, here and in
+# every subprocess, and is the subprocesses' working directory (``python -m`` looks there first).
+TREE = Path(os.environ.get("USTACK_TREE") or ROOT).resolve()
+if str(TREE) not in sys.path:
+    sys.path.insert(0, str(TREE))
 
 from ustack.link.netns import NetNamespace, have_net_admin  # noqa: E402
 
@@ -165,6 +169,7 @@ def machine() -> dict[str, Any]:
         "checksum": f"{impl} ({kernel})" if kernel else impl,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **({"tree": str(TREE)} if TREE != ROOT else {}),
     }
 
 
@@ -172,6 +177,7 @@ def machine_line(m: dict[str, Any]) -> str:
     return (
         f"{m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
         f"uvloop {m['uvloop']}, checksum {m['checksum']}, load {m['load_average_1min']}"
+        + (f", ustack from {m['tree']}" if "tree" in m else "")
     )
 
 
@@ -367,7 +373,7 @@ class Proc:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=TREE,
                 env=env,
             )
         self.pid = self.popen.pid
@@ -425,15 +431,23 @@ class Proc:
 
 def _python_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TREE), env.get("PYTHONPATH")]))
     return env
 
 
 class UstackServe:
-    """``ustack serve`` in a fresh namespace of its own; clients go to ``self.ns``."""
+    """``ustack serve`` in a fresh namespace of its own; clients go to ``self.ns``.
+
+    ``profiled=True`` starts it through ``bench/_profiled.py``, so that :meth:`count` can
+    count the Python calls a piece of client work costs it. Timed runs leave it off."""
 
     def __init__(
-        self, *, mtu: int = 1500, services: str = "echo,discard,http", extra: Sequence[str] = ()
+        self,
+        *,
+        mtu: int = 1500,
+        services: str = "echo,discard,http",
+        extra: Sequence[str] = (),
+        profiled: bool = False,
     ) -> None:
         self.mtu = mtu
         self.services = services
@@ -441,13 +455,18 @@ class UstackServe:
         self.ns = NetNamespace(prefix="ustack-bench")
         self.address = USTACK_ADDR
         self.proc: Proc | None = None
+        self.profile_dir = Path(tempfile.mkdtemp(prefix="ustack-bench-prof-")) if profiled else None
 
     def __enter__(self) -> UstackServe:
         try:
             self.ns.create()
             _client_sysctls(self.ns)
             # ``ip netns exec`` execs the command, so the PID is the ustack process itself.
-            cmd = ["ip", "netns", "exec", self.ns.name, sys.executable, "-m", "ustack", "serve",
+            if self.profile_dir is None:
+                ustack = [sys.executable, "-m", "ustack"]
+            else:
+                ustack = [sys.executable, str(BENCH / "_profiled.py"), str(self.profile_dir / "p")]
+            cmd = ["ip", "netns", "exec", self.ns.name, *ustack, "serve",
                    "--mtu", str(self.mtu), "--services", self.services, "--address", USTACK_ADDR,
                    "--peer", USTACK_PEER, "--grace", "1", *self.extra]  # fmt: skip
             self.proc = Proc(cmd, name="ustack", env=_python_env())
@@ -456,6 +475,56 @@ class UstackServe:
             self.close()
             raise
         return self
+
+    def count(
+        self, work: Callable[[], int], *, repeats: int = 1, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Run ``work`` (which returns how many operations it did) ``repeats`` times, each in
+        its own cProfile window in the ustack process; per operation, the median window's call
+        counts (with every window's in ``windows`` and their range in ``calls_per_op_range``).
+        How events happen to batch moves a count by a percent or two from window to window."""
+        windows = [self._count_once(work, timeout) for _ in range(max(1, repeats))]
+        middle = sorted(windows, key=lambda w: w["calls_per_op"])[len(windows) // 2]
+        per_op = [w["calls_per_op"] for w in windows]
+        return {
+            **middle,
+            "calls_per_op_range": [min(per_op), max(per_op)],
+            "windows": windows,
+            "all_operations": all(w["operations"] == windows[0]["operations"] for w in windows),
+        }
+
+    def _count_once(self, work: Callable[[], int], timeout: float) -> dict[str, Any]:
+        """One cProfile window around ``work``: call counts in total and per operation, and
+        the process's CPU time per operation while profiled (inflated by the profiler)."""
+        assert self.proc is not None and self.profile_dir is not None, "not started profiled"
+        out = self.profile_dir / "p"
+        on = self.profile_dir / "p.on"
+        for path in (out, on):
+            path.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR1)
+        _wait_path(on, timeout, self.proc)
+        cpu0, _ = self.proc.sched()
+        n = 0
+        try:
+            n = work()
+        finally:
+            os.kill(self.pid, signal.SIGUSR2)
+            _wait_path(out, timeout, self.proc)
+        cpu1, _ = self.proc.sched()
+        from _profiled import read_counts  # bench/ is on the path of every benchmark
+
+        counts = read_counts(out)
+        per = max(n, 1)
+        return {
+            "operations": n,
+            "calls": counts["all"],
+            "python_calls": counts["python"],
+            "builtin_calls": counts["builtin"],
+            "calls_per_op": counts["all"] / per,
+            "python_calls_per_op": counts["python"] / per,
+            "builtin_calls_per_op": counts["builtin"] / per,
+            "profiled_cpu_us_per_op": (cpu1 - cpu0) / per * 1e6,
+        }
 
     @property
     def pid(self) -> int:
@@ -466,9 +535,21 @@ class UstackServe:
         if self.proc is not None:
             self.proc.stop()
         self.ns.remove()
+        if self.profile_dir is not None:
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _wait_path(path: Path, timeout: float, proc: Proc) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if not proc.alive():
+            raise RuntimeError(f"ustack exited while profiling:\n{proc.output()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ustack did not write {path.name} within {timeout:.0f} s")
+        time.sleep(0.005)
 
 
 class RefServer:

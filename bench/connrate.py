@@ -12,9 +12,17 @@ process (the single core ustack's one thread can use) on the far end of a veth p
 the same 64 bytes from a file: a C server, fast enough that the figure shows how fast the
 client and the kernel's TCP can go. Without nginx, the reference falls back to
 ``bench/_refserver.py`` (one Python epoll loop) and says so. Each ustack run uses a fresh
-``ustack serve`` so earlier runs' TIME-WAIT connections do not carry over.
+``ustack serve`` so earlier runs' TIME-WAIT connections do not carry over. The ustack process's
+CPU time per request under wrk comes from /proc/PID/schedstat.
 
-    python bench/connrate.py [--quick] [--runs N] [--seconds 5]
+Apart from the timed runs, a fresh ``ustack serve`` started through ``bench/_profiled.py``
+counts the function calls (cProfile) that one new connection and one keep-alive request cost
+it, from a plain client making them one after another (``--count-calls`` connections, 300, and
+three times as many requests; three windows each, the median). That server runs with a short MSL (0.25 s) and the window stays
+open until every connection's TIME-WAIT has ended, so a connection's count includes all of its
+life. Counts, unlike rates, do not move with the load on the machine.
+
+    python bench/connrate.py [--quick] [--runs N] [--seconds 5] [--count-calls 300]
 
 Writes bench/results/connrate.json and connrate.png.
 """
@@ -23,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +54,13 @@ _RATE = re.compile(r"Requests/sec:\s*([\d.]+)")
 _ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _TOTAL = re.compile(r"(\d+) requests in ([\d.]+)(m?s)")
+
+COUNT_CALLS = 300  # new connections in the cProfile window (keep-alive requests: 3x)
+QUICK_COUNT_CALLS = 100
+CALLS_MSL = 0.25  # seconds: TIME-WAIT (2 MSL) ends inside the window
+CALLS_TIME_LIMIT = 60.0
+CALLS_WINDOWS = 3  # cProfile windows; the median one is reported
+_BODY = c.http_body_pattern(64)
 
 
 def wrk(ns: Any, url: str, seconds: int, close: bool) -> dict[str, Any]:
@@ -82,6 +99,82 @@ def wrk(ns: Any, url: str, seconds: int, close: bool) -> dict[str, Any]:
     return result
 
 
+def _request(sock: socket.socket, address: str, close: bool) -> None:
+    """One ``GET PATH`` on ``sock``, its response read whole (by Content-Length) and checked."""
+    extra = "Connection: close\r\n" if close else ""
+    sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: {address}\r\n{extra}\r\n".encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise OSError("connection closed before the response head")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if not head.startswith(b"HTTP/1.1 200") or length is None:
+        raise OSError(f"unexpected response: {head[:60]!r}")
+    while len(body) < int(length.group(1)):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise OSError("connection closed inside the body")
+        body += chunk
+    if body != _BODY:
+        raise OSError("wrong body")
+    if close and sock.recv(1) != b"":
+        raise OSError("no close after Connection: close")
+
+
+def _connections(us: c.UstackServe, count: int) -> int:
+    """``count`` connections one after another, each one request with ``Connection: close``;
+    then a wait until the server's TIME-WAITs have ended."""
+    keep_going = c.bounded(count, CALLS_TIME_LIMIT)
+    i = 0
+    with c.inside(us.ns):
+        while keep_going(i):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(5.0)
+                sock.connect((us.address, 80))
+                _request(sock, us.address, close=True)
+            finally:
+                sock.close()
+            i += 1
+    time.sleep(2 * CALLS_MSL + 0.5)
+    return i
+
+
+def count_calls(count: int) -> dict[str, Any]:
+    """Function calls per new connection and per keep-alive request in a fresh, profiled
+    ``ustack serve`` (cProfile counts), each after a warm-up."""
+    with c.UstackServe(
+        mtu=1500, services="http", profiled=True, extra=["--msl", str(CALLS_MSL)]
+    ) as us:
+        _connections(us, 20)
+        conn = us.count(lambda: _connections(us, count), repeats=CALLS_WINDOWS)
+        conn["ok"] = conn["operations"] == count and conn["all_operations"]
+        requests = 3 * count
+        sock = c.connect(us.ns, us.address, 80)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(5.0)
+
+            def keepalive(n: int) -> int:
+                keep_going = c.bounded(n, CALLS_TIME_LIMIT)
+                i = 0
+                while keep_going(i):
+                    _request(sock, us.address, close=False)
+                    i += 1
+                return i
+
+            keepalive(50)
+            time.sleep(0.2)  # let the last delayed ACKs land outside the window
+            req = us.count(lambda: keepalive(requests), repeats=CALLS_WINDOWS)
+            req["ok"] = req["operations"] == requests and req["all_operations"]
+        finally:
+            sock.close()
+    return {"new connections": conn, "keep-alive requests": req, "msl_s": CALLS_MSL}
+
+
 @contextlib.contextmanager
 def reference(ns: Any) -> Any:
     body = {PATH: c.http_body_pattern(64)}
@@ -106,7 +199,12 @@ def run(args: Any) -> dict[str, Any]:
                 url = f"http://{us.address}{PATH}"
                 for mode in MODES:
                     close = mode == "new connections"
+                    assert us.proc is not None
+                    cpu0, _ = us.proc.sched()
                     u = wrk(us.ns, url, seconds, close)
+                    cpu1, _ = us.proc.sched()
+                    if u["requests"]:
+                        u["server_cpu_us_per_req"] = (cpu1 - cpu0) / u["requests"] * 1e6
                     k = wrk(veth.client, ref_url, seconds, close)
                     results[mode]["ustack"].append(u)
                     results[mode]["kernel"].append(k)
@@ -119,6 +217,17 @@ def run(args: Any) -> dict[str, Any]:
                 alive = us.proc is not None and us.proc.alive()
             if not alive:
                 print("  ustack exited during the run", flush=True)
+    calls = count_calls(args.count_calls or (QUICK_COUNT_CALLS if args.quick else COUNT_CALLS))
+    for mode in MODES:
+        m = calls[mode]
+        print(
+            f"  calls: {m['calls_per_op']:.1f} per {mode[:-1]} ({m['python_calls_per_op']:.1f} "
+            f"Python functions, {m['builtin_calls_per_op']:.1f} C builtins) over "
+            f"{m['operations']}, median of {len(m['windows'])} windows "
+            f"{m['calls_per_op_range'][0]:.1f}-{m['calls_per_op_range'][1]:.1f}"
+            + ("" if m["ok"] else "  FAILED"),
+            flush=True,
+        )
     rows = []
     for mode in MODES:
         u_rate = c.median([r["rate"] for r in results[mode]["ustack"]])
@@ -130,7 +239,15 @@ def run(args: Any) -> dict[str, Any]:
                 "kernel_per_s": k_rate,
                 "ratio": c.ratio(u_rate, k_rate),
                 "target_per_s": TARGET_CONN_S if mode == "new connections" else None,
-                "all_ok": all(r["ok"] for r in results[mode]["ustack"] + results[mode]["kernel"]),
+                "ustack_cpu_us_per_op": c.median(
+                    [r.get("server_cpu_us_per_req", float("nan")) for r in results[mode]["ustack"]]
+                ),
+                "calls_per_op": calls[mode]["calls_per_op"],
+                "python_calls_per_op": calls[mode]["python_calls_per_op"],
+                "builtin_calls_per_op": calls[mode]["builtin_calls_per_op"],
+                "calls": calls[mode],
+                "all_ok": calls[mode]["ok"]
+                and all(r["ok"] for r in results[mode]["ustack"] + results[mode]["kernel"]),
                 "ustack_runs": results[mode]["ustack"],
                 "kernel_runs": results[mode]["kernel"],
             }
@@ -155,10 +272,24 @@ def render(doc: dict[str, Any]) -> str:
         ]
         for r in doc["rows"]
     ]
-    return (
+    text = (
         c.table(["", "ustack", "reference", "ratio", "target"], rows)
         + f"\nclient: {doc['client']}; reference: {doc['reference']}"
     )
+    if all("calls_per_op" in r for r in doc["rows"]):
+        per = [
+            [
+                "per " + r["mode"][:-1],
+                r["calls_per_op"],
+                r["python_calls_per_op"],
+                r["builtin_calls_per_op"],
+                r["ustack_cpu_us_per_op"],
+            ]
+            for r in doc["rows"]
+        ]
+        headers = ["ustack", "calls (cProfile)", "Python functions", "C builtins", "CPU (us, wrk)"]
+        text += "\n\n" + c.table(headers, per)
+    return text
 
 
 def plot(doc: dict[str, Any], path: Path) -> None:
@@ -187,6 +318,12 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 def main() -> int:
     p = c.parser(__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=None, help=f"wrk duration ({SECONDS})")
+    p.add_argument(
+        "--count-calls",
+        type=int,
+        default=None,
+        help=f"new connections with cProfile on, for calls per connection ({COUNT_CALLS})",
+    )
     args = p.parse_args()
     c.setup()
     c.need("wrk")

@@ -10,7 +10,13 @@ its figure is the kernel's TCP plus the same kind of Python loop, so the differe
 
 Each run reports the median and the 99th percentile; the table shows the median of runs.
 
-    python bench/latency.py [--quick] [--runs N] [--count 5000]
+The ustack process's CPU time per round trip comes from /proc/PID/schedstat during the timed
+runs. Apart from them, a second ``ustack serve`` started through ``bench/_profiled.py`` counts
+the function calls one round trip costs it (cProfile on for ``--count-calls`` round trips,
+2,000, three times; the median): a figure that, unlike times, hardly moves with the load on
+the machine.
+
+    python bench/latency.py [--quick] [--runs N] [--count 5000] [--count-calls 2000]
 
 Writes bench/results/latency.json and latency.png (distribution of the median run).
 """
@@ -33,6 +39,46 @@ QUICK_COUNT = 1000
 SIZE = 64
 TIME_LIMIT = 60.0  # seconds per run, whatever the count
 TARGET_P50_US = 40.0
+COUNT_CALLS = 2000  # round trips in the cProfile window
+QUICK_COUNT_CALLS = 1000
+CALLS_WARMUP = 200
+CALLS_WINDOWS = 3  # cProfile windows; the median one is reported
+
+
+def echo(sock: socket.socket, payload: bytes, count: int) -> int:
+    """``count`` untimed round trips (bounded in time too); returns how many were made."""
+    keep_going = c.bounded(count, TIME_LIMIT)
+    i = 0
+    while keep_going(i):
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(len(payload) - len(got))
+            if not chunk:
+                raise OSError("echo server closed the connection")
+            got += chunk
+        if got != payload:
+            raise OSError("echo answered different bytes")
+        i += 1
+    return i
+
+
+def count_calls(count: int) -> dict[str, Any]:
+    """Function calls per round trip in a fresh, profiled ``ustack serve`` (cProfile counts,
+    taken after a warm-up on the same connection)."""
+    with c.UstackServe(mtu=1500, services="echo", profiled=True) as us:
+        sock = c.connect(us.ns, us.address, 7)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(5.0)
+            payload = bytes(range(SIZE))
+            echo(sock, payload, CALLS_WARMUP)
+            time.sleep(0.2)  # let the last delayed ACKs land outside the window
+            result = us.count(lambda: echo(sock, payload, count), repeats=CALLS_WINDOWS)
+        finally:
+            sock.close()
+    result["ok"] = result["operations"] == count and result["all_operations"]
+    return result
 
 
 def round_trips(ns: Any, address: str, count: int, warmup: int) -> dict[str, Any]:
@@ -118,6 +164,19 @@ def run(args: Any) -> dict[str, Any]:
             ),
             "all_ok": all(r["ok"] for r in rs),
         }
+    counted = args.count_calls or (QUICK_COUNT_CALLS if args.quick else COUNT_CALLS)
+    calls = count_calls(counted)
+    print(
+        f"  calls: {calls['calls_per_op']:.1f} per round trip ({calls['python_calls_per_op']:.1f} "
+        f"Python functions, {calls['builtin_calls_per_op']:.1f} C builtins) over "
+        f"{calls['operations']} round trips, median of {len(calls['windows'])} windows "
+        f"{calls['calls_per_op_range'][0]:.1f}-{calls['calls_per_op_range'][1]:.1f}"
+        + ("" if calls["ok"] else "  FAILED"),
+        flush=True,
+    )
+    summary["ustack"]["calls_per_trip"] = calls["calls_per_op"]
+    summary["ustack"]["python_calls_per_trip"] = calls["python_calls_per_op"]
+    summary["ustack"]["builtin_calls_per_trip"] = calls["builtin_calls_per_op"]
     # Keep one run's raw samples (the median run by p50) for the chart; drop the rest.
     chart: dict[str, list[float]] = {}
     for who, rs in results.items():
@@ -135,6 +194,7 @@ def run(args: Any) -> dict[str, Any]:
         "ratio_p50": c.ratio(summary["ustack"]["p50_us"], summary["kernel"]["p50_us"]),
         "ratio_p99": c.ratio(summary["ustack"]["p99_us"], summary["kernel"]["p99_us"]),
         "per_run": results,
+        "calls": calls,
         "median_run_samples_us": chart,
     }
 
@@ -148,7 +208,14 @@ def render(doc: dict[str, Any]) -> str:
         ["ustack CPU/trip (us)", s["ustack"]["server_cpu_us_per_trip"], "", "", ""],
         ["ustack CPU wait/trip (us)", s["ustack"]["server_wait_us_per_trip"], "", "", ""],
     ]
-    ok = s["ustack"]["all_ok"] and s["kernel"]["all_ok"]
+    calls = doc.get("calls")
+    if calls:
+        rows += [
+            ["ustack calls/trip (cProfile)", calls["calls_per_op"], "", "", ""],
+            ["  Python functions", calls["python_calls_per_op"], "", "", ""],
+            ["  C builtins", calls["builtin_calls_per_op"], "", "", ""],
+        ]
+    ok = s["ustack"]["all_ok"] and s["kernel"]["all_ok"] and (not calls or calls["ok"])
     return c.table(["64 B echo RTT", "ustack", "kernel", "ratio", "target"], rows) + (
         "" if ok else "\n(some runs FAILED)"
     )
@@ -184,6 +251,12 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 def main() -> int:
     p = c.parser(__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=None, help=f"round trips per run ({COUNT})")
+    p.add_argument(
+        "--count-calls",
+        type=int,
+        default=None,
+        help=f"round trips with cProfile on, for calls per round trip ({COUNT_CALLS})",
+    )
     args = p.parse_args()
     c.setup()
     machine = c.machine()
@@ -195,7 +268,7 @@ def main() -> int:
     plot(doc, args.out / "latency.png")
     print(f"wrote {path} and {args.out / 'latency.png'}")
     s = doc["summary"]
-    return 0 if s["ustack"]["all_ok"] and s["kernel"]["all_ok"] else 1
+    return 0 if s["ustack"]["all_ok"] and s["kernel"]["all_ok"] and doc["calls"]["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -144,6 +144,17 @@ def _met(ok: bool | None) -> str:
     return "" if ok is None else ("yes" if ok else "**no**")
 
 
+def _calls_note(cr: dict[str, Any]) -> str:
+    """ustack's cProfile call counts (and CPU time under wrk) per connection and per request."""
+    cells = [
+        f"{_num(r['calls_per_op'])} per {r['mode'][:-1]} ({_num(r['python_calls_per_op'])} to "
+        f"Python functions; {_num(r.get('ustack_cpu_us_per_op'), 0)} µs of CPU under wrk)"
+        for r in cr["rows"]
+        if "calls_per_op" in r
+    ]
+    return " ustack's function calls (cProfile): " + "; ".join(cells) + "." if cells else ""
+
+
 def performance_rows(out: Path) -> tuple[list[list[str]], list[dict[str, Any]]]:
     """The summary table (metric, ustack, kernel, ustack/kernel, target, met) and the docs used."""
     rows: list[list[str]] = []
@@ -414,14 +425,24 @@ def render_section(out: Path) -> str:
     notes = []
     cr = c.load_result(out, "connrate")
     if cr:
-        notes.append(f"Connection and request rates: {cr['client']}; reference: {cr['reference']}.")
+        notes.append(
+            f"Connection and request rates: {cr['client']}; reference: {cr['reference']}."
+            + _calls_note(cr)
+        )
     lat = c.load_result(out, "latency")
     if lat:
+        u = lat["summary"]["ustack"]
         notes.append(
             f"Echo: {lat['count']:,} round trips per run after {lat['warmup']} warm-up, blocking "
             "client with TCP_NODELAY; the kernel reference echo server is a Python epoll loop. "
             "ustack's own CPU time per round trip: "
-            f"{_num(lat['summary']['ustack'].get('server_cpu_us_per_trip'), 0)} µs."
+            f"{_num(u.get('server_cpu_us_per_trip'), 0)} µs"
+            + (
+                f"; function calls per round trip (cProfile): {_num(u['calls_per_trip'])}, of "
+                f"which {_num(u['python_calls_per_trip'])} to Python functions."
+                if "calls_per_trip" in u
+                else "."
+            )
         )
     cc = c.load_result(out, "concurrency")
     if cc:

@@ -62,6 +62,8 @@ def test_bad_services_are_refused_with_a_reason(text: str, words: str) -> None:
         ["serve", "--address", "10.7.0.300"],
         ["serve", "--loss", "150"],
         ["serve", "--bogus"],
+        ["serve", "--offload", "maybe"],
+        ["demo", "--offload", "yes"],
         ["frobnicate"],
     ],
 )
@@ -85,6 +87,74 @@ def test_serve_options_reach_the_tcp_config() -> None:
     config = _tcp_config(args)
     assert (config.congestion, config.sack, config.timestamps) == ("newreno", False, False)
     assert config.msl == 2 and config.rto_min == 0.05
+
+
+class FakeTun:
+    """Stands in for ``TunLink.open``: records the call, reports offload as the kernel would."""
+
+    calls: list[dict[str, Any]] = []
+
+    def __init__(self, offload: bool, reason: str) -> None:
+        self.offload, self.offload_reason, self.header_len = offload, reason, 10 if offload else 0
+        self.mtu = 1500
+        self.closed = False
+
+    @classmethod
+    def open(cls, name: str, **kwargs: Any) -> FakeTun:
+        cls.calls.append(kwargs)
+        wanted = kwargs["offload"]
+        return cls(wanted != "off", "not requested" if wanted == "off" else "")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("argv", "asked", "described"),
+    [
+        ([], "auto", "offload: on (TSO/GRO, checksum)"),
+        (["--offload", "on"], "on", "offload: on (TSO/GRO, checksum)"),
+        (["--offload", "off"], "off", "offload: off (not requested)"),
+        (["--loss", "1"], "off", "offload: off (fault injection works per wire packet)"),
+        (["--delay", "5", "--offload", "auto"], "off",
+         "offload: off (fault injection works per wire packet)"),
+    ],
+)  # fmt: skip
+def test_serve_asks_for_offload_unless_faults_are_injected(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], asked: str, described: str
+) -> None:
+    from ustack.cli import _build_link, build_parser
+    from ustack.link import tun
+
+    monkeypatch.setattr(tun, "TunLink", FakeTun)
+    monkeypatch.setattr(FakeTun, "calls", [])
+    args = build_parser().parse_args(["serve", *argv])
+    link, text = _build_link(args)
+    assert [call["offload"] for call in FakeTun.calls] == [asked]
+    assert text == described
+    if "fault" in described:
+        assert type(link).__name__ == "FaultyLink"  # the injector sits on a plain device
+
+
+def test_offload_on_with_fault_injection_is_a_one_line_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ustack", "serve", "--offload", "on", "--reorder", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("ustack: error: --offload on cannot be combined with")
+    assert "fault injection works per wire packet" in proc.stderr
+
+
+def test_offload_defaults_to_auto_for_serve_and_demo() -> None:
+    from ustack.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).offload == "auto"
+    assert build_parser().parse_args(["demo"]).offload == "auto"
+    assert build_parser().parse_args(["demo", "--offload", "off"]).offload == "off"
 
 
 def test_demo_can_show_every_segments_timestamps() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ustack.ladder import INBOUND, OUTBOUND, Ladder
-from ustack.wire import ipv4
+from ustack.wire import ipv4, virtio
 from ustack.wire import tcp as tcpw
 
 KERNEL = ipv4.addr_to_int("10.7.0.1")
@@ -285,3 +285,63 @@ def test_a_retransmitted_syn_is_marked_but_a_new_incarnation_is_not() -> None:
     syns = [i for i, line in enumerate(lines) if " S   seq=0 " in line]
     assert len(syns) == 3
     assert ["retransmission" in drawn(lines, i) for i in syns] == [False, True, False]
+
+
+# -- TUN offloads: frames with the virtio-net header ---------------------------------------------
+
+
+class FramedLadder(Ladder):
+    """A ladder on an offloading link: every packet arrives behind a virtio-net header."""
+
+    def packet(self, now: float, direction: str, raw: bytes | bytearray | memoryview) -> None:
+        hdr = bytearray(virtio.HEADER_LEN)
+        virtio.emit(hdr, flags=virtio.F_NEEDS_CSUM, csum_start=20, csum_offset=16)
+        super().packet(now, direction, bytes(hdr) + bytes(raw))
+
+
+def test_frames_with_a_header_draw_exactly_what_the_bare_packets_draw() -> None:
+    plain, framed = Ladder(), FramedLadder(header_len=virtio.HEADER_LEN)
+    for ladder in (plain, framed):
+        server_closes_first(ladder, data_segments=9)
+    assert framed.render() == plain.render()
+    assert "| ESTABLISHED" in plain.render()  # the comparison is of a real diagram
+
+
+def super_segment(seq: int, size: int, gso_size: int) -> bytes:
+    raw = packet(OUTBOUND, tcpw.ACK | tcpw.PSH, S_ISN + seq, K_ISN + 1, b"s" * size)
+    hdr = bytearray(virtio.HEADER_LEN)
+    virtio.emit(
+        hdr, flags=virtio.F_NEEDS_CSUM, gso_type=virtio.GSO_TCPV4, hdr_len=40,
+        gso_size=gso_size, csum_start=20, csum_offset=16,
+    )  # fmt: skip
+    return bytes(hdr) + raw
+
+
+def test_a_super_segment_is_one_arrow_with_its_size_and_how_the_wire_cuts_it() -> None:
+    ladder = FramedLadder(header_len=virtio.HEADER_LEN)
+    handshake(ladder)
+    Ladder.packet(ladder, 0.4, OUTBOUND, super_segment(1, 65160, 1448))
+    Ladder.packet(ladder, 0.5, OUTBOUND, super_segment(65161, 1000, 1448))  # under one MSS
+    lines = rows(ladder.render())
+    arrows = [i for i, line in enumerate(lines) if "|<" in line and "len=" in line]
+    first = next(i for i in arrows if "seq=1 " in lines[i])
+    assert "len=65160" in lines[first]
+    assert drawn(lines, first).endswith("len=65160 (gso 1448 x 45)")
+    # A frame that the wire would not cut is drawn as any segment.
+    last = next(i for i in arrows if "seq=65161" in lines[i])
+    assert drawn(lines, last).endswith("len=1000")
+    assert "gso" not in ladder.render().split("seq=65161")[1]
+
+
+def test_a_short_gso_segment_rounds_its_wire_count_up() -> None:
+    ladder = FramedLadder(header_len=virtio.HEADER_LEN)
+    handshake(ladder)
+    Ladder.packet(ladder, 0.4, OUTBOUND, super_segment(1, 3000, 1448))
+    assert "len=3000 (gso 1448 x 3)" in ladder.render()
+
+
+def test_a_frame_shorter_than_its_header_is_ignored() -> None:
+    ladder = Ladder(header_len=virtio.HEADER_LEN)
+    ladder.packet(0.0, INBOUND, b"\x00" * 9)
+    ladder.packet(0.0, INBOUND, packet(INBOUND, tcpw.SYN, K_ISN))  # read as if framed: garbage
+    assert ladder.render() == ""

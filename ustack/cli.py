@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import hashlib
 import ipaddress
 import json
@@ -23,6 +24,7 @@ from typing import Any, NoReturn, TextIO
 from ustack import __version__
 
 DEFAULT_SERVICES = "echo,discard,chargen,http"
+OFFLOAD_CHOICES = ("auto", "on", "off")  # ustack.link.tun.OFFLOAD_MODES, without importing it
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
@@ -238,25 +240,48 @@ _FORMATTERS: dict[str, Callable[[dict[str, Any], int | None], str]] = {
 }
 
 
-def _build_link(args: argparse.Namespace) -> Any:
+FAULTS_NEED_PLAIN = "fault injection works per wire packet"
+
+
+def _faults(args: argparse.Namespace) -> dict[str, Any]:
+    """The fault options that are set, as ``FaultConfig`` keywords."""
+    faults = {
+        "drop": args.loss,
+        "duplicate": args.duplicate,
+        "reorder": args.reorder,
+        "corrupt": args.corrupt,
+        "delay": args.delay / 1000.0,
+    }
+    return {key: value for key, value in faults.items() if value}
+
+
+def _offload_text(link: Any, reason: str = "") -> str:
+    """The startup line's words for the link's offload state."""
+    if getattr(link, "offload", False):
+        return "offload: on (TSO/GRO, checksum)"
+    return f"offload: off ({reason or getattr(link, 'offload_reason', '') or 'not available'})"
+
+
+def _build_link(args: argparse.Namespace) -> tuple[Any, str]:
+    """The link ``serve`` runs on, and the words for its offload state."""
     from ustack.link.tun import TunLink
 
+    faults = _faults(args)
+    offload, reason = args.offload, ""
+    if faults:
+        # _cmd_serve refused "on" already.
+        offload, reason = "off", FAULTS_NEED_PLAIN
     link: Any = TunLink.open(
         args.name,
         mtu=args.mtu,
         address=args.peer,
         peer=args.address,
         prefixlen=args.prefixlen,
+        offload=offload,
     )
+    described = _offload_text(link, reason)
     try:
-        faults = {
-            "drop": args.loss,
-            "duplicate": args.duplicate,
-            "reorder": args.reorder,
-            "corrupt": args.corrupt,
-            "delay": args.delay / 1000.0,
-        }
-        if any(faults.values()):
+        if faults:
             from ustack.link.fault import FaultConfig, FaultModel
             from ustack.link.faulty import FaultyLink
 
@@ -273,7 +298,7 @@ def _build_link(args: argparse.Namespace) -> Any:
     except BaseException:
         link.close()
         raise
-    return link
+    return link, described
 
 
 def _tcp_config(args: argparse.Namespace) -> Any:
@@ -296,7 +321,7 @@ async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> i
 
     loop = asyncio.get_running_loop()
     tracer = _Tracer(args.trace, sys.stderr) if args.trace else None
-    link = _build_link(args)
+    link, offload = _build_link(args)
     stack = ustack.Stack(link, address=args.address, config=_tcp_config(args), tracer=tracer)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -314,7 +339,7 @@ async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> i
         print(
             f"ustack {__version__}: serving {listening} on {args.address} "
             f"(TUN {args.name}, kernel side {args.peer}/{args.prefixlen}, MTU {args.mtu}, "
-            f"{type(loop).__module__.split('.')[0]} loop); Ctrl-C or SIGTERM to stop",
+            f"{offload}, {type(loop).__module__.split('.')[0]} loop); Ctrl-C or SIGTERM to stop",
             file=sys.stderr,
             flush=True,
         )
@@ -341,6 +366,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.address == args.peer:
         return _fail(f"bad address: the stack and the kernel side both use {args.address}")
+    if args.offload == "on" and _faults(args):
+        return _fail(
+            f"--offload on cannot be combined with --loss, --duplicate, --reorder, --corrupt "
+            f"or --delay: {FAULTS_NEED_PLAIN} (use --offload auto or off)"
+        )
     try:
         return run(_serve(args, services), use_uvloop=not args.no_uvloop)
     except LinkError as exc:
@@ -360,7 +390,6 @@ async def _demo(args: argparse.Namespace) -> int:
     from ustack.tcp.config import TcpConfig
 
     loop = asyncio.get_running_loop()
-    ladder = Ladder(max_run=args.fold, timestamps=args.timestamps)
     address, peer = "10.7.0.2", "10.7.0.1"
 
     def on_packet(direction: str, packet: bytes | bytearray | memoryview, _now: float) -> None:
@@ -383,7 +412,11 @@ async def _demo(args: argparse.Namespace) -> int:
     config.msl = args.msl  # short, so TIME-WAIT ends while you watch
     with NetNamespace(prefix="ustack-demo") as ns:
         print(f"created network namespace {ns.name}", file=sys.stderr)
-        link = TunLink.open("ustack0", mtu=1500, address=peer, peer=address, netns=ns.name)
+        link = TunLink.open(
+            "ustack0", mtu=1500, address=peer, peer=address, netns=ns.name, offload=args.offload
+        )
+        print(_offload_text(link), file=sys.stderr)
+        ladder = Ladder(max_run=args.fold, timestamps=args.timestamps, header_len=link.header_len)
         stack = ustack.Stack(
             link, address=address, config=config, tracer=tracer, on_packet=on_packet
         )
@@ -459,7 +492,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         return run(_demo(args), use_uvloop=not args.no_uvloop)
     except LinkError as exc:
-        return _fail(f"{exc} (the demo needs root to create a network namespace)")
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            return _fail(f"{exc} (the demo needs root to create a network namespace)")
+        return _fail(str(exc))
     except OSError as exc:
         return _fail(str(exc))
 
@@ -497,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--services",
         default=DEFAULT_SERVICES,
         help=f"comma-separated NAME[:PORT] list (default {DEFAULT_SERVICES})",
+    )
+    serve.add_argument(
+        "--offload",
+        choices=OFFLOAD_CHOICES,
+        default="auto",
+        help="TUN checksum offload and 64 KB TSO/GRO super-segments: auto (use them if the "
+        "kernel agrees; off with fault injection), on (insist), off (default auto)",
     )
     serve.add_argument("--pcap", metavar="FILE", help="record every packet to a pcap file")
     serve.add_argument(
@@ -549,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--timestamps",
         action="store_true",
         help="show every segment's RFC 7323 timestamps (relative TSval/TSecr), not only the SYNs'",
+    )
+    demo.add_argument(
+        "--offload",
+        choices=OFFLOAD_CHOICES,
+        default="auto",
+        help="TUN offloads: auto, on or off (default auto); super-segments show as one arrow",
     )
     demo.add_argument("--no-uvloop", action="store_true")
     demo.set_defaults(func=_cmd_demo)

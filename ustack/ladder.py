@@ -16,13 +16,18 @@ Options: the SYN and SYN,ACK show their whole option list, because that is the n
 segments show only what tells the story of the transfer: SACK blocks, relative like ``ack`` (they
 describe the other side's data) and with a D-SACK marked. Timestamps ride on every segment once
 negotiated; see :class:`Ladder` for why they are hidden unless asked for.
+
+TUN offloads: with ``header_len`` set, every packet starts with the virtio-net header. A TCP
+super-segment (the kernel's GRO/TSO, or ours) is drawn as the one buffer it was, with its length
+and how the wire would cut it: ``len=65160 (gso 1448 x 45)``; on the arrow when it fits, else on
+the note line under it, like any other annotation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ustack.wire import ipv4
+from ustack.wire import ipv4, virtio
 from ustack.wire import seq as sq
 from ustack.wire import tcp as tcpw
 from ustack.wire.errors import ParseError
@@ -103,6 +108,9 @@ class Ladder:
     short as the demo's the values barely move (Linux ticks in milliseconds), so they would push
     a note line under many arrows, doubling the diagram, while teaching nothing the time column
     does not already show. The SYN and SYN,ACK still show that timestamps were negotiated.
+
+    ``header_len`` is the link's (``link.header_len``): bytes of virtio-net header before every
+    packet handed to :meth:`packet`, 0 for plain IPv4 packets.
     """
 
     def __init__(
@@ -112,9 +120,11 @@ class Ladder:
         peer_name: str = "kernel",
         local_name: str = "ustack",
         timestamps: bool = False,
+        header_len: int = 0,
     ):
         self.max_run = max_run
         self.timestamps = timestamps
+        self.header_len = header_len
         self.peer_name = peer_name
         self.local_name = local_name
         self._flows: dict[tuple[int, int, int, int], _Flow] = {}
@@ -130,8 +140,15 @@ class Ladder:
         return flow
 
     def packet(self, now: float, direction: str, packet: bytes | bytearray | memoryview) -> None:
-        """Record one IPv4 packet that crossed the link (``direction``: ``"in"`` or ``"out"``)."""
+        """Record one IPv4 packet that crossed the link (``direction``: ``"in"`` or ``"out"``),
+        behind its virtio-net header if the ladder was made with ``header_len``."""
+        gso = 0
         try:
+            if self.header_len:
+                hdr = virtio.parse(packet)
+                if hdr.gso_type & ~virtio.GSO_ECN in (virtio.GSO_TCPV4, virtio.GSO_TCPV6):
+                    gso = hdr.gso_size
+                packet = memoryview(packet)[self.header_len :]
             ip = ipv4.parse(packet)
             if ip.proto != ipv4.PROTO_TCP:
                 return
@@ -144,7 +161,7 @@ class Ladder:
             flow = self._flow((ip.dst, seg.dst_port), (ip.src, seg.src_port))
         else:
             flow = self._flow((ip.src, seg.src_port), (ip.dst, seg.dst_port))
-        self._segment(flow, now, direction, seg)
+        self._segment(flow, now, direction, seg, gso)
 
     def state(
         self, now: float, local: tuple[int, int], peer: tuple[int, int], old: str, new: str
@@ -207,7 +224,9 @@ class Ladder:
                 return "TIME-WAIT"
         return st if st != flow.peer_state else None
 
-    def _segment(self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment) -> None:
+    def _segment(
+        self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment, gso: int = 0
+    ) -> None:
         ts = seg.options.timestamps
         if seg.control is Control.SYN:
             # A SYN with another ISN is a new incarnation of the 4-tuple: forget the old one's
@@ -231,7 +250,7 @@ class Ladder:
         plain = seg.control is Control.NONE and not seg.options.sack_blocks and not retransmission
         if direction == OUTBOUND:
             # The peer's view changes when it receives our segment; show the arrow first.
-            self._arrow(flow, now, direction, seg, plain, retransmission)
+            self._arrow(flow, now, direction, seg, plain, retransmission, gso)
             new = self._infer_peer(flow, direction, seg)
             if new:
                 self._peer_state(flow, now, new)
@@ -239,7 +258,7 @@ class Ladder:
             new = self._infer_peer(flow, direction, seg)
             if new:
                 self._peer_state(flow, now, new)
-            self._arrow(flow, now, direction, seg, plain, retransmission)
+            self._arrow(flow, now, direction, seg, plain, retransmission, gso)
 
     @staticmethod
     def _track_high(flow: _Flow, direction: str, seg: tcpw.TcpSegment) -> bool:
@@ -294,6 +313,7 @@ class Ladder:
         seg: tcpw.TcpSegment,
         plain: bool,
         retransmission: bool,
+        gso: int = 0,
     ) -> None:
         if plain and flow.run >= self.max_run:
             if not flow.folded:
@@ -318,6 +338,9 @@ class Ladder:
             label += f" ack={_rel(seg.ack, ack_isn)}"
         label += f" win={window} len={len(seg.payload)}"
         extras = ["retransmission"] if retransmission else []
+        size = len(seg.payload)
+        if gso and size > gso:
+            extras.insert(0, f"(gso {gso} x {-(-size // gso)})")
         notes: list[str] = []
         if seg.control is Control.SYN:
             if seg.options is not tcpw.NO_OPTIONS:

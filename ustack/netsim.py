@@ -292,6 +292,8 @@ class Network:
                     app(ev, now)
             packets = host.packets_to_send(now)
             for p in packets:
+                # simulated hosts never scatter (that is for links with writev)
+                assert not isinstance(p, tuple)
                 self._send(host, p, now)
             if not packets and not progressed:
                 break

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps.conftest import SAFETY, Serve
+from tests.apps.conftest import SAFETY, ServeService
 from ustack.apps import HttpApp, pattern_bytes
 
 CURL = shutil.which("curl")
@@ -41,8 +41,8 @@ def _sha(data: bytes) -> str:
 
 
 @needs_curl
-async def test_curl_download(serve: Serve) -> None:
-    port = await serve(HttpApp())
+async def test_curl_download(serve_service: ServeService) -> None:
+    port = await serve_service(HttpApp())
     n = 5 * MiB + 7
     rc, out, _ = await _run(CURL or "curl", "-sS", "--fail", f"http://127.0.0.1:{port}/bytes/{n}")
     assert rc == 0
@@ -50,8 +50,8 @@ async def test_curl_download(serve: Serve) -> None:
 
 
 @needs_curl
-async def test_curl_head_and_errors(serve: Serve) -> None:
-    port = await serve(HttpApp())
+async def test_curl_head_and_errors(serve_service: ServeService) -> None:
+    port = await serve_service(HttpApp())
     base = f"http://127.0.0.1:{port}"
     rc, out, _ = await _run(CURL or "curl", "-sSI", f"{base}/bytes/123")
     assert rc == 0
@@ -67,8 +67,8 @@ async def test_curl_head_and_errors(serve: Serve) -> None:
 
 
 @needs_curl
-async def test_curl_reuses_the_connection(serve: Serve) -> None:
-    port = await serve(HttpApp())
+async def test_curl_reuses_the_connection(serve_service: ServeService) -> None:
+    port = await serve_service(HttpApp())
     base = f"http://127.0.0.1:{port}"
     rc, out, err = await _run(CURL or "curl", "-sv", f"{base}/bytes/10", f"{base}/bytes/20")
     assert rc == 0
@@ -77,8 +77,10 @@ async def test_curl_reuses_the_connection(serve: Serve) -> None:
 
 
 @needs_curl
-async def test_curl_upload_file_with_expect_continue(serve: Serve, tmp_path: Path) -> None:
-    port = await serve(HttpApp())
+async def test_curl_upload_file_with_expect_continue(
+    serve_service: ServeService, tmp_path: Path
+) -> None:
+    port = await serve_service(HttpApp())
     body = pattern_bytes(99, 3 * MiB)
     path = tmp_path / "upload.bin"
     path.write_bytes(body)
@@ -93,8 +95,8 @@ async def test_curl_upload_file_with_expect_continue(serve: Serve, tmp_path: Pat
 
 
 @needs_curl
-async def test_curl_chunked_upload(serve: Serve, tmp_path: Path) -> None:
-    port = await serve(HttpApp())
+async def test_curl_chunked_upload(serve_service: ServeService, tmp_path: Path) -> None:
+    port = await serve_service(HttpApp())
     body = pattern_bytes(5, 2 * MiB + 3)
     path = tmp_path / "upload.bin"
     path.write_bytes(body)
@@ -113,8 +115,8 @@ async def test_curl_chunked_upload(serve: Serve, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(WGET is None, reason="wget not installed")
-async def test_wget_download(serve: Serve, tmp_path: Path) -> None:
-    port = await serve(HttpApp())
+async def test_wget_download(serve_service: ServeService, tmp_path: Path) -> None:
+    port = await serve_service(HttpApp())
     target = tmp_path / "out.bin"
     rc, _, _ = await _run(
         WGET or "wget", "-q", "-O", str(target), f"http://127.0.0.1:{port}/bytes/{MiB}"

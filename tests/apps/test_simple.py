@@ -1,4 +1,5 @@
-"""echo (RFC 862), discard (RFC 863) and chargen (RFC 864) over the kernel's loopback TCP."""
+"""echo (RFC 862), discard (RFC 863) and chargen (RFC 864) over the kernel's loopback TCP, each
+in both of its styles: the streams handler and the asyncio protocol (``serve_service``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import socket
 import struct
 
-from tests.apps.conftest import SAFETY, Serve
+from tests.apps.conftest import SAFETY, ServeService
 from ustack.apps import SERVICES, chargen, chargen_line, discard, echo
 
 PAYLOAD = hashlib.shake_256(b"ustack apps").digest(1 << 20)
@@ -30,10 +31,10 @@ async def test_registry_names_ports_and_factories() -> None:
     assert callable(SERVICES["http"][1](info=dict))
 
 
-async def test_echo_round_trip_while_sending(serve: Serve) -> None:
+async def test_echo_round_trip_while_sending(serve_service: ServeService) -> None:
     # Reading concurrently with writing: a megabyte is more than the socket buffers hold, so
     # this only finishes if echo keeps pumping in both directions.
-    reader, writer = await asyncio.open_connection("127.0.0.1", await serve(echo))
+    reader, writer = await asyncio.open_connection("127.0.0.1", await serve_service(echo))
 
     async def send() -> None:
         for i in range(0, len(PAYLOAD), 7919):
@@ -48,8 +49,8 @@ async def test_echo_round_trip_while_sending(serve: Serve) -> None:
     assert received == PAYLOAD
 
 
-async def test_echo_half_close_returns_everything_then_eof(serve: Serve) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", await serve(echo))
+async def test_echo_half_close_returns_everything_then_eof(serve_service: ServeService) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", await serve_service(echo))
     writer.write(b"half-closed, still listening")
     writer.write_eof()
     # Our FIN must not end the echo early, and echo's FIN must follow the data.
@@ -57,16 +58,16 @@ async def test_echo_half_close_returns_everything_then_eof(serve: Serve) -> None
     writer.close()
 
 
-async def test_echo_survives_client_reset(serve: Serve) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", await serve(echo))
+async def test_echo_survives_client_reset(serve_service: ServeService) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", await serve_service(echo))
     writer.write(b"x")
     async with asyncio.timeout(SAFETY):
         assert await reader.readexactly(1) == b"x"
     _reset(writer)
 
 
-async def test_discard_swallows_and_closes(serve: Serve) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", await serve(discard))
+async def test_discard_swallows_and_closes(serve_service: ServeService) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", await serve_service(discard))
     for i in range(0, len(PAYLOAD), 65536):
         writer.write(PAYLOAD[i : i + 65536])
         await writer.drain()
@@ -95,8 +96,8 @@ def test_chargen_lines_match_rfc_864() -> None:
     assert chargen_line(94)[:2] == b"~ "
 
 
-async def test_chargen_streams_the_pattern_and_stops_on_close(serve: Serve) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", await serve(chargen))
+async def test_chargen_streams_the_pattern_and_stops_on_close(serve_service: ServeService) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", await serve_service(chargen))
     async with asyncio.timeout(SAFETY):
         for n in range(300):
             assert await reader.readexactly(74) == chargen_line(n), f"line {n}"
@@ -104,8 +105,8 @@ async def test_chargen_streams_the_pattern_and_stops_on_close(serve: Serve) -> N
     # The fixture fails the test unless the chargen handler finishes after our close.
 
 
-async def test_chargen_half_close_ends_with_fin(serve: Serve) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", await serve(chargen))
+async def test_chargen_half_close_ends_with_fin(serve_service: ServeService) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", await serve_service(chargen))
     async with asyncio.timeout(SAFETY):
         assert await reader.readexactly(74) == chargen_line(0)
     writer.write_eof()
@@ -116,8 +117,8 @@ async def test_chargen_half_close_ends_with_fin(serve: Serve) -> None:
     writer.close()
 
 
-async def test_chargen_stops_on_client_reset(serve: Serve) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", await serve(chargen))
+async def test_chargen_stops_on_client_reset(serve_service: ServeService) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", await serve_service(chargen))
     async with asyncio.timeout(SAFETY):
         await reader.readexactly(74 * 10)
     _reset(writer)

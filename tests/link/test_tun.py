@@ -3,16 +3,22 @@
 The kernel is the peer: it sends an ICMP echo request and a TCP SYN into the TUN device, we
 read them with ``read_batch`` and check they parse as IPv4, then write hand-built answers back
 and watch the kernel act on them (a raw socket receives the echo reply; ``connect()`` fails
-with ECONNREFUSED after our RST). Error paths that need no privileges run everywhere.
+with ECONNREFUSED after our RST). With offloads on, a hand-driven TCP connection shows the
+kernel handing us super-segments and taking one from us; a kernel that refuses the offloads
+(really, via a feature bit it does not know, or played by a replaced ioctl) shows the fallback.
+Error paths that need no privileges run everywhere.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import socket
+import struct
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,7 +29,7 @@ from ustack.link import tun as tun_mod
 from ustack.link.errors import LinkError
 from ustack.link.netns import NetNamespace, have_net_admin
 from ustack.link.tun import TunLink
-from ustack.wire import icmp, ipv4, tcp
+from ustack.wire import checksum, icmp, ipv4, tcp, virtio
 from ustack.wire.errors import ParseError
 
 from .packets import echo
@@ -85,7 +91,7 @@ def read_until(
 
 @needs_tun
 def test_kernel_echo_request_read_and_reply_accepted(ns: NetNamespace) -> None:
-    link = TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER)
+    link = TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER, offload="off")
     sock = inside(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
     try:
         request = bytearray(icmp.HEADER_LEN + 16)
@@ -125,7 +131,7 @@ def test_kernel_echo_request_read_and_reply_accepted(ns: NetNamespace) -> None:
 
 @needs_tun
 def test_kernel_syn_read_and_our_rst_refuses_connect(ns: NetNamespace) -> None:
-    link = TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER)
+    link = TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER, offload="off")
     client = inside(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     try:
         client.setblocking(False)
@@ -236,6 +242,244 @@ def test_namespace_removed_even_on_exception() -> None:
     assert os.stat("/proc/thread-self/ns/net").st_ino == before
 
 
+# -- offloads ---------------------------------------------------------------------------------
+
+
+def read_frames(link: TunLink) -> list[tuple[virtio.VirtioNetHdr, ipv4.IPv4Packet]]:
+    """Whatever the kernel has sent within WAIT, header and IPv4 packet (IPv6 chatter skipped)."""
+    select.select([link.fileno()], [], [], WAIT)
+    frames = []
+    for raw in link.read_batch(time.monotonic(), 256):
+        hdr = virtio.parse(raw)
+        try:
+            frames.append((hdr, ipv4.parse(memoryview(raw)[virtio.HEADER_LEN :])))
+        except ParseError:
+            continue
+    return frames
+
+
+def frame(
+    src: int,
+    dst: int,
+    *,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    options: bytes = b"",
+    payload: bytes = b"",
+    gso_size: int = 0,
+) -> bytearray:
+    """Header + IPv4 + TCP. Plain (flags 0, full checksum), or with ``gso_size`` a super-segment
+    whose checksum is left to the kernel (NEEDS_CSUM, the field holding the pseudo-header sum)."""
+    tcp_len = tcp.HEADER_LEN + len(options) + len(payload)
+    buf = bytearray(virtio.HEADER_LEN + ipv4.HEADER_LEN + tcp_len)
+    at = virtio.HEADER_LEN + ipv4.HEADER_LEN
+    tcp.emit(buf, at, src, dst, src_port=sport, dst_port=dport, seq=seq, ack=ack, flags=flags,
+             window=65535, options=options, payload=payload)  # fmt: skip
+    ipv4.emit(buf, virtio.HEADER_LEN, src=src, dst=dst, proto=ipv4.PROTO_TCP, payload_len=tcp_len)
+    if gso_size:
+        pseudo = checksum.ipv4_pseudo_header_sum(src, dst, ipv4.PROTO_TCP, tcp_len)
+        struct.pack_into("!H", buf, at + tcp.OFF_CHECKSUM, pseudo)
+        virtio.emit(buf, flags=virtio.F_NEEDS_CSUM, gso_type=virtio.GSO_TCPV4,
+                    hdr_len=ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options), gso_size=gso_size,
+                    csum_start=ipv4.HEADER_LEN, csum_offset=virtio.TCP_CSUM_OFFSET)  # fmt: skip
+    return buf
+
+
+def finish_checksum(packet: ipv4.IPv4Packet) -> bytearray:
+    """The TCP segment with its checksum completed, as a NIC doing checksum offload would."""
+    segment = bytearray(packet.payload)
+    struct.pack_into("!H", segment, tcp.OFF_CHECKSUM, checksum.internet_checksum(segment, 0))
+    return segment
+
+
+def interface_counters(space: NetNamespace, name: str) -> dict[str, int]:
+    out = space.run(
+        ["sh", "-c", f"cd /sys/class/net/{name}/statistics && grep -H . rx_* tx_*"], check=True
+    ).stdout
+    return {key: int(value) for key, value in (line.split(":") for line in out.split())}
+
+
+@needs_tun
+def test_offload_super_segments_cross_both_ways(ns: NetNamespace) -> None:
+    link = TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER, offload="on")
+    client = inside(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    try:
+        assert (link.offload, link.header_len, link.offload_reason) == (True, 10, "")
+        assert "vnet_hdr on" in ns.run(["ip", "-d", "link", "show", "ustack0"]).stdout
+        kernel, peer = ipv4.addr_to_int(KERNEL), ipv4.addr_to_int(PEER)
+        client.setblocking(False)
+        assert client.connect_ex((PEER, 8080)) == errno.EINPROGRESS
+        (hdr, packet), *_ = (f for f in read_frames(link) if f[1].proto == ipv4.PROTO_TCP)
+        # The kernel leaves the checksum of what it sends to the "device" (us) ...
+        assert (hdr.flags, hdr.gso_type) == (virtio.F_NEEDS_CSUM, virtio.GSO_NONE)
+        assert (hdr.csum_start, hdr.csum_offset) == (ipv4.HEADER_LEN, virtio.TCP_CSUM_OFFSET)
+        with pytest.raises(ParseError, match="tcp_bad_checksum"):
+            tcp.parse(packet.payload, packet.src, packet.dst)
+        # ... and completing it the way a NIC would makes it right.
+        syn = tcp.parse(memoryview(finish_checksum(packet)), packet.src, packet.dst)
+        assert syn.control == tcp.Control.SYN
+
+        # Our SYN,ACK with MSS 1460 and no other option, so every segment carries 1460 bytes.
+        sport, isn = syn.src_port, 5000
+        mss = tcp.TcpOptions(mss=1460).encode()
+        link.write(
+            frame(peer, kernel, sport=8080, dport=sport, seq=isn, ack=syn.seq + 1,
+                  flags=tcp.SYN | tcp.ACK, options=mss),
+            now=0.0,
+        )  # fmt: skip
+        select.select([], [client], [], WAIT)
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+
+        data = bytes(range(256)) * 800  # 200 KB
+        sent = client.send(data)
+        assert sent > 14600  # at least the initial window
+        received = bytearray()
+        supers = []
+        deadline = time.monotonic() + WAIT
+        while len(received) < sent and time.monotonic() < deadline:
+            for hdr, packet in read_frames(link):
+                seg = tcp.parse(packet.payload, packet.src, packet.dst, verify_checksum=False)
+                offset = (seg.seq - syn.seq - 1) % 2**32
+                if not seg.payload or offset != len(received):
+                    continue
+                received += seg.payload
+                if hdr.gso_type:
+                    supers.append((hdr, packet.total_length))
+                link.write(
+                    frame(peer, kernel, sport=8080, dport=sport, seq=isn + 1,
+                          ack=syn.seq + 1 + len(received), flags=tcp.ACK),
+                    now=0.0,
+                )  # fmt: skip
+        assert bytes(received) == data[:sent]
+        assert supers, "the kernel sent no super-segment"
+        for hdr, total_length in supers:
+            assert (hdr.flags, hdr.gso_type, hdr.gso_size) == (
+                virtio.F_NEEDS_CSUM, virtio.GSO_TCPV4, 1460,
+            )  # fmt: skip
+            assert hdr.hdr_len == ipv4.HEADER_LEN + tcp.HEADER_LEN
+            assert total_length > link.mtu
+        assert link.stats.rx_oversize == link.stats.rx_error == 0
+
+        # One write of twenty segments' worth: the kernel takes it as one packet.
+        before = interface_counters(ns, "ustack0")
+        payload = os.urandom(20 * 1460)
+        superseg = frame(peer, kernel, sport=8080, dport=sport, seq=isn + 1,
+                         ack=syn.seq + 1 + len(received), flags=tcp.ACK | tcp.PSH,
+                         payload=payload, gso_size=1460)  # fmt: skip
+        link.write(superseg, now=0.0)
+        assert link.stats.tx_oversize == link.stats.tx_error == 0
+        got = bytearray()
+        while len(got) < len(payload):
+            select.select([client], [], [], WAIT)
+            chunk = client.recv(1 << 20)
+            assert chunk
+            got += chunk
+        assert got == payload
+        after = interface_counters(ns, "ustack0")
+        assert after["rx_packets"] - before["rx_packets"] == 1
+        assert after["rx_bytes"] - before["rx_bytes"] == len(superseg) - virtio.HEADER_LEN
+    finally:
+        client.close()
+        link.close()
+
+
+@needs_tun
+def test_offload_refused_by_the_kernel_falls_back_or_fails_clearly(
+    ns: NetNamespace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A feature bit no kernel knows: set_offload() in drivers/net/tun.c answers EINVAL.
+    monkeypatch.setattr(tun_mod, "OFFLOAD_FEATURES", tun_mod.OFFLOAD_FEATURES | 1 << 30)
+    reason = (
+        "the kernel refused TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6|0x40000000): "
+        "Invalid argument"
+    )
+    with caplog.at_level(logging.WARNING, logger="ustack.link.tun"):
+        link = TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER)
+    client = inside(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    try:
+        assert (link.offload, link.header_len, link.offload_reason) == (False, 0, reason)
+        assert reason in caplog.text
+        assert "vnet_hdr off" in ns.run(["ip", "-d", "link", "show", "ustack0"]).stdout
+        # A plain device: the kernel's SYN reads as a bare IPv4 packet with a full checksum.
+        client.setblocking(False)
+        client.connect_ex((PEER, 8080))
+        _, packet = read_until(link, lambda p: p.proto == ipv4.PROTO_TCP)
+        assert tcp.parse(packet.payload, packet.src, packet.dst).control == tcp.Control.SYN
+    finally:
+        client.close()
+        link.close()
+
+    with pytest.raises(LinkError) as info:
+        TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER, offload="on")
+    assert str(info.value) == f"cannot turn on offloads for TUN device 'ustack0': {reason}"
+    assert info.value.errno == errno.EINVAL
+    # Nothing is left behind: the half-made device went with its fd.
+    assert ns.run(["ip", "link", "show", "ustack0"]).returncode != 0
+
+
+@needs_tun
+@pytest.mark.parametrize(
+    ("refused", "reason"),
+    [
+        ("TUNSETVNETHDRSZ", "the kernel refused TUNSETVNETHDRSZ: Inappropriate ioctl for device"),
+        ("TUNSETOFFLOAD", "the kernel refused TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): "
+         "Inappropriate ioctl for device"),
+        # Little-endian is the header's order anyway on this host: no reason to give up.
+        ("TUNSETVNETLE", ""),
+    ],
+)  # fmt: skip
+def test_each_offload_step_a_kernel_may_refuse(
+    ns: NetNamespace, monkeypatch: pytest.MonkeyPatch, refused: str, reason: str
+) -> None:
+    if refused == "TUNSETVNETLE" and sys.byteorder != "little":
+        pytest.skip("big-endian hosts need TUNSETVNETLE")
+    calls: list[str] = []
+    real = tun_mod._ioctl
+
+    def ioctl(fd: int, request: int, arg: object = 0) -> object:
+        name = next(n for n in ("TUNSETVNETHDRSZ", "TUNSETVNETLE", "TUNSETOFFLOAD")
+                    if getattr(tun_mod, n) == request)  # fmt: skip
+        calls.append(name)
+        if name == refused:
+            raise OSError(errno.ENOTTY, os.strerror(errno.ENOTTY))
+        return real(fd, request, arg)
+
+    monkeypatch.setattr(tun_mod, "_ioctl", ioctl)
+    link = TunLink.open("ustack0", netns=ns.name, address=KERNEL, peer=PEER)
+    try:
+        assert link.offload is (not reason)
+        assert link.offload_reason == reason
+        # Every step up to the refused one was tried; one refused step ends the probe, except
+        # TUNSETVNETLE, whose refusal does not matter here.
+        steps = ["TUNSETVNETHDRSZ", "TUNSETVNETLE", "TUNSETOFFLOAD"]
+        assert calls == (steps if refused == "TUNSETVNETLE" else steps[: steps.index(refused) + 1])
+    finally:
+        link.close()
+    if reason:
+        with pytest.raises(LinkError) as info:
+            TunLink.open("ustack0", netns=ns.name, offload="on")
+        assert str(info.value).endswith(reason) and "\n" not in str(info.value)
+
+
+@needs_tun
+def test_offload_off_asks_the_kernel_nothing(
+    ns: NetNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ioctl(*args: object) -> None:
+        raise AssertionError(f"unexpected ioctl {args}")
+
+    monkeypatch.setattr(tun_mod, "_ioctl", ioctl)
+    link = TunLink.open("ustack0", netns=ns.name, offload="off")
+    try:
+        assert (link.offload, link.header_len, link.offload_reason) == (False, 0, "not requested")
+        assert "vnet_hdr off" in ns.run(["ip", "-d", "link", "show", "ustack0"]).stdout
+    finally:
+        link.close()
+
+
 # -- error paths that need no privileges and create nothing --------------------------------
 
 
@@ -276,6 +520,7 @@ def test_missing_privilege_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) 
         ({"peer": "10.7.0.255"}, "bad address: peer 10.7.0.255 is not a host address"),
         ({"prefixlen": 33}, "bad address"),
         ({"netns": "ustack-no-such-ns"}, "no network namespace named 'ustack-no-such-ns'"),
+        ({"offload": "yes"}, "bad offload mode 'yes': use one of auto, on, off"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(kwargs: dict[str, object], start: str) -> None:

@@ -126,6 +126,29 @@ class TestReceiving:
         assert ack.ack == D0 + 2 * MSS and not len(ack.payload)
         assert established.conn.timers["delayed_ack"] is None
 
+    @pytest.mark.parametrize("prediction", [True, False], ids=["predicted", "general"])
+    def test_segments_read_together_get_one_cumulative_ack(self, prediction: bool) -> None:
+        # Six full segments handled before the host asks for output (one read from the link):
+        # one ACK for all of them, not one per two (as Linux ACKs a GRO super-segment).
+        s = kit.established(TcpConfig(header_prediction=prediction))
+        c = s.conn
+        acks = c.stats.tcp_acks_sent  # the handshake's
+        for i in range(6):
+            c.receive(s.make(payload=b"s" * MSS, seq=D0 + i * MSS), s.now)
+        (ack,) = s.out()
+        assert ack.ack == D0 + 6 * MSS and not len(ack.payload)
+        assert c.stats.tcp_acks_sent == acks + 1 and c.timers["delayed_ack"] is None
+
+    def test_owed_ack_rides_on_data(self, established: Script) -> None:
+        c = established.conn
+        acks = c.stats.tcp_acks_sent
+        for i in range(2):
+            c.receive(established.make(payload=b"s" * MSS, seq=D0 + i * MSS), 0.0)
+        c.send(b"reply")
+        (seg,) = established.out()  # no pure ACK before it
+        assert bytes(seg.payload) == b"reply" and seg.ack == D0 + 2 * MSS
+        assert c.stats.tcp_acks_sent == acks
+
     def test_delayed_ack_timer_fires(self, established: Script) -> None:
         assert established.push(ACK, payload=b"a" * 100) == []
         assert established.advance(0.039) == []
@@ -372,3 +395,41 @@ def test_fin_ack_exact(established: Script) -> None:
     (seg,) = established.out()
     assert seg.flags == ACK | PSH | FIN and seg.seq == S0 and bytes(seg.payload) == b"abc"
     assert established.conn.snd_nxt == S0 + 4
+
+
+def test_data_after_a_silence_longer_than_the_rto_is_acked_segment_by_segment() -> None:
+    """Quick-ACK mode (Receiver.in_order, as Linux's): after the sender went quiet for longer
+    than an RTO -- it is probably restarting from a small window after a timeout -- each of the
+    next segments gets its own ACK; in steady state only every second one does (3.8.6.3)."""
+    s = kit.established_full()
+    c = s.conn
+    mss = 1448
+    # steady state: two full segments, one ACK
+    assert s.push(ACK, payload=b"a" * mss) == []
+    (ack,) = s.push(ACK, payload=b"b" * mss)
+    assert ack.ack == s.seq
+    c.read()
+    # a silence of two RTOs, then full segments: each is ACKed at once
+    s.now += 2 * c.rto
+    for i in range(6):
+        (ack,) = s.push(ACK, payload=bytes([i]) * mss)
+        assert ack.ack == s.seq and not ack.payload
+    assert c.stats.tcp_quick_acks == 6
+    c.read()
+
+
+def test_quick_acks_end_after_their_budget() -> None:
+    s = kit.established_full()
+    c = s.conn
+    mss = 1448
+    s.push(ACK, payload=b"a" * mss)
+    s.advance(s.now + 0.5)  # the delayed ACK
+    s.now += 2 * c.rto
+    acks = 0
+    for i in range(40):
+        acks += len(s.push(ACK, payload=bytes([i]) * mss))
+        c.read()
+    quick = c.stats.tcp_quick_acks
+    assert 2 <= quick <= 16
+    # after the quick ones, every second segment: (40 - quick) / 2 more
+    assert acks == quick + (40 - quick) // 2

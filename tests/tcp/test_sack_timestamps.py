@@ -59,9 +59,15 @@ def data(s: Script, start: int, n: int, **kw: Any) -> list[wt.TcpSegment]:
 
 
 def delivered_ack(s: Script, start: int, n: int) -> wt.TcpSegment:
-    """In-order data that our delayed ACK answers: return that ACK."""
-    assert data(s, start, n) == []
-    (ack,) = s.advance(s.now + 0.5)
+    """In-order data and the ACK that answers it: delayed (3.8.6.3), or at once when the data
+    ends a silence longer than the RTO (quick-ACK mode, ``Receiver.in_order``)."""
+    quick = s.now - s.conn.rcv.last_data > s.conn.rto
+    out = data(s, start, n)
+    if quick:
+        (ack,) = out
+    else:
+        assert out == []
+        (ack,) = s.advance(s.now + 0.5)
     assert ack.ack == D0 + start + n and not ack.payload
     return ack
 
@@ -344,8 +350,10 @@ class TestPaws:
         assert ts(ack)[1] == recent  # TS.Recent is untouched
         assert c.readable == 0 and kit.events(c) == []
         assert c.stats.tcp_drop_paws == 1
-        # the same bytes with a current TSval are taken
-        assert data(s, 100, 100) == []
+        # the same bytes with a current TSval are taken (and ACKed at once: a second passed
+        # since the last data, longer than the RTO)
+        (ack,) = data(s, 100, 100)
+        assert ack.ack == D0 + 200
         assert c.readable == 100 and kit.events(c) == [DataReceived(c)]
         assert c.stats.tcp_drop_paws == 1
 
@@ -407,10 +415,10 @@ class TestPaws:
         c = s.conn
         assert s.advance(1.0 + PAWS_IDLE + 1.0) == []
         old = recent - 1
-        data(s, 100, 100, tsval=old)  # RFC 7323 5.5: accepted, TS.Recent taken from it
+        # RFC 7323 5.5: accepted, TS.Recent taken from it (ACKed at once after the silence)
+        (ack,) = data(s, 100, 100, tsval=old)
         assert c.readable == 100
         assert c.stats.tcp_drop_paws == 0 and c.stats.tcp_paws_idle_reset == 1
-        (ack,) = s.advance(s.now + 0.5)
         assert ts(ack)[1] == old
 
     def test_peer_clock_past_its_sign_bit_after_25_idle_days(self) -> None:

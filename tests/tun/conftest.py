@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import sys
@@ -73,8 +74,15 @@ async def make_stack(netns: NetNamespace) -> AsyncIterator[MakeStack]:
         config: TcpConfig | None = None,
         wrap: Callable[[Any], Any] | None = None,
         name: str = TUN_NAME,
+        offload: str | None = None,
     ) -> Stack:
-        link: Any = TunLink.open(name, mtu=mtu, address=KERNEL, peer=STACK, netns=netns.name)
+        if offload is None:
+            # Fault injection works per wire packet, so a wrapped link goes without offloads;
+            # USTACK_TEST_OFFLOAD=off|on runs the rest of the tier in the other mode too.
+            offload = "off" if wrap is not None else os.environ.get("USTACK_TEST_OFFLOAD", "auto")
+        link: Any = TunLink.open(
+            name, mtu=mtu, address=KERNEL, peer=STACK, netns=netns.name, offload=offload
+        )
         if wrap is not None:
             try:
                 link = wrap(link)

@@ -15,6 +15,11 @@ in the host's bounded accept queue meanwhile and ``backlog`` means what it says.
 ``aclose(grace)`` is the orderly end: stop listening, close every connection gracefully, give
 them ``grace`` seconds to finish the FIN exchange, then reset whatever is left and close the
 link.
+
+Per connection the asyncio side costs a transport (and whatever the application's protocol
+holds): a built-in service passed to ``start_server`` runs as its protocol, with no
+StreamReader, StreamWriter or Task, and every transport releases its connection to the host
+after ``connection_lost``, so a TIME-WAIT left behind is only a compact record.
 """
 
 from __future__ import annotations
@@ -30,14 +35,14 @@ from ustack.aio.driver import DEFAULT_BATCH, Driver, PacketObserver
 from ustack.aio.transport import TcpTransport
 from ustack.stack.host import Host
 from ustack.tcp.config import TcpConfig
-from ustack.tcp.connection import Tracer
+from ustack.tcp.connection import Connection, Tracer
 from ustack.tcp.state import State
 from ustack.wire.ipv4 import addr_to_int, int_to_addr
 
 if TYPE_CHECKING:
     from ustack.link.base import Link
-    from ustack.tcp.connection import Connection
     from ustack.tcp.stats import Stats
+    from ustack.tcp.timewait import TimeWait
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -91,6 +96,8 @@ class Stack:
         self._host: Host | None = None
         self._driver: Driver | None = None
         self._transports: set[TcpTransport] = set()
+        # One bound method for every transport's on_lost (a closure each would cost ~150 B).
+        self._untrack_cb: Callable[[TcpTransport], None] = self._untrack
         self._servers: set[Server] = set()
         self._listeners: set[Listener] = set()
         self._closed = False
@@ -106,17 +113,27 @@ class Stack:
         mtu: int = 1500,
         *,
         netns: str | None = None,
+        offload: str = "auto",
         **kwargs: Any,
     ) -> Stack:
         """A stack on a new TUN device: the kernel side gets ``peer/prefixlen``, the stack
         answers as ``address``. ``netns`` creates the device inside that namespace.
+        ``offload`` (``"auto"``, ``"on"``, ``"off"``) chooses the virtio-net header with
+        checksum offload and 64 KB super-segments both ways, see
+        :meth:`~ustack.link.tun.TunLink.open`; ``stack.link.offload`` tells the outcome.
 
         Raises :class:`~ustack.link.errors.LinkError` (an ``OSError``) with a one-line reason.
         """
         from ustack.link.tun import TunLink
 
         link = TunLink.open(
-            name, mtu=mtu, address=peer, peer=address, prefixlen=prefixlen, netns=netns
+            name,
+            mtu=mtu,
+            address=peer,
+            peer=address,
+            prefixlen=prefixlen,
+            netns=netns,
+            offload=offload,
         )
         try:
             return cls(link, address=address, **kwargs)
@@ -143,7 +160,10 @@ class Stack:
         await self.aclose()
 
     def start(self) -> None:
-        """Attach to the running loop; the async methods call this on first use."""
+        """Attach to the running loop; the async methods call this on first use.
+
+        The host speaks the link's framing: with TUN offloads on (``link.offload``) every
+        packet it reads and writes carries the virtio-net header."""
         if self._closed:
             raise RuntimeError("stack is closed")
         if self._driver is not None:
@@ -161,6 +181,8 @@ class Stack:
             mtu=self.link.mtu,
             secret=self._secret,
             now=now,
+            offload=bool(getattr(self.link, "offload", False)),
+            scatter=bool(getattr(self.link, "gather", False)),
             **options,
         )
         self._driver = Driver(
@@ -239,7 +261,7 @@ class Stack:
             # Whatever is still exchanging FINs (or was never closed) is reset.
             now = driver.now()
             for conn in self._host_connections():
-                if conn.state not in _SETTLED:
+                if conn.state not in _SETTLED and isinstance(conn, Connection):
                     conn.abort(now)
             driver.dispatch_events()
             driver.flush(now)
@@ -256,15 +278,29 @@ class Stack:
 
     # -- introspection -------------------------------------------------------------------------
 
-    def _host_connections(self) -> list[Connection]:
+    def _host_connections(self) -> list[Connection | TimeWait]:
         if self._host is None:
             return []
         return self._host.connections
 
     def connections(self) -> list[dict[str, Any]]:
-        """One dict per connection the host knows, for status pages and the CLI."""
-        rows = []
+        """One dict per connection the host knows, for status pages and the CLI. A connection
+        in TIME-WAIT that the host keeps as a compact record has only the columns it keeps."""
+        rows: list[dict[str, Any]] = []
         for conn in self._host_connections():
+            if not isinstance(conn, Connection):
+                rows.append(
+                    {
+                        "local": f"{int_to_addr(conn.local_addr)}:{conn.local_port}",
+                        "remote": f"{int_to_addr(conn.remote_addr)}:{conn.remote_port}",
+                        "state": str(conn.state),
+                        "snd_una": conn.snd_una,
+                        "snd_nxt": conn.snd_nxt,
+                        "rcv_nxt": conn.rcv_nxt,
+                        "rcv_wnd": conn.rcv_wnd,
+                    }
+                )
+                continue
             rows.append(
                 {
                     "local": f"{int_to_addr(conn.local_addr)}:{conn.local_port}",
@@ -287,15 +323,16 @@ class Stack:
 
     # -- making transports ---------------------------------------------------------------------
 
-    def _track(self, transport: TcpTransport, also: Callable[[TcpTransport], None] | None) -> None:
+    def _track(
+        self, transport: TcpTransport, on_lost: Callable[[TcpTransport], None] | None
+    ) -> None:
+        """Keep ``transport`` until it is lost; ``on_lost`` (which must untrack it too, as
+        :meth:`Server._detach` does) replaces the plain untracking."""
         self._transports.add(transport)
+        transport.on_lost = on_lost if on_lost is not None else self._untrack_cb
 
-        def lost(t: TcpTransport) -> None:
-            self._transports.discard(t)
-            if also is not None:
-                also(t)
-
-        transport.on_lost = lost
+    def _untrack(self, transport: TcpTransport) -> None:
+        self._transports.discard(transport)
 
     def _accepted(
         self,
@@ -425,6 +462,7 @@ class Server:
         self._serving = False
         self._closed = False
         self._active: set[TcpTransport] = set()
+        self._detach_cb: Callable[[TcpTransport], None] = self._detach
         self._waiters: list[asyncio.Future[None]] = []
         self._serving_forever: asyncio.Future[None] | None = None
 
@@ -463,10 +501,11 @@ class Server:
                 )
                 conn.abort(self._stack.driver.now())
                 continue
-            transport = self._stack._accepted(conn, protocol, self._detach)
+            transport = self._stack._accepted(conn, protocol, self._detach_cb)
             self._active.add(transport)
 
     def _detach(self, transport: TcpTransport) -> None:
+        self._stack._untrack(transport)
         self._active.discard(transport)
         if self._closed and not self._active:
             self._wakeup()
@@ -615,9 +654,18 @@ async def start_server(
     start_serving: bool = True,
 ) -> Server:
     """``asyncio.start_server`` over ``stack``: ``client_connected_cb(reader, writer)`` runs for
-    every connection (as a task when it is a coroutine function)."""
+    every connection (as a task when it is a coroutine function).
+
+    A callback that also carries a ``protocol_factory`` (a :class:`ustack.apps.base.Service`:
+    the built-in echo, discard and chargen) is served through that protocol instead -- the same
+    service without a StreamReader, StreamWriter and Task per connection."""
     if port is None:
         raise ValueError("port is required")
+    protocol_factory = getattr(client_connected_cb, "protocol_factory", None)
+    if protocol_factory is not None:
+        return await stack.create_server(
+            protocol_factory, port, host=host, backlog=backlog, start_serving=start_serving
+        )
     loop = asyncio.get_running_loop()
 
     def factory() -> asyncio.StreamReaderProtocol:

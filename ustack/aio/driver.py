@@ -16,7 +16,9 @@ turns those into wakeups:
   tells the host (its ``on_change`` hook), which tells the driver (``host.on_wakeup`` is
   :meth:`Driver.wakeup`); that only marks the driver dirty: a single ``call_soon`` flush serves
   every call made in the same loop iteration, so a burst of ``write()`` calls makes one flush,
-  and Nagle/cwnd see the whole burst. Nobody calls "touch".
+  and Nagle/cwnd see the whole burst. Calls made while the driver dispatches events (a
+  protocol answering in ``data_received``) need not even that: the flush that follows the
+  dispatch sends their output. Nobody calls "touch".
 * **Time.** Exactly one ``loop.call_at`` handle is live, armed at the earlier of
   ``host.next_deadline()`` and ``link.next_deadline()``, never polled. It is re-armed when that
   deadline moves earlier; a deadline that moves later or vanishes (an RTO cleared by an ACK,
@@ -25,7 +27,9 @@ turns those into wakeups:
   a timer seen as early would otherwise re-arm at the same instant and spin.
 
 Nothing here formats a log message per packet; the packet observer hook costs one ``is None``
-test when unused.
+test when unused. The observer sees each buffer exactly as the link carries it: with TUN
+offloads on that is ``link.header_len`` bytes of virtio-net header and then the IPv4 packet,
+possibly a 64 KB super-segment (``ustack.ladder.Ladder(header_len=...)`` knows how to read it).
 """
 
 from __future__ import annotations
@@ -225,8 +229,16 @@ class Driver:
     # -- the common tail: events, one flush, one timer ---------------------------------------
 
     def _process(self, now: float) -> None:
-        self.dispatch_events()
-        self.flush(now)
+        # What the applications do while their events are dispatched (an echo writing back
+        # what it read) goes out with this flush: their wakeups need no flush of their own,
+        # which would cost a loop iteration per round trip.
+        pending = self._flush_pending
+        self._flush_pending = True
+        try:
+            self.dispatch_events()
+            self.flush(now)
+        finally:
+            self._flush_pending = pending
         self._rearm()
         if self._on_progress is not None:
             self._on_progress()
@@ -271,7 +283,8 @@ class Driver:
             observer = self.on_packet
             if observer is not None:
                 for pkt in packets:
-                    observer("out", pkt, now)
+                    # a packet in pieces (see link.base.Gathered) is shown whole
+                    observer("out", b"".join(pkt) if isinstance(pkt, tuple) else pkt, now)
             self.link.write_batch(packets, now)
 
     def _rearm(self) -> None:

@@ -21,6 +21,13 @@ on top of it. The driver hands it that connection's events; it turns them into p
   own), or when the connection ends by itself, with the builtin exception that says why.
 * **Errors.** RST -> ``ConnectionResetError``, a give-up timer -> ``TimeoutError``; writes
   after that are dropped silently (counted) and ``drain()`` raises, as with asyncio sockets.
+* **Letting go.** After ``connection_lost`` the transport stops listening to the connection's
+  events and releases it to the host (``Host.release``): it finishes on its own, and a
+  TIME-WAIT it reaches costs the host a compact record, not a whole TCB.
+
+A transport is lean, because there is one per connection: ``__slots__``, the overflow queue
+made on the first write that does not fit, and the ``get_extra_info`` values computed when
+asked for.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ if TYPE_CHECKING:
 
 # asyncio's defaults for selector transports (64 KiB high, a quarter of it low).
 DEFAULT_HIGH_WATER = 64 * 1024
+_DEFAULT_LOW_WATER = DEFAULT_HIGH_WATER // 4
+# BaseTransport keeps "extra" in a dict; ours are computed on demand (get_extra_info), so every
+# transport shares this empty one instead of building its own.
+_NO_EXTRA: dict[str, Any] = {}
 
 
 def _error(code: int, detail: str | None = None) -> OSError:
@@ -60,6 +71,32 @@ def error_for(event: ev.Reset | ev.TimedOut) -> OSError:
 class TcpTransport(asyncio.Transport):
     """One TCP connection as an asyncio transport; create via the :mod:`ustack.aio.api`."""
 
+    __slots__ = (
+        "__weakref__",
+        "_close_pending",
+        "_closing",
+        "_conn",
+        "_driver",
+        "_eof_delivered",
+        "_eof_pending",
+        "_eof_sent",
+        "_exc",
+        "_high_water",
+        "_loop",
+        "_lost",
+        "_low_water",
+        "_made",
+        "_overflow",
+        "_overflow_size",
+        "_protocol",
+        "_protocol_paused",
+        "_reading_paused",
+        "_waiter",
+        "_write_eof_pending",
+        "on_lost",
+        "writes_after_lost",
+    )
+
     def __init__(
         self,
         driver: Driver,
@@ -68,22 +105,17 @@ class TcpTransport(asyncio.Transport):
         *,
         waiter: asyncio.Future[None] | None = None,
     ) -> None:
-        extra = {
-            "peername": (int_to_addr(conn.remote_addr), conn.remote_port),
-            "sockname": (int_to_addr(conn.local_addr), conn.local_port),
-            "ustack_connection": conn,
-            "socket": None,
-        }
-        super().__init__(extra)
+        super().__init__(_NO_EXTRA)
         self._driver = driver
         self._loop = driver.loop
         self._conn = conn
         self._protocol = protocol
         self._waiter = waiter  # set while an active open is in progress
-        self._overflow: deque[bytes] = deque()
+        # What write() could not hand to the connection yet; made when first needed.
+        self._overflow: deque[bytes] | None = None
         self._overflow_size = 0
         self._high_water = DEFAULT_HIGH_WATER
-        self._low_water = DEFAULT_HIGH_WATER // 4
+        self._low_water = _DEFAULT_LOW_WATER
         self._protocol_paused = False  # pause_writing() was called on the protocol
         self._reading_paused = False
         self._eof_pending = False  # peer FIN arrived while reading was paused
@@ -108,6 +140,20 @@ class TcpTransport(asyncio.Transport):
 
     # -- asyncio.BaseTransport -----------------------------------------------------------------
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``peername`` and ``sockname`` (``(host, port)``), ``ustack_connection`` (the
+        :class:`~ustack.tcp.connection.Connection`), ``socket`` (None: there is none)."""
+        conn = self._conn
+        if name == "peername":
+            return (int_to_addr(conn.remote_addr), conn.remote_port)
+        if name == "sockname":
+            return (int_to_addr(conn.local_addr), conn.local_port)
+        if name == "ustack_connection":
+            return conn
+        if name == "socket":
+            return None
+        return default
+
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
 
@@ -123,7 +169,7 @@ class TcpTransport(asyncio.Transport):
             return
         self._closing = True
         self._reading_paused = True  # asyncio: no data_received after close()
-        if self._overflow:
+        if self._overflow_size:
             self._close_pending = True
             return
         self._close_now()
@@ -139,7 +185,7 @@ class TcpTransport(asyncio.Transport):
         if self._lost:
             return
         self._closing = True
-        self._overflow.clear()
+        self._overflow = None
         self._overflow_size = 0
         self._conn.abort(self._driver.now())
         self._connection_lost(None)
@@ -201,8 +247,9 @@ class TcpTransport(asyncio.Transport):
             return
         if not data:
             return
-        if self._overflow:
-            self._overflow.append(bytes(data))
+        overflow = self._overflow
+        if overflow:
+            overflow.append(bytes(data))
             self._overflow_size += len(data)
         else:
             try:
@@ -212,9 +259,12 @@ class TcpTransport(asyncio.Transport):
                 return
             if sent < len(data):
                 rest = bytes(memoryview(data)[sent:])
-                self._overflow.append(rest)
+                if overflow is None:
+                    overflow = self._overflow = deque()
+                overflow.append(rest)
                 self._overflow_size += len(rest)
-        self._maybe_pause_protocol()
+        if self._overflow_size > self._high_water:
+            self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -224,7 +274,7 @@ class TcpTransport(asyncio.Transport):
         """Half-close: FIN after everything written so far; reading goes on."""
         if self._eof_sent or self._write_eof_pending or self._closing:
             return
-        if self._overflow:
+        if self._overflow_size:
             self._write_eof_pending = True
             return
         self._shutdown()
@@ -306,6 +356,8 @@ class TcpTransport(asyncio.Transport):
     def _refill(self) -> None:
         """Move overflow into the connection's send buffer as space opens."""
         overflow = self._overflow
+        if overflow is None:
+            return
         conn = self._conn
         while overflow:
             if conn.send_space <= 0:
@@ -327,6 +379,7 @@ class TcpTransport(asyncio.Transport):
                 overflow[0] = chunk[sent:]
                 break
         if not overflow:
+            self._overflow = None
             if self._close_pending:
                 self._close_now()
             elif self._write_eof_pending:
@@ -337,7 +390,7 @@ class TcpTransport(asyncio.Transport):
         """The connection is gone abnormally: report ``exc`` once, to whoever is waiting."""
         if self._exc is None:
             self._exc = exc
-        self._overflow.clear()
+        self._overflow = None
         self._overflow_size = 0
         waiter = self._waiter
         if waiter is not None:
@@ -373,8 +426,17 @@ class TcpTransport(asyncio.Transport):
             self._protocol.connection_lost(exc)
         finally:
             self._protocol = None  # type: ignore[assignment]
+            self._release()
             if self.on_lost is not None:
                 self.on_lost(self)
+
+    def _release(self) -> None:
+        """The application is done with the connection: its events no longer concern us, and
+        the host may keep its TIME-WAIT as a compact record (see ``Host.release``)."""
+        driver = self._driver
+        driver.unregister(self._conn)
+        if not driver.closed:
+            driver.host.release(self._conn, driver.now())
 
     # -- write flow control (the same contract as asyncio's _FlowControlMixin) -----------------
 

@@ -11,6 +11,13 @@ All three are byte pumps whose only subtlety is how a connection ends:
   reset -- means "enough". A watcher reads (and throws away) the client's data; when it sees the
   end, the sender is cancelled even if it is parked in ``drain()`` behind a client that stopped
   reading.
+
+Each is a :class:`~ustack.apps.base.Service`: the streams handler below, and the same service as
+an asyncio protocol (``EchoProtocol``, ``DiscardProtocol``, ``ChargenProtocol``), which is what
+ustack's ``start_server`` runs -- no task, reader or writer per connection. In protocol terms the
+back-pressure is the transport's flow control: echo pauses reading while its writes are paused
+(``pause_writing``), so a client that does not read gets its window closed; chargen writes until
+``pause_writing`` and carries on at ``resume_writing``; a FIN arrives as ``eof_received``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ustack.apps.base import PEER_ERRORS, Handler, InfoProvider, close_quietly
+from ustack.apps.base import (
+    PEER_ERRORS,
+    Handler,
+    InfoProvider,
+    Service,
+    ServiceProtocol,
+    close_quietly,
+)
 
 READ_SIZE = 65536
 
@@ -41,7 +55,7 @@ def chargen_line(n: int) -> bytes:
 _CHARGEN_BLOCK = b"".join(chargen_line(n) for n in range(CHARGEN_PERIOD)) * 9
 
 
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """RFC 862: send back everything received, until the client's FIN; then FIN."""
     try:
         while data := await reader.read(READ_SIZE):
@@ -55,7 +69,7 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         await close_quietly(writer)
 
 
-async def discard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _discard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """RFC 863: throw away everything received, until the client's FIN; then close."""
     try:
         while await reader.read(READ_SIZE):
@@ -79,7 +93,7 @@ async def _send_pattern(writer: asyncio.StreamWriter) -> None:
             await writer.drain()
 
 
-async def chargen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _chargen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """RFC 864: stream the rotating line pattern until the client closes or resets."""
     watcher = asyncio.create_task(_read_until_end(reader))
     sender = asyncio.create_task(_send_pattern(writer))
@@ -94,6 +108,85 @@ async def chargen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         else:
             # The sender failed (reset or broken pipe): nothing graceful is left to do.
             writer.transport.abort()
+
+
+class EchoProtocol(ServiceProtocol):
+    """RFC 862 as a protocol: every byte goes straight back. While the transport holds more than
+    its high-water mark (the client is not reading), reading pauses too, so the client's own
+    window closes; the client's FIN is answered with ours once the echo is all sent."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self.close()
+        return True
+
+
+class DiscardProtocol(ServiceProtocol):
+    """RFC 863 as a protocol: take and forget everything; close after the client's FIN."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        self.close()
+        return True
+
+
+class ChargenProtocol(ServiceProtocol):
+    """RFC 864 as a protocol: whole 95-line periods of the pattern, written until the transport
+    asks to pause and again when it resumes; the client's data is read and dropped, and its FIN
+    (or close, or reset) stops the pattern -- a FIN with a graceful close of our own."""
+
+    __slots__ = ("_paused",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._pump()
+
+    def _pump(self) -> None:
+        transport = self.transport
+        while transport is not None and not self._paused and not transport.is_closing():
+            transport.write(_CHARGEN_BLOCK)
+            transport = self.transport
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        self._paused = True
+        self.close()
+        return True
+
+
+echo = Service(_echo, EchoProtocol)
+discard = Service(_discard, DiscardProtocol)
+chargen = Service(_chargen, ChargenProtocol)
 
 
 def echo_service(info: InfoProvider | None = None) -> Handler:

@@ -15,6 +15,13 @@ asyncio driver is the only caller and uses exactly this surface:
 Ownership: ``write`` must not keep a reference to ``packet`` after it returns, because the host
 emits into a reused buffer. A link that holds a packet copies it first. Packets returned by
 ``read_batch`` belong to the caller.
+
+Offload: a link whose ``header_len`` is not 0 (a TUN device opened with ``IFF_VNET_HDR``) moves
+*frames*: ``header_len`` bytes of virtio-net header (``ustack.wire.virtio``), then one IPv4 packet,
+which may be a GSO super-segment of up to 64 KB whatever the MTU. ``offload`` says the same as a
+bool. Links pass frames through untouched; a wrapper that looks inside a packet skips the header
+first. ``mtu`` stays the size of one packet on the wire. The byte counters count IP bytes, without
+the header.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ from typing import Protocol, TypeAlias, runtime_checkable
 from ustack.link.errors import LinkError
 
 Packet: TypeAlias = bytes | bytearray | memoryview
+# A packet in pieces (headers, then payload views), written with one writev(2): what a host
+# with ``scatter`` hands a link whose ``gather`` is true, so a 64 KB super-segment's payload is
+# never copied into a packet buffer. Only such links ever see one.
+Gathered: TypeAlias = tuple[Packet, ...]
+
+
+def joined(packet: Packet | Gathered) -> Packet:
+    """The packet as one buffer (for observers and captures, which are not on the fast path)."""
+    return b"".join(packet) if isinstance(packet, tuple) else packet
+
 
 MTU_MIN = 576  # RFC 791: every internet host must accept datagrams of 576 octets.
 MTU_MAX = 65535  # RFC 791: Total Length is a 16-bit field.
@@ -43,12 +60,12 @@ class LinkStats:
     tx_bytes: int = 0
     rx_dropped: int = 0
     tx_dropped: int = 0
-    rx_oversize: int = 0  # longer than the link MTU (the read may have been truncated)
+    rx_oversize: int = 0  # longer than the MTU (64 KB with offload); the read may be truncated
     rx_error: int = 0  # the read failed with something other than "nothing to read"
     rx_fault: int = 0  # dropped by an injected fault
     rx_full: int = 0  # a wrapper's bounded hold queue was full
     tx_full: int = 0  # EAGAIN/ENOBUFS, or a wrapper's bounded hold queue was full
-    tx_oversize: int = 0  # longer than the link MTU; never handed to the kernel
+    tx_oversize: int = 0  # longer than the MTU (64 KB with offload); never handed to the kernel
     tx_error: int = 0  # empty packet, or the write failed (EIO, EINVAL, peer gone)
     tx_closed: int = 0  # written after close()
     tx_fault: int = 0  # dropped by an injected fault
@@ -65,6 +82,16 @@ class Link(Protocol):
     @property
     def stats(self) -> LinkStats: ...
 
+    @property
+    def header_len(self) -> int:
+        """Bytes of virtio-net header before every packet: 0, or ``virtio.HEADER_LEN``."""
+        ...
+
+    @property
+    def offload(self) -> bool:
+        """``header_len != 0``: the host must parse and emit the header."""
+        ...
+
     def fileno(self) -> int: ...
 
     @property
@@ -75,9 +102,9 @@ class Link(Protocol):
 
     def read_batch(self, now: float, limit: int) -> list[bytes | memoryview]: ...
 
-    def write(self, packet: Packet, now: float) -> None: ...
+    def write(self, packet: Packet | Gathered, now: float) -> None: ...
 
-    def write_batch(self, packets: Sequence[Packet], now: float) -> None: ...
+    def write_batch(self, packets: Sequence[Packet | Gathered], now: float) -> None: ...
 
     def next_deadline(self) -> float | None: ...
 
@@ -102,20 +129,29 @@ class FdLink:
 
     TUN devices and ``SOCK_SEQPACKET`` sockets both return exactly one packet per ``read(2)``
     and take exactly one per ``write(2)``, so one read/write loop serves both. Reads ask for
-    ``mtu + 1`` bytes: anything that fills that buffer is longer than the MTU (and was possibly
-    truncated by the kernel), so it is counted as ``rx_oversize`` and dropped rather than
-    handed up as a damaged packet.
+    one byte more than the longest frame: anything that fills that buffer is too long (and was
+    possibly truncated by the kernel), so it is counted as ``rx_oversize`` and dropped rather
+    than handed up as a damaged packet. The longest frame is ``mtu``, or with a header
+    ``header_len + 65535``: a super-segment is one IPv4 packet of up to 64 KB.
     """
 
-    __slots__ = ("_fd", "_read_size", "at_eof", "mtu", "stats")
+    __slots__ = ("_fd", "_max_frame", "_read_size", "at_eof", "header_len", "mtu", "stats")
 
-    def __init__(self, fd: int, mtu: int) -> None:
+    gather = True  # writes a ``Gathered`` packet with one writev(2)
+
+    def __init__(self, fd: int, mtu: int, *, header_len: int = 0) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
         self.mtu = check_mtu(mtu)
-        self._read_size = mtu + 1
+        self.header_len = header_len
+        self._max_frame = header_len + MTU_MAX if header_len else mtu
+        self._read_size = self._max_frame + 1
         self.at_eof = False
         self.stats = LinkStats()
+
+    @property
+    def offload(self) -> bool:
+        return self.header_len != 0
 
     @property
     def closed(self) -> bool:
@@ -131,7 +167,7 @@ class FdLink:
             return packets
         read = os.read
         size = self._read_size
-        mtu = self.mtu
+        longest = self._max_frame
         nbytes = 0
         oversize = 0
         errors = 0
@@ -146,7 +182,7 @@ class FdLink:
                 errors += 1
                 break
             n = len(data)
-            if n > mtu:
+            if n > longest:
                 oversize += 1
                 continue
             if n == 0:
@@ -157,25 +193,29 @@ class FdLink:
             nbytes += n
         stats = self.stats
         stats.rx_packets += len(packets)
-        stats.rx_bytes += nbytes
+        stats.rx_bytes += nbytes - self.header_len * len(packets)
         if oversize or errors:
             stats.rx_oversize += oversize
             stats.rx_error += errors
             stats.rx_dropped += oversize + errors
         return packets
 
-    def write(self, packet: Packet, now: float) -> None:
+    def write(self, packet: Packet | Gathered, now: float) -> None:
         stats = self.stats
-        n = len(packet)
+        gathered = isinstance(packet, tuple)
+        n = sum([len(part) for part in packet]) if isinstance(packet, tuple) else len(packet)
         if self._fd < 0:
             stats.tx_closed += 1
-        elif n > self.mtu:
+        elif n > self._max_frame:
             stats.tx_oversize += 1
-        elif n == 0:
+        elif n <= self.header_len:
             stats.tx_error += 1
         else:
             try:
-                os.write(self._fd, packet)
+                if gathered:
+                    os.writev(self._fd, packet)  # type: ignore[arg-type]
+                else:
+                    os.write(self._fd, packet)  # type: ignore[arg-type]
             except OSError as exc:
                 if exc.errno in _QUEUE_FULL:
                     stats.tx_full += 1
@@ -183,11 +223,11 @@ class FdLink:
                     stats.tx_error += 1
             else:
                 stats.tx_packets += 1
-                stats.tx_bytes += n
+                stats.tx_bytes += n - self.header_len
                 return
         stats.tx_dropped += 1
 
-    def write_batch(self, packets: Sequence[Packet], now: float) -> None:
+    def write_batch(self, packets: Sequence[Packet | Gathered], now: float) -> None:
         write = self.write
         for packet in packets:
             write(packet, now)

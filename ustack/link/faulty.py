@@ -13,6 +13,11 @@ This wrapper only carries out those decisions against the clock it is given:
   ``read_batch(now)`` call once due. ``next_deadline()`` reports the earliest held packet of
   either direction (and the inner link's own deadline), so the driver knows when to call.
 
+The model decides per wire packet, so the inner link must carry plain packets: a link with the
+virtio-net header (``header_len`` != 0, TUN offloads on) is refused. A 64 KB super-segment is
+many wire packets, and with checksum offload nothing would verify the checksum a corruption
+breaks. Open the TUN device with ``offload="off"`` to inject faults.
+
 Ties are broken by arrival order, so with the same seed and the same sequence of ``now``
 values the output is identical run after run. Held packets are copied (the caller may reuse
 its buffer) and bounded by ``max_held`` per direction; overflow is a counted drop.
@@ -49,6 +54,10 @@ class FaultyLink:
         *,
         max_held: int = MAX_HELD,
     ) -> None:
+        if getattr(inner, "header_len", 0):
+            raise ValueError(
+                "fault injection works per wire packet: open the link with offload='off'"
+            )
         self.inner = inner
         self.model_out = model_out
         self.model_in = model_in
@@ -61,6 +70,14 @@ class FaultyLink:
     @property
     def mtu(self) -> int:
         return self.inner.mtu
+
+    @property
+    def header_len(self) -> int:
+        return 0  # see __init__: only plain links are accepted
+
+    @property
+    def offload(self) -> bool:
+        return False
 
     @property
     def held(self) -> tuple[int, int]:

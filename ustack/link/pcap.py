@@ -17,6 +17,9 @@ passes ``buffer_size`` bytes, on ``flush()`` and on ``close()``, so capturing co
 handed to ``write`` (before the inner link may drop them) and packets returned by
 ``read_batch``. Where it sits decides what it sees: ``PcapTap(FaultyLink(tun))`` records what
 the host sent and received, ``FaultyLink(PcapTap(tun))`` what actually crossed the device.
+Over a link with TUN offloads on, the tap drops the virtio-net header and records the IPv4
+packet behind it; a super-segment stays one packet of up to 64 KB, which is what tcpdump shows
+on an interface with GRO/TSO.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from ustack.link.base import Link, LinkStats, Packet
+from ustack.link.base import Gathered, Link, LinkStats, Packet, joined
 
 PCAP_MAGIC = 0xA1B2C3D4  # microsecond-resolution pcap
 PCAP_VERSION = (2, 4)
@@ -122,15 +125,32 @@ class PcapTap:
     ``close()`` closes the inner link and then the writer, which flushes the capture.
     """
 
-    __slots__ = ("inner", "writer")
+    __slots__ = ("header_len", "inner", "writer")
 
     def __init__(self, inner: Link, writer: PcapWriter) -> None:
         self.inner = inner
         self.writer = writer
+        self.header_len: int = getattr(inner, "header_len", 0)
 
     @property
     def mtu(self) -> int:
         return self.inner.mtu
+
+    @property
+    def offload(self) -> bool:
+        return self.header_len != 0
+
+    @property
+    def gather(self) -> bool:
+        """Packets in pieces pass through (see ``base.Gathered``); the record joins them."""
+        return bool(getattr(self.inner, "gather", False))
+
+    def _record(self, packets: Sequence[Packet | Gathered]) -> None:
+        record = self.writer.write
+        skip = self.header_len
+        for packet in packets:
+            whole = joined(packet)
+            record(memoryview(whole)[skip:] if skip else whole)
 
     @property
     def stats(self) -> LinkStats:
@@ -145,19 +165,15 @@ class PcapTap:
 
     def read_batch(self, now: float, limit: int) -> list[bytes | memoryview]:
         packets = self.inner.read_batch(now, limit)
-        record = self.writer.write
-        for packet in packets:
-            record(packet)
+        self._record(packets)
         return packets
 
-    def write(self, packet: Packet, now: float) -> None:
-        self.writer.write(packet)
+    def write(self, packet: Packet | Gathered, now: float) -> None:
+        self._record((packet,))
         self.inner.write(packet, now)
 
-    def write_batch(self, packets: Sequence[Packet], now: float) -> None:
-        record = self.writer.write
-        for packet in packets:
-            record(packet)
+    def write_batch(self, packets: Sequence[Packet | Gathered], now: float) -> None:
+        self._record(packets)
         self.inner.write_batch(packets, now)
 
     def next_deadline(self) -> float | None:

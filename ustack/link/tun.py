@@ -14,14 +14,31 @@ disappears when ``close()`` closes it.
 
 Reading and writing are the shared loops of ``base.FdLink``: drain until EAGAIN up to
 ``limit``, write the caller's buffer as is, count EAGAIN as ``tx_full``.
+
+Offloads (``offload="auto"``, the default, or ``"on"``). The device is opened with
+``IFF_VNET_HDR`` as well, so every read and write starts with a ten-byte virtio-net header
+(``ustack.wire.virtio``); ``TUNSETVNETHDRSZ`` fixes its size, ``TUNSETVNETLE`` its byte order,
+and ``TUNSETOFFLOAD`` tells the kernel what we can take: packets whose TCP checksum is not
+computed yet (``TUN_F_CSUM``) and TCP super-segments (``TUN_F_TSO4``/``TUN_F_TSO6``). The kernel
+then gives the tun interface checksum offload and TSO/GSO, so its TCP hands us up to 64 KB per
+read instead of one MTU, and takes super-segments of that size from us. The MTU stays what it
+was: it is the size of a segment on the (imaginary) wire, and the MSS both sides advertise.
+If any step fails, ``"auto"`` closes the fd, opens the device again without the header and
+logs why (``offload_reason``); ``"on"`` raises :class:`LinkError` instead. The probe goes
+through the module-level ``_ioctl`` and ``OFFLOAD_FEATURES``, so a test can play a kernel that
+refuses.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import ipaddress
 import logging
 import os
+import struct
+import sys
+from collections.abc import Callable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -30,6 +47,7 @@ from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, TunTapDevice
 from ustack.link.base import FdLink, check_mtu
 from ustack.link.errors import LinkError
 from ustack.link.netns import run_in_netns
+from ustack.wire import virtio
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +55,24 @@ TUN_DEVICE = "/dev/net/tun"
 IFNAMSIZ = 16  # <linux/if.h>: names hold at most 15 bytes plus the NUL
 
 NEED_CAP = "needs CAP_NET_ADMIN (run as root, or docker run --cap-add NET_ADMIN)"
+
+# <linux/if_tun.h>
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int); the argument is the value itself
+TUNSETVNETHDRSZ = 0x400454D8  # _IOW('T', 216, int); the argument points to an int
+TUNSETVNETLE = 0x400454DC  # _IOW('T', 220, int); the argument points to an int
+TUN_F_CSUM = 0x01  # "You can hand me unchecksummed packets."
+TUN_F_TSO4 = 0x02  # "I can handle TSO for IPv4 packets"
+TUN_F_TSO6 = 0x04  # "I can handle TSO for IPv6 packets"
+
+OFFLOAD_FEATURES = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+OFFLOAD_MODES = ("auto", "on", "off")
+NOT_REQUESTED = "not requested"
+
+_FEATURE_NAMES = {TUN_F_CSUM: "TUN_F_CSUM", TUN_F_TSO4: "TUN_F_TSO4", TUN_F_TSO6: "TUN_F_TSO6"}
+
+# fcntl.ioctl, replaceable by tests that need a kernel which refuses.
+_ioctl: Callable[..., object] = fcntl.ioctl
 
 
 def _check_name(name: str) -> None:
@@ -110,14 +146,87 @@ class _TunDevice(TunTapDevice):  # type: ignore[misc]
         return int(fd)
 
 
-def _create(name: str, mtu: int, address: str, prefixlen: int, device: str) -> tuple[int, str]:
-    """Open the device and configure it; runs in the setup thread. Returns (fd, real name)."""
+class _Refused(Exception):
+    """The kernel would not set up the virtio-net header or the offloads; the message says why."""
+
+
+def _feature_names(features: int) -> str:
+    names = [text for bit, text in _FEATURE_NAMES.items() if features & bit]
+    rest = features & ~sum(_FEATURE_NAMES)
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names)
+
+
+def _enable_offload(fd: int) -> None:
+    """Ask for the ten-byte little-endian header and for the offloads; raise _Refused if not."""
+    step = "TUNSETVNETHDRSZ"
     try:
-        dev = _TunDevice(name, IFF_TUN | IFF_NO_PI, dev=device)
+        _ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", virtio.HEADER_LEN))
+        step = "TUNSETVNETLE"
+        try:
+            _ioctl(fd, TUNSETVNETLE, struct.pack("i", 1))
+        except OSError:
+            # Without it the legacy header is in the host's order, which is what we parse on a
+            # little-endian host; elsewhere there is no way to read it.
+            if sys.byteorder != "little":
+                raise
+        features = OFFLOAD_FEATURES
+        step = f"TUNSETOFFLOAD ({_feature_names(features)})"
+        _ioctl(fd, TUNSETOFFLOAD, features)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise _Refused(f"the kernel refused {step}: {why}") from None
+
+
+def _open_plain(name: str, device: str) -> _TunDevice:
+    try:
+        return _TunDevice(name, IFF_TUN | IFF_NO_PI, dev=device)
     except OSError as exc:
         raise _open_error(exc, name, device) from None
-    ifname = dev.name
-    fd = dev.detach()
+
+
+def _open_device(name: str, device: str, offload: str) -> tuple[int, str, int, str]:
+    """Open the TUN fd, with the virtio-net header and offloads if ``offload`` asks and the
+    kernel agrees. Returns (fd, real name, header length, reason offload is off or "")."""
+    if offload == "off":
+        dev = _open_plain(name, device)
+        return dev.detach(), dev.name, 0, NOT_REQUESTED
+    try:
+        dev = _TunDevice(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, dev=device)
+    except OSError as exc:
+        if offload == "on":
+            raise _open_error(exc, name, device) from None
+        # Perhaps the header is the problem; if not, the plain open fails the same way.
+        reason = f"TUNSETIFF with IFF_VNET_HDR failed: {os.strerror(exc.errno or 0)}"
+        dev = _open_plain(name, device)
+    else:
+        fd = dev.detach()
+        try:
+            _enable_offload(fd)
+        except _Refused as exc:
+            os.close(fd)
+            if offload == "on":
+                raise LinkError(
+                    f"cannot turn on offloads for TUN device {dev.name!r}: {exc}", errno.EINVAL
+                ) from None
+            reason = str(exc)
+            # Closing the fd removed the device (unless it is persistent, and then the next
+            # TUNSETIFF replaces its flags); open it again, plain, under the name it got.
+            dev = _open_plain(dev.name, device)
+        else:
+            return fd, dev.name, virtio.HEADER_LEN, ""
+    log.warning("TUN device %s: offloads off, %s", dev.name, reason)
+    return dev.detach(), dev.name, 0, reason
+
+
+def _create(
+    name: str, mtu: int, address: str, prefixlen: int, device: str, offload: str
+) -> tuple[int, str, int, str]:
+    """Open the device and configure it; runs in the setup thread.
+
+    Returns (fd, real name, header length, reason offload is off or "")."""
+    fd, ifname, header_len, reason = _open_device(name, device, offload)
     step = "look up the interface"
     try:
         with IPRoute() as ipr:
@@ -139,13 +248,17 @@ def _create(name: str, mtu: int, address: str, prefixlen: int, device: str) -> t
     except BaseException:
         os.close(fd)
         raise
-    return fd, ifname
+    return fd, ifname, header_len, reason
 
 
 class TunLink(FdLink):
-    """An open, configured TUN device. Create with :meth:`open`."""
+    """An open, configured TUN device. Create with :meth:`open`.
 
-    __slots__ = ("address", "name", "netns", "peer", "prefixlen")
+    ``offload`` tells whether the virtio-net header and the kernel's offloads are in use;
+    ``offload_reason`` says why not ("" when they are).
+    """
+
+    __slots__ = ("address", "name", "netns", "offload_reason", "peer", "prefixlen")
 
     def __init__(
         self,
@@ -157,17 +270,24 @@ class TunLink(FdLink):
         peer: str,
         prefixlen: int,
         netns: str | None,
+        header_len: int = 0,
+        offload_reason: str = NOT_REQUESTED,
     ) -> None:
-        super().__init__(fd, mtu)
+        super().__init__(fd, mtu, header_len=header_len)
         self.name = name
         self.address = address
         self.peer = peer
         self.prefixlen = prefixlen
         self.netns = netns
+        self.offload_reason = "" if header_len else offload_reason
 
     def __repr__(self) -> str:
         where = f" netns={self.netns}" if self.netns else ""
-        return f"<TunLink {self.name} {self.address}/{self.prefixlen} peer={self.peer}{where}>"
+        offload = " offload" if self.header_len else ""
+        return (
+            f"<TunLink {self.name} {self.address}/{self.prefixlen} peer={self.peer}"
+            f"{where}{offload}>"
+        )
 
     @classmethod
     def open(
@@ -180,18 +300,38 @@ class TunLink(FdLink):
         prefixlen: int = 24,
         netns: str | None = None,
         device: str = TUN_DEVICE,
+        offload: str = "auto",
     ) -> TunLink:
         """Create TUN device ``name`` (inside namespace ``netns`` if given), give the kernel
         ``address/prefixlen``, set ``mtu`` and bring it up. ustack is then host ``peer``.
+
+        ``offload``: ``"auto"`` uses the virtio-net header and the kernel's checksum and TSO
+        offloads when the kernel agrees, and falls back to plain packets (logging why) when it
+        does not; ``"on"`` insists; ``"off"`` never asks. ``link.offload`` tells the outcome.
 
         Raises :class:`LinkError` with a one-line reason on any failure.
         """
         check_mtu(mtu)
         _check_name(name)
         _check_addresses(address, peer, prefixlen)
-        fd, ifname = run_in_netns(netns, lambda: _create(name, mtu, address, prefixlen, device))
+        if offload not in OFFLOAD_MODES:
+            raise LinkError(
+                f"bad offload mode {offload!r}: use one of {', '.join(OFFLOAD_MODES)}",
+                errno.EINVAL,
+            )
+        fd, ifname, header_len, reason = run_in_netns(
+            netns, lambda: _create(name, mtu, address, prefixlen, device, offload)
+        )
         link = cls(
-            fd, mtu, name=ifname, address=address, peer=peer, prefixlen=prefixlen, netns=netns
+            fd,
+            mtu,
+            name=ifname,
+            address=address,
+            peer=peer,
+            prefixlen=prefixlen,
+            netns=netns,
+            header_len=header_len,
+            offload_reason=reason,
         )
         log.info("opened %r", link)
         return link

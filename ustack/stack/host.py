@@ -14,6 +14,13 @@ closed-port reply of RFC 9293 3.10.7.1. Every malformed packet surfaces as a
 :class:`~ustack.wire.errors.ParseError`, which is counted by reason in one place; nothing
 escapes ``receive_packet``.
 
+Offload (``Host(offload=True)``, for a TUN device opened with ``IFF_VNET_HDR``): every packet
+in and out starts with a :mod:`~ustack.wire.virtio` header. In, a NEEDS_CSUM or DATA_VALID packet
+skips TCP checksum verification (the kernel made it or checked it), and a GSO super-segment is
+just a long TCP segment. Out, TCP packets are NEEDS_CSUM with only the pseudo-header sum in the
+checksum field, and connections send segments of up to ``TSO_MAX`` bytes, marked GSO with the
+connection's MSS so the kernel cuts them for the wire (or delivers them whole).
+
 Bookkeeping scales with activity, not with the number of connections: a connection that changed
 (a segment arrived, a timer fired, or the application called into it -- which the connection
 reports itself through its ``on_change`` hook) is put in two insertion-ordered dicts, one for "may
@@ -22,6 +29,14 @@ have output" and one for "deadline may have moved". ``packets_to_send`` walks th
 deadline moved is not removed but invalidated (its ``seq`` no longer matches), and the heap is
 rebuilt when stale entries outnumber live ones. Nothing is ever iterated in an order that depends
 on memory addresses, so the same inputs give the same packets, byte for byte.
+
+TIME-WAIT is cheap for connections the application has released (``release()``; the asyncio
+transport does it after ``connection_lost``): once such a connection is in TIME-WAIT the host
+forgets the Connection and keeps a :class:`~ustack.tcp.timewait.TimeWait` record of under 300
+bytes, which answers every segment as the Connection would have, in a table of its own (looked
+at only for segments no connection takes) and a FIFO of deadlines (2*MSL from now is always
+the latest one, so no heap is needed). Its end is counted but not reported: no Closed event
+names a Connection nobody holds. ``connections`` and ``lookup`` return the records too.
 
 Whoever drives the host (the asyncio driver, the simulator) sets ``on_wakeup``: the host calls it
 when an application call left something to send or a new deadline, so the driver can flush.
@@ -45,11 +60,15 @@ from ustack.tcp.connection import Connection, OutSegment, Tracer
 from ustack.tcp.events import Closed, Established, Event
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
-from ustack.wire import icmp, ipv4, seq, tcp
+from ustack.tcp.timewait import TimeWait, pack_key
+from ustack.wire import icmp, ipv4, seq, tcp, virtio
 from ustack.wire.errors import ParseError
 from ustack.wire.tcp import NO_OPTIONS, Control
 
 log = logging.getLogger(__name__)
+
+OutPacket = bytearray | tuple[bytearray, bytes | memoryview]
+"""A datagram to send: one buffer, or (with ``scatter``) headers and payload for writev(2)."""
 
 Key = tuple[int, int, int, int]
 """``(remote_addr, remote_port, local_addr, local_port)``."""
@@ -67,6 +86,7 @@ _PARSE_COUNTERS: Final = {
     "tcp_bad_data_offset": "tcp_bad_data_offset",
     "tcp_bad_checksum": "tcp_bad_checksum",
     "tcp_bad_flags": "tcp_bad_flags",
+    "virtio_truncated": "offload_malformed",
 }
 _PARSE_FALLBACK: Final = (
     ("tcp_option", "tcp_bad_options"),
@@ -76,6 +96,10 @@ _PARSE_FALLBACK: Final = (
 )
 
 _IP_MAX_ID = 0xFFFF
+# The largest TCP payload of a super-segment: an IPv4 datagram is at most 65,535 bytes, less the
+# IPv4 header and the longest TCP header.
+TSO_MAX = ipv4.MAX_TOTAL_LEN - ipv4.HEADER_LEN - tcp.MAX_HEADER_LEN
+_MIN_MSS = 536  # RFC 9293 3.7.1: no segment this short can be a super-segment
 _LOOPBACK_NET = 127
 _BROADCAST = 0xFFFFFFFF
 _MULTICAST_PREFIX = 0xE  # 224.0.0.0/4
@@ -84,7 +108,7 @@ _MULTICAST_PREFIX = 0xE  # 224.0.0.0/4
 class _Entry:
     """The host's record of one connection: where it is filed and its registered deadline."""
 
-    __slots__ = ("alive", "conn", "deadline", "heap_seq", "host", "key", "listener")
+    __slots__ = ("alive", "conn", "deadline", "heap_seq", "host", "key", "listener", "released")
 
     def __init__(self, host: Host, conn: Connection, key: Key, listener: Listener | None) -> None:
         self.host = host
@@ -95,13 +119,19 @@ class _Entry:
         self.deadline: float | None = None
         self.heap_seq = -1
         self.alive = True
+        # The application let go of the connection (Host.release): in TIME-WAIT it becomes a
+        # compact record.
+        self.released = False
 
-    def changed(self) -> None:
-        """The connection's ``on_change`` hook: the application called into it."""
+    def __call__(self) -> None:
+        """The connection's ``on_change`` hook: the application called into it. (The entry
+        itself is the hook: a bound method would be one more object per connection.)"""
         host = self.host
         host._touched(self)
         if host.on_wakeup is not None:
             host.on_wakeup()
+
+    changed = __call__
 
 
 class Listener:
@@ -164,6 +194,9 @@ class Host:
         isn: IsnSource | None = None,
         tracer: Tracer | None = None,
         now: float = 0.0,
+        offload: bool = False,
+        gso: bool = True,
+        scatter: bool = False,
     ) -> None:
         addrs = [addresses] if isinstance(addresses, int) else list(addresses)
         if not addrs or not all(isinstance(a, int) and 0 < a < _BROADCAST for a in addrs):
@@ -178,9 +211,20 @@ class Host:
         # a configured MSS can only lower it.
         link_mss = mtu - ipv4.HEADER_LEN - tcp.HEADER_LEN
         self.config = dataclasses.replace(
-            base, mss=min(base.mss, link_mss) if base.mss else link_mss
+            base,
+            mss=min(base.mss, link_mss) if base.mss else link_mss,
+            tso_max=TSO_MAX if offload or gso else 0,
         )
         self.host_config = host_config if host_config is not None else HostConfig()
+        # Offload: every packet in and out starts with a virtio-net header (see the module
+        # docstring); TCP then sends super-segments of up to TSO_MAX bytes, checksummed by
+        # the kernel, and takes the kernel's coalesced ones.
+        self.offload = offload
+        self._hdr = virtio.HEADER_LEN if offload else 0
+        self._ttl = self.host_config.ttl
+        # Super-segments leave as (headers, payload) pairs the link writes with writev(2):
+        # only for a link that can (``gather``), and only with offload (see _build_segment).
+        self._scatter = scatter and offload
         self._hasher: Rfc6528Isn | None = Rfc6528Isn(secret) if secret is not None else None
         if isn is not None:
             self._isn: IsnSource = isn
@@ -199,7 +243,12 @@ class Host:
         self._want_timer: dict[_Entry, None] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._heap_seq = 0
-        self._out: list[bytearray] = []
+        # Released connections in TIME-WAIT, as compact records (see release()), by packed
+        # 4-tuple; and the same records in expiry order (a record queued again after a restart
+        # counts its entries in ``queued``; the stale ones are skipped).
+        self._timewait: dict[int, TimeWait] = {}
+        self._tw_queue: deque[TimeWait] = deque()
+        self._out: list[OutPacket] = []
         self._ip_id = 0
         self._icmp_tokens = float(self.host_config.icmp_error_burst)
         self._icmp_refill = now
@@ -213,15 +262,41 @@ class Host:
     # -- public API -------------------------------------------------------------------------
 
     @property
-    def connections(self) -> list[Connection]:
-        """Every connection the host still tracks (TIME-WAIT included)."""
-        return [e.conn for e in self._conns.values()]
+    def connections(self) -> list[Connection | TimeWait]:
+        """Every connection the host still tracks, TIME-WAIT included: a released connection
+        in TIME-WAIT is there as its :class:`~ustack.tcp.timewait.TimeWait` record."""
+        conns: list[Connection | TimeWait] = [e.conn for e in self._conns.values()]
+        conns.extend(self._timewait.values())
+        return conns
 
     def lookup(
         self, remote_addr: int, remote_port: int, local_addr: int, local_port: int
-    ) -> Connection | None:
+    ) -> Connection | TimeWait | None:
+        """The connection on this 4-tuple (a TIME-WAIT record once released), or None."""
         entry = self._conns.get((remote_addr, remote_port, local_addr, local_port))
-        return entry.conn if entry is not None else None
+        if entry is not None:
+            return entry.conn
+        return self._timewait.get(pack_key(remote_addr, remote_port, local_addr, local_port))
+
+    def release(self, conn: Connection, now: float) -> None:
+        """The application is done with ``conn`` and will not look at it again (the asyncio
+        transport says so after ``connection_lost``). Nothing changes on the wire or in the
+        counters; but once the connection is in TIME-WAIT -- now, or when it gets there -- the
+        host keeps only a compact :class:`~ustack.tcp.timewait.TimeWait` record for the rest of
+        the 2*MSL, and no ``Closed`` event follows (there is no Connection left to name). A
+        connection the application never releases keeps its TIME-WAIT as before, ``Closed``
+        included; so does every connection of a host with a tracer, whose trace ends with the
+        transition to CLOSED."""
+        entry = self._conns.get(
+            (conn.remote_addr, conn.remote_port, conn.local_addr, conn.local_port)
+        )
+        if entry is None or entry.conn is not conn:
+            return
+        entry.released = True
+        if conn.state is State.TIME_WAIT:
+            self._retire(entry, now)
+            if self._out and self.on_wakeup is not None:
+                self.on_wakeup()
 
     def listen(self, port: int, backlog: int = 128, *, syn_backlog: int | None = None) -> Listener:
         """Accept connections on ``port`` at every address of this host."""
@@ -255,7 +330,7 @@ class Host:
         elif not 1 <= local_port <= 65535:
             raise ValueError(f"bad port {local_port}")
         key = (remote_addr, remote_port, local_addr, local_port)
-        if key in self._conns:
+        if key in self._conns or pack_key(*key) in self._timewait:
             raise OSError(errno.EADDRINUSE, "a connection with this 4-tuple exists")
         conn = self._new_connection(key, now)
         self._add(key, conn, None)
@@ -266,7 +341,10 @@ class Host:
         """Take one IPv4 datagram from the link. Never raises for bad input."""
         self.stats.ip_rx += 1
         try:
-            self._receive(buf, now)
+            if self._hdr:
+                self._receive_offloaded(buf, now)
+            else:
+                self._receive(buf, now, False)
         except ParseError as exc:
             self._count_parse(exc)
         except Exception:
@@ -276,8 +354,9 @@ class Host:
                 self._internal_error_logged = True
                 log.exception("internal error handling a received packet (logged once)")
 
-    def packets_to_send(self, now: float) -> list[bytearray]:
-        """Every IPv4 datagram ready to go, each in its own buffer."""
+    def packets_to_send(self, now: float) -> list[OutPacket]:
+        """Every IPv4 datagram ready to go, each in its own buffer (or, with ``scatter``, a
+        super-segment as its headers and its payload, for a gathered write)."""
         out = self._out
         self._out = []
         if self._want_output:
@@ -287,8 +366,17 @@ class Host:
                 conn = entry.conn
                 segments = conn.segments_to_send(now)
                 if segments:
+                    key = entry.key
                     for s in segments:
-                        out.append(self._build_segment(entry.key, s))
+                        if len(s.payload) > _MIN_MSS:
+                            mss = conn.snd.mss_with(s.options)
+                            if len(s.payload) > mss:
+                                if self._hdr:
+                                    out.append(self._build_segment(key, s, mss))
+                                else:
+                                    self._cut_segment(key, s, mss, out)
+                                continue
+                        out.append(self._build_segment(key, s))
                     self._drain_events(entry)
                     if entry.alive:
                         # Sending arms the retransmission timer.
@@ -301,12 +389,18 @@ class Host:
         if self._want_timer:
             self._refresh_deadlines()
         heap = self._heap
+        best: float | None = None
         while heap:
             t, s, entry = heap[0]
             if entry.heap_seq == s and entry.alive:
-                return t
+                best = t
+                break
             heapq.heappop(heap)
-        return None
+        if self._tw_queue:
+            rec = self._tw_front()
+            if rec is not None and (best is None or rec.deadline < best):
+                best = rec.deadline
+        return best
 
     def on_deadline(self, now: float) -> None:
         """Run the timers of the connections that are due (and only those)."""
@@ -324,14 +418,48 @@ class Host:
         for entry in due:
             entry.conn.on_deadline(now)
             self._touched(entry)
+        if self._tw_queue:
+            self._expire_time_wait(now)
 
     def next_event(self) -> Event | HostEvent | None:
         return self._events.popleft() if self._events else None
 
     # -- input ------------------------------------------------------------------------------
 
-    def _receive(self, buf: bytes | bytearray | memoryview, now: float) -> None:
+    def _receive_offloaded(self, buf: bytes | bytearray | memoryview, now: float) -> None:
+        """A packet behind its virtio-net header. NEEDS_CSUM (the kernel built it and left the
+        transport checksum to the device: the field holds only the pseudo-header sum) and
+        DATA_VALID (already checked) both mean the checksum is not ours to verify; a GSO
+        super-segment is simply a TCP segment up to 64 KB long."""
+        hdr = virtio.parse(buf)
         stats = self.stats
+        trusted = hdr.checksum_trusted
+        if trusted:
+            stats.offload_rx_csum_trusted += 1
+        if hdr.gso_type != virtio.GSO_NONE:
+            stats.offload_rx_super += 1
+        self._receive(memoryview(buf)[virtio.HEADER_LEN :], now, trusted)
+
+    def _receive(self, buf: bytes | bytearray | memoryview, now: float, trusted: bool) -> None:
+        stats = self.stats
+        seg = tcp.parse_ipv4(buf, not trusted)
+        if seg is not None:
+            # The common case in one parse: a well-formed TCP/IPv4 datagram. The checks and
+            # counters are the general path's, in its order.
+            src = seg.src
+            if seg.dst not in self._address_set:
+                stats.ip_not_for_us += 1
+            elif (
+                src == _BROADCAST
+                or src >> 28 == _MULTICAST_PREFIX
+                or src >> 24 == _LOOPBACK_NET
+                or src == 0
+            ):
+                stats.ip_bad_source += 1
+            else:
+                stats.tcp_rx += 1
+                self._demux(seg, now)
+            return
         pkt = ipv4.parse(buf)
         if pkt.dst not in self._address_set:
             stats.ip_not_for_us += 1
@@ -352,7 +480,7 @@ class Host:
             return
         proto = pkt.proto
         if proto == ipv4.PROTO_TCP:
-            self._receive_tcp(pkt, now)
+            self._receive_tcp(pkt, now, trusted)
         elif proto == ipv4.PROTO_ICMP:
             self._receive_icmp(pkt)
         else:
@@ -370,11 +498,10 @@ class Host:
             return
         # RFC 1122 3.2.2.6: the reply carries the request's identifier, sequence and data.
         length = icmp.HEADER_LEN + len(msg.payload)
-        buf = bytearray(ipv4.HEADER_LEN + length)
-        self._emit_ip(buf, src=pkt.dst, dst=pkt.src, proto=ipv4.PROTO_ICMP, payload_len=length)
+        buf, at = self._new_ip(src=pkt.dst, dst=pkt.src, proto=ipv4.PROTO_ICMP, payload_len=length)
         icmp.emit_echo(
             buf,
-            ipv4.HEADER_LEN,
+            at,
             type=icmp.ECHO_REPLY,
             ident=msg.ident,
             sequence=msg.sequence,
@@ -383,14 +510,17 @@ class Host:
         self._out.append(buf)
         stats.icmp_echo_replies += 1
 
-    def _receive_tcp(self, pkt: ipv4.IPv4Packet, now: float) -> None:
+    def _receive_tcp(self, pkt: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
         stats = self.stats
         stats.tcp_rx += 1
-        seg = tcp.parse(pkt.payload, pkt.src, pkt.dst)
+        self._demux(tcp.parse(pkt.payload, pkt.src, pkt.dst, verify_checksum=not trusted), now)
+
+    def _demux(self, seg: tcp.TcpSegment, now: float) -> None:
+        stats = self.stats
         if seg.src_port == 0 or seg.dst_port == 0:
             stats.tcp_bad_port += 1
             return
-        key = (pkt.src, seg.src_port, pkt.dst, seg.dst_port)
+        key = (seg.src, seg.src_port, seg.dst, seg.dst_port)
         entry = self._conns.get(key)
         if entry is not None:
             conn = entry.conn
@@ -413,7 +543,12 @@ class Host:
                 stats.tcp_demuxed += 1
                 conn.receive(seg, now)
                 self._touched(entry)
+                if entry.released and conn.state is State.TIME_WAIT:
+                    # Released and now in TIME-WAIT: the rest is a compact record's job.
+                    self._retire(entry, now)
                 return
+        elif self._timewait and self._time_wait_segment(key, seg, now):
+            return
         listener = self._listeners.get(seg.dst_port)
         if listener is not None:
             self._receive_listen(listener, key, seg, now)
@@ -431,6 +566,32 @@ class Host:
         self.stats.time_wait_reused += 1
         self._forget(entry)
         self._events.append(Closed(conn))
+        return True
+
+    def _time_wait_segment(self, key: Key, seg: tcp.TcpSegment, now: float) -> bool:
+        """A segment for a TIME-WAIT record, if there is one: the record answers as the
+        Connection would have (True), or a SYN above RCV.NXT to a listening port ends it and
+        goes on to the listener (False), as in :meth:`_reuse_time_wait` -- but unreported,
+        the application having released the connection long ago."""
+        rec = self._timewait.get(pack_key(*key))
+        if rec is None:
+            return False
+        stats = self.stats
+        if (
+            seg.control is Control.SYN
+            and not seg.has_ack
+            and key[3] in self._listeners
+            and seq.gt(seg.seq, rec.rcv_nxt)
+        ):
+            stats.time_wait_reused += 1
+            self._drop_time_wait(rec)
+            return False
+        stats.tcp_demuxed += 1
+        deadline = rec.deadline
+        for s in rec.receive(seg, now, self.config, stats):
+            self._out.append(self._build_segment(key, s))
+        if rec.deadline != deadline:
+            self._tw_enqueue(rec)  # a retransmitted FIN restarted the 2*MSL
         return True
 
     def _receive_listen(
@@ -510,7 +671,7 @@ class Host:
 
     def _add(self, key: Key, conn: Connection, listener: Listener | None) -> _Entry:
         entry = _Entry(self, conn, key, listener)
-        conn.on_change = entry.changed
+        conn.on_change = entry
         self._conns[key] = entry
         port = key[3]
         self._ports_in_use[port] = self._ports_in_use.get(port, 0) + 1
@@ -538,6 +699,74 @@ class Host:
                 listener._accept_queue.remove(entry)
         self._want_timer.pop(entry, None)
         entry.conn.on_change = None
+
+    def _retire(self, entry: _Entry, now: float) -> None:
+        """A released connection in TIME-WAIT: send what it still owes (the ACK of the FIN),
+        then keep only its compact record -- unless only the Connection can answer exactly
+        (see ``TimeWait.from_connection``), or a tracer wants to see it end."""
+        if self.tracer is not None or not entry.alive:
+            return
+        conn = entry.conn
+        key = entry.key
+        for s in conn.segments_to_send(now):
+            self._out.append(self._build_segment(key, s))
+        rec = TimeWait.from_connection(conn, pack_key(*key))
+        if rec is None:
+            return
+        self._forget(entry)
+        # Its output is taken, so no queue needs the Connection any more; and a stale heap slot
+        # of the entry (an old deadline) must not keep it alive until that deadline.
+        self._want_output.pop(entry, None)
+        del entry.conn
+        port = key[3]
+        self._ports_in_use[port] = self._ports_in_use.get(port, 0) + 1  # still taken
+        self._timewait[rec.key] = rec
+        self._tw_enqueue(rec)
+
+    def _tw_enqueue(self, rec: TimeWait) -> None:
+        """File ``rec`` in the expiry queue by its deadline: at the back, nearly always (2*MSL
+        from now is the latest deadline there is); a connection released some time after it
+        entered TIME-WAIT goes in from the back to its place."""
+        queue = self._tw_queue
+        rec.queued += 1
+        deadline = rec.deadline
+        if not queue or queue[-1].deadline <= deadline:
+            queue.append(rec)
+            return
+        i = len(queue) - 1
+        while i > 0 and queue[i - 1].deadline > deadline:
+            i -= 1
+        queue.insert(i, rec)
+
+    def _tw_front(self) -> TimeWait | None:
+        """The TIME-WAIT record that expires first, dropping stale queue entries (of records
+        gone, or queued again after a restart) on the way."""
+        queue = self._tw_queue
+        table = self._timewait
+        while queue:
+            rec = queue[0]
+            if rec.queued == 1 and table.get(rec.key) is rec:
+                return rec
+            queue.popleft()
+            rec.queued -= 1
+        return None
+
+    def _drop_time_wait(self, rec: TimeWait) -> None:
+        del self._timewait[rec.key]
+        port = rec.local_port
+        left = self._ports_in_use[port] - 1
+        if left:
+            self._ports_in_use[port] = left
+        else:
+            del self._ports_in_use[port]
+
+    def _expire_time_wait(self, now: float) -> None:
+        """3.10.8: 2*MSL over for every record due -> CLOSED (counted; nobody to tell)."""
+        while (rec := self._tw_front()) is not None and rec.deadline <= now:
+            self._tw_queue.popleft()
+            rec.queued -= 1
+            self._drop_time_wait(rec)
+            rec.expire(self.stats)
 
     def _touched(self, entry: _Entry) -> None:
         self._want_output[entry] = None
@@ -619,11 +848,16 @@ class Host:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _emit_ip(self, buf: bytearray, *, src: int, dst: int, proto: int, payload_len: int) -> None:
+    def _new_ip(self, *, src: int, dst: int, proto: int, payload_len: int) -> tuple[bytearray, int]:
+        """A zeroed buffer for one datagram with its IPv4 header written (behind an all-zero
+        virtio-net header -- no offload asked -- when offload is on); returns the buffer and
+        where the payload goes."""
+        hdr = self._hdr
+        buf = bytearray(hdr + ipv4.HEADER_LEN + payload_len)
         self._ip_id = (self._ip_id + 1) & _IP_MAX_ID
         ipv4.emit(
             buf,
-            0,
+            hdr,
             src=src,
             dst=dst,
             proto=proto,
@@ -631,20 +865,28 @@ class Host:
             ident=self._ip_id,
             ttl=self.host_config.ttl,
         )
+        return buf, hdr + ipv4.HEADER_LEN
 
-    def _build_segment(self, key: Key, s: OutSegment) -> bytearray:
+    def _build_segment(self, key: Key, s: OutSegment, gso_size: int = 0) -> OutPacket:
+        """One TCP segment as a datagram. With offload the kernel computes the checksum
+        (NEEDS_CSUM), and a payload longer than ``gso_size`` (the MSS for these options) is a
+        super-segment the kernel cuts into ``gso_size`` pieces (TSO); with ``scatter`` such a
+        segment is returned as (headers, payload), so its payload is not copied again."""
         remote_addr, remote_port, local_addr, local_port = key
         options = tcp.encode_options(s.options)
-        length = tcp.HEADER_LEN + len(options) + len(s.payload)
-        buf = bytearray(ipv4.HEADER_LEN + length)
-        self._emit_ip(
-            buf, src=local_addr, dst=remote_addr, proto=ipv4.PROTO_TCP, payload_len=length
-        )
-        tcp.emit(
+        payload = s.payload
+        hlen = tcp.HEADER_LEN + len(options)
+        hdr = self._hdr
+        gather = self._scatter and gso_size != 0 and len(payload) > gso_size
+        buf = bytearray(hdr + ipv4.HEADER_LEN + hlen + (0 if gather else len(payload)))
+        self._ip_id = ident = (self._ip_id + 1) & _IP_MAX_ID
+        tcp.emit_ipv4(
             buf,
-            ipv4.HEADER_LEN,
+            hdr,
             local_addr,
             remote_addr,
+            ident=ident,
+            ttl=self._ttl,
             src_port=local_port,
             dst_port=remote_port,
             seq=s.seq,
@@ -652,9 +894,74 @@ class Host:
             flags=s.flags,
             window=s.window,
             options=options,
-            payload=s.payload,
+            payload=payload,
+            partial_checksum=hdr != 0,
+            headers_only=gather,
         )
+        if hdr:
+            if gso_size and len(payload) > gso_size:
+                self.stats.offload_tx_super += 1
+                virtio.emit(
+                    buf,
+                    flags=virtio.F_NEEDS_CSUM,
+                    gso_type=virtio.GSO_TCPV4,
+                    hdr_len=ipv4.HEADER_LEN + hlen,
+                    gso_size=gso_size,
+                    csum_start=ipv4.HEADER_LEN,
+                    csum_offset=virtio.TCP_CSUM_OFFSET,
+                )
+                if gather:
+                    return buf, payload
+            else:
+                virtio.emit(
+                    buf,
+                    flags=virtio.F_NEEDS_CSUM,
+                    csum_start=ipv4.HEADER_LEN,
+                    csum_offset=virtio.TCP_CSUM_OFFSET,
+                )
         return buf
+
+    def _cut_segment(self, key: Key, s: OutSegment, mss: int, out: list[OutPacket]) -> None:
+        """Software GSO: a super-segment cut into ``mss``-sized wire segments, as the kernel
+        does for TSO -- the headers copied, the sequence number advanced, PSH and FIN on the
+        last piece only. TCP formed the segment once; only the wire work is per packet."""
+        remote_addr, remote_port, local_addr, local_port = key
+        options = tcp.encode_options(s.options)
+        payload = memoryview(s.payload)
+        size = len(payload)
+        base = ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options)
+        flags = s.flags
+        middle = flags & ~(tcp.PSH | tcp.FIN)
+        ttl = self._ttl
+        ident = self._ip_id
+        pieces = 0
+        for off in range(0, size, mss):
+            piece = payload[off : off + mss]
+            buf = bytearray(base + len(piece))
+            ident = (ident + 1) & _IP_MAX_ID
+            tcp.emit_ipv4(
+                buf,
+                0,
+                local_addr,
+                remote_addr,
+                ident=ident,
+                ttl=ttl,
+                src_port=local_port,
+                dst_port=remote_port,
+                seq=(s.seq + off) & seq.MASK,
+                ack=s.ack,
+                flags=flags if off + mss >= size else middle,
+                window=s.window,
+                options=options,
+                payload=piece,
+            )
+            out.append(buf)
+            pieces += 1
+        self._ip_id = ident
+        stats = self.stats
+        # the counters count wire segments, as they would without GSO
+        stats.tcp_segments_sent += pieces - 1
+        stats.tcp_data_segments_sent += pieces - 1
 
     def _emit_rst(self, key: Key, seq_: int, ack: int, flags: int) -> None:
         self._out.append(self._build_segment(key, OutSegment(seq_, ack, flags, 0, NO_OPTIONS, b"")))
@@ -677,8 +984,7 @@ class Host:
             return
         self._icmp_tokens -= 1.0
         length = icmp.HEADER_LEN + icmp.quote_length(original)
-        buf = bytearray(ipv4.HEADER_LEN + length)
-        self._emit_ip(buf, src=pkt.dst, dst=pkt.src, proto=ipv4.PROTO_ICMP, payload_len=length)
-        icmp.emit_unreachable(buf, ipv4.HEADER_LEN, code=code, original=original)
+        buf, at = self._new_ip(src=pkt.dst, dst=pkt.src, proto=ipv4.PROTO_ICMP, payload_len=length)
+        icmp.emit_unreachable(buf, at, code=code, original=original)
         self._out.append(buf)
         self.stats.icmp_unreach_sent += 1

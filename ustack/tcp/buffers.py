@@ -16,6 +16,12 @@ in-order bytes since the start), so reassembly never deals with sequence wrap-ar
 only ever fills gaps: overlaps with bytes already held are trimmed (and counted), adjacent pieces
 are kept apart (merging would copy), and the number of pieces is bounded. The connection trims every segment to the
 advertised window first, so the bytes held never exceed the buffer's capacity.
+
+Both buffers cost almost nothing while empty, which is most of a connection's life: the chunk
+list, the reassembly lists and the bytes waiting to be read are created on first use and
+dropped again when they empty. The first in-order segment is kept as the ``bytes`` it was
+copied into, and a read of everything hands that same object out, so the common "one segment
+arrives, the application reads it" costs one copy, not two.
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ class SendBuffer:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        # A list: it stays short (writes are coalesced, 16 KiB chunks), and an empty deque
-        # costs 600 bytes per connection.
-        self._chunks: list[bytes] = []
+        # A list (it stays short: writes are coalesced, 16 KiB chunks), created by the first
+        # write and dropped when the last byte is acknowledged: an idle connection holds none.
+        self._chunks: list[bytes] | None = None
         self._head = 0  # bytes of _chunks[0] already consumed
         self.size = 0  # bytes held (acknowledged bytes are gone)
 
@@ -49,7 +55,9 @@ class SendBuffer:
             return 0
         chunk = data if type(data) is bytes and n == len(data) else bytes(data[:n])
         chunks = self._chunks
-        if n < _SMALL_WRITE and chunks and len(chunks[-1]) + n <= _COALESCE_MAX:
+        if chunks is None:
+            self._chunks = [chunk]
+        elif n < _SMALL_WRITE and chunks and len(chunks[-1]) + n <= _COALESCE_MAX:
             # appending keeps every offset into the chunk (and _head) valid
             chunks[-1] = chunks[-1] + chunk
         else:
@@ -60,12 +68,18 @@ class SendBuffer:
     def consume(self, n: int) -> None:
         """Forget the first ``n`` bytes (they were acknowledged)."""
         n = min(n, self.size)
-        self.size -= n
         chunks = self._chunks
+        if chunks is None or n <= 0:
+            return
+        self.size -= n
         head = self._head + n
         while chunks and head >= len(chunks[0]):
             head -= len(chunks.pop(0))
-        self._head = head if chunks else 0
+        if chunks:
+            self._head = head
+        else:
+            self._chunks = None
+            self._head = 0
 
     def peek(self, offset: int, n: int) -> bytes | memoryview:
         """Up to ``n`` bytes starting ``offset`` bytes after the first held byte."""
@@ -73,7 +87,10 @@ class SendBuffer:
         if n <= 0:
             return b""
         pos = self._head + offset
-        for i, chunk in enumerate(self._chunks):
+        chunks = self._chunks
+        if chunks is None:
+            return b""
+        for i, chunk in enumerate(chunks):
             clen = len(chunk)
             if pos < clen:
                 if pos + n <= clen:
@@ -87,6 +104,7 @@ class SendBuffer:
     def _join(self, i: int, pos: int, n: int) -> bytes:
         parts: list[bytes | memoryview] = []
         chunks = self._chunks
+        assert chunks is not None
         while n > 0:
             chunk = chunks[i]
             take = min(len(chunk) - pos, n)
@@ -103,12 +121,16 @@ class ReceiveBuffer:
     def __init__(self, capacity: int, max_pieces: int) -> None:
         self.capacity = capacity
         self.max_pieces = max_pieces
-        self._data = bytearray()  # in order, not yet read
+        # In order, not yet read: b"" when empty, the first segment's bytes as they came, a
+        # bytearray once a second segment joins them.
+        self._data: bytes | bytearray = b""
         self._stream = 0  # stream offset of the next in-order byte (RCV.NXT)
-        self._ooo: list[tuple[int, bytes]] = []  # sorted, disjoint (start, data)
+        # Sorted, disjoint (start, data); the shared empty _NO_PIECES until data arrives out of
+        # order (replaced, never mutated), and again once reassembly has taken it all.
+        self._ooo: list[tuple[int, bytes]] = _NO_PIECES
         # The same data as merged [start, end) ranges, kept up to date as pieces come and go,
-        # because every ACK's SACK blocks are read from it.
-        self._ranges: list[list[int]] = []
+        # because every ACK's SACK blocks are read from it (shared empty _NO_RANGES likewise).
+        self._ranges: list[list[int]] = _NO_RANGES
         self.last_dup: tuple[int, int] | None = None
 
     @property
@@ -134,21 +156,35 @@ class ReceiveBuffer:
     def read(self, max_bytes: int = -1) -> bytes:
         data = self._data
         if max_bytes < 0 or max_bytes >= len(data):
-            out = bytes(data)
-            data.clear()
-            return out
+            self._data = b""
+            return data if type(data) is bytes else bytes(data)
         out = bytes(data[:max_bytes])
-        del data[:max_bytes]
+        if type(data) is bytearray:
+            del data[:max_bytes]
+        else:
+            self._data = data[max_bytes:]
         return out
+
+    def _append(self, data: bytes | memoryview) -> None:
+        held = self._data
+        if not held:
+            self._data = bytes(data)  # no copy when it already is bytes
+        elif type(held) is bytearray:
+            held += data
+        else:
+            grown = bytearray(held)
+            grown += data
+            self._data = grown
 
     def add_in_order(self, data: bytes | memoryview) -> int:
         """Append bytes at RCV.NXT; pull in any out-of-order pieces this joins up with.
 
         Returns the number of bytes RCV.NXT advances (``len(data)`` plus reassembled bytes).
         """
-        self._data += data
         advanced = len(data)
-        self._stream += advanced
+        if advanced:
+            self._append(data)
+            self._stream += advanced
         if self._ooo:
             advanced += self._drain_ooo()
         return advanced
@@ -164,9 +200,13 @@ class ReceiveBuffer:
             skip = self._stream - start
             if skip < len(piece):
                 tail = piece[skip:]
-                self._data += tail
+                self._append(tail)
                 self._stream += len(tail)
                 advanced += len(tail)
+        if not ooo:
+            self._ooo = _NO_PIECES
+            self._ranges = _NO_RANGES
+            return advanced
         ranges = self._ranges
         while ranges and ranges[0][1] <= self._stream:
             del ranges[0]
@@ -185,8 +225,8 @@ class ReceiveBuffer:
     def drop_out_of_order(self) -> int:
         """Forget every out-of-order piece; return the bytes dropped."""
         dropped = sum(len(piece) for _, piece in self._ooo)
-        self._ooo.clear()
-        self._ranges.clear()
+        self._ooo = _NO_PIECES
+        self._ranges = _NO_RANGES
         return dropped
 
     def ooo_range_at(self, offset: int) -> list[int] | None:
@@ -253,10 +293,18 @@ class ReceiveBuffer:
             return 0, dup
         if len(ooo) + len(new) > self.max_pieces:
             return -1, dup
+        if ooo is _NO_PIECES:
+            ooo = self._ooo = []
+            self._ranges = []
         for item in new:
             insort(ooo, item, key=_start)
             self._add_range(item[0], item[0] + len(item[1]))
         return sum(len(p) for _, p in new), dup
+
+
+# The shared "nothing held out of order" values (see ReceiveBuffer.__init__): never mutated.
+_NO_PIECES: list[tuple[int, bytes]] = []
+_NO_RANGES: list[list[int]] = []
 
 
 def _start(piece: tuple[int, bytes]) -> int:

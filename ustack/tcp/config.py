@@ -80,4 +80,11 @@ class TcpConfig:
     rack: bool = True  # RFC 8985 RACK time-based loss detection (needs SACK); off: DupThresh
     tlp: bool = True  # RFC 8985 tail loss probe (needs SACK)
     max_ooo_segments: int = 256  # out-of-order chunks held; the window bounds the bytes
+    # Header prediction: ESTABLISHED's common segments (a pure ACK of new data, the next
+    # in-order data) skip the general RFC 9293 3.10.7.4 dispatch; same effect, less work.
+    header_prediction: bool = True
+    # TSO: the largest payload of one segment handed to a link that cuts it into MSS-sized
+    # packets itself (a TUN device with offloads); 0 = every segment is at most one MSS. The
+    # host sets it; the scoreboard keeps such a segment as one record and splits it as needed.
+    tso_max: int = 0
     initial_window: int | None = None  # bytes; None = RFC 6928 min(10*MSS, max(2*MSS, 14600))

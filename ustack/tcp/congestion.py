@@ -43,7 +43,10 @@ from ustack.wire import seq
 
 # RFC 5681 3.1: the initial ssthresh "SHOULD be set arbitrarily high"; the peer's window limits us.
 INITIAL_SSTHRESH: Final = 1 << 30
-# RFC 3465 2.2 (with RFC 5681 3.1): slow start counts at most L = 2*SMSS bytes per ACK.
+# RFC 3465 2.2 (with RFC 5681 3.1): slow start counts at most L = 2*SMSS bytes per ACK. L limits
+# the burst one ACK may release; with TSO the sender's unit of burst is its super-segment, and
+# a receiver ACKs one of those with one (stretch) ACK, so the limit is L super-segments then
+# (``segment``, set by the connection); without TSO it is the RFC's L*SMSS.
 ABC_L: Final = 2
 
 # RFC 9406 4.3, the RECOMMENDED HyStart++ constants (times in seconds).
@@ -79,6 +82,7 @@ class CongestionControl(Protocol):
     mss: int
     cwnd: int
     ssthresh: int
+    segment: int  # the sender's largest segment with TSO (0: one MSS); see ABC_L
 
     def set_mss(self, mss: int, initial_window: int | None = None) -> None:
         """Effective send MSS known (handshake done): cwnd = initial window (RFC 6928 unless given)."""
@@ -258,7 +262,7 @@ class HyStartPlusPlus:
 class _Controller:
     """What NewReno and CUBIC share: the windows, the byte carry, and slow start."""
 
-    __slots__ = ("_carry", "cwnd", "hystart", "mss", "ssthresh")
+    __slots__ = ("_carry", "cwnd", "hystart", "mss", "segment", "ssthresh")
 
     name: str = ""
 
@@ -269,6 +273,7 @@ class _Controller:
         self.ssthresh = INITIAL_SSTHRESH
         self.hystart = HyStartPlusPlus() if hystart else None
         self._carry = 0.0  # the fraction of a byte of growth not yet added to cwnd
+        self.segment = 0  # the largest segment the sender forms (TSO), if above one MSS
 
     def set_mss(self, mss: int, initial_window: int | None = None) -> None:
         _check_mss(mss)
@@ -294,13 +299,14 @@ class _Controller:
     ) -> None:
         hs = self.hystart
         increase: float
+        unit = self.segment if self.segment > self.mss else self.mss
         if hs is not None and hs.active:
             # HyStart++ keeps counting rounds and RTT samples on application-limited ACKs too:
             # the delay signal is still valid, only the growth is withheld below.
-            increase = hs.on_ack(acked, self.mss, snd_una=snd_una, snd_nxt=snd_nxt, rtt=rtt)
+            increase = hs.on_ack(acked, unit, snd_una=snd_una, snd_nxt=snd_nxt, rtt=rtt)
             css_done = not hs.active
         else:
-            increase = min(acked, ABC_L * self.mss)  # RFC 5681 3.1 eq. (2), RFC 3465 2.2
+            increase = min(acked, ABC_L * unit)  # RFC 5681 3.1 eq. (2), RFC 3465 2.2
             css_done = False
         if not app_limited:
             # Slow start ends at ssthresh (RFC 5681 3.1), so do not jump past it.

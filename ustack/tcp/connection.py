@@ -22,11 +22,18 @@ The work is split four ways, and this module only decides *which* rule applies:
 Segment arrival follows RFC 9293 3.10.7 in one ``match (state, control)``; every arm starts with
 a sentence naming the rule. The synchronized states share the "Otherwise" processing: PAWS
 (RFC 7323 5.3), the sequence check, then RST (RFC 5961 3), SYN (RFC 5961 4), ACK (RFC 5961 5;
-SACK, loss detection and congestion control), URG, text, FIN. State changes fire a
-:class:`~ustack.tcp.state.Trigger`; the transition table computes the next state. Timers are
-handled in :class:`~ustack.tcp.timers.Timer` order, one ``match`` arm each. What goes out is
-pulled by ``segments_to_send``: the handshake's SYNs from here, everything else from the sender,
-then keep-alive probes and a pure ACK if one is owed.
+SACK, loss detection and congestion control), URG, text, FIN. Before all that, header
+prediction (``_predicted``) takes ESTABLISHED's two everyday segments -- a pure ACK of new data,
+the next in-order data -- straight through, with exactly the general path's effect
+(``TcpConfig.header_prediction`` turns it off; tests/tcp/test_fast_path.py proves them equal).
+State changes fire a :class:`~ustack.tcp.state.Trigger`; the transition table computes the next
+state. Timers are handled in :class:`~ustack.tcp.timers.Timer` order, one ``match`` arm each.
+What goes out is pulled by ``segments_to_send``: the handshake's SYNs from here, everything else
+from the sender, then keep-alive probes and a pure ACK if one is owed. In-order data only notes
+that an ACK is owed, so all the segments the host handled before asking for output share one
+cumulative ACK (or the data going out carries it); the ACKs that must stay separate --
+duplicate ACKs for out-of-order, old or out-of-window segments, PAWS drops, challenge ACKs --
+are built at once, in arrival order, and go out first.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from ustack.wire.tcp import (
     NO_OPTIONS,
     RST,
     SYN,
+    URG,
     Control,
     TcpOptions,
     TcpSegment,
@@ -422,6 +430,15 @@ class Connection:
     def receive(self, seg: TcpSegment, now: float) -> None:
         """SEGMENT ARRIVES (RFC 9293 3.10.7)."""
         self.stats.tcp_segments_received += 1
+        # Header prediction: ESTABLISHED's everyday segments skip the dispatch below (same
+        # effect, see _predicted).
+        if (
+            self.state is State.ESTABLISHED
+            and seg.control is Control.NONE
+            and self.config.header_prediction
+            and self._predicted(seg, now)
+        ):
+            return
         match (self.state, seg.control):
             case (state, _) if state in _SYNCHRONIZED_OPEN:
                 # 3.10.7.4: ESTABLISHED and later share the "Otherwise" processing (first, as
@@ -500,6 +517,88 @@ class Connection:
                 self._receive_synchronized(seg, now)
             case _:
                 self.stats.tcp_drop_unexpected += 1
+
+    def _predicted(self, seg: TcpSegment, now: float) -> bool:
+        """Header prediction (Jacobson's 4BSD fast path; RFC 9293 3.10.7.4 is what it
+        shortcuts). In ESTABLISHED nearly every segment is one of three kinds:
+
+        * a pure ACK of new data: SEG.SEQ = RCV.NXT, no text, SND.UNA < SEG.ACK =< SND.NXT,
+          the window unchanged, no SACK blocks, no loss being repaired;
+        * the next in-order data: SEG.SEQ = RCV.NXT, SEG.ACK = SND.UNA (nothing new acked),
+          the window unchanged, the text within RCV.WND, nothing held out of order;
+        * both at once (request/response traffic: the next request acknowledges the last
+          response), the ACK processed first;
+
+        each with nothing unusual: no URG, and only a Timestamps option (when negotiated, with
+        SEG.TSval >= TS.Recent, so PAWS passes outright) or no option at all. Such a segment
+        is processed here, without the checks that cannot fire for it, with exactly the
+        general path's effect on the TCB, timers, events, counters and output (a property test
+        feeds both the same input). Anything else returns False and has changed nothing."""
+        if not seg.has_ack or seg.flags & URG:
+            return False
+        rcv = self.rcv
+        seg_seq = seg.seq
+        if seg_seq != rcv.rcv_nxt:
+            return False
+        opts = seg.options
+        ts = opts.timestamps
+        if rcv.ts_ok:
+            if (
+                ts is None
+                or sq.lt(ts[0], rcv.ts_recent)
+                or opts.sack_blocks
+                or opts.mss is not None
+                or opts.wscale is not None
+                or opts.sack_permitted
+            ):
+                return False
+        elif opts is not NO_OPTIONS:
+            return False
+        snd = self.snd
+        wnd = seg.window << snd.snd_wscale
+        if wnd != snd.snd_wnd:
+            return False
+        ack = seg.ack
+        snd_una = snd.snd_una
+        payload = seg.payload
+        n = len(payload)
+        if n and (n > rcv.rcv_wnd or rcv.buf.has_ooo or rcv.ooo_fin is not None or self.orphaned):
+            return False
+        if (n == 0 or ack != snd_una) and (
+            ack == snd_una
+            or not sq.lt(snd_una, ack)
+            or not sq.le(ack, snd.snd_nxt)
+            or self.recovery.state is not LossState.OPEN
+        ):
+            return False
+        # The segment is ours: the general path's steps, in its order.
+        if ts is not None:
+            rcv.update_ts_recent(seg_seq, ts[0], now)  # RFC 7323 4.3
+        self._last_recv = now
+        if self.keepalive:
+            self._ka_probes = 0
+            self._timers.set(Timer.KEEPALIVE, now + self._ka_idle)
+        snd.persist_unanswered = 0
+        if n and ack == snd_una:
+            snd.update_window(seg_seq, ack, wnd)
+            self._take_in_order(payload, now)
+            self.stats.tcp_fast_path_data += 1
+            return True
+        una_old = snd.una
+        ack_u = una_old + sq.sub(ack, snd_una)
+        flight_old = snd.nxt - una_old
+        snd.update_window(seg_seq, ack, wnd)
+        acked = snd.acked(ack_u)
+        tsecr = ts[1] if ts is not None else None
+        self._ack_progress(ack, ack_u, una_old, flight_old, acked, [], None, tsecr, now)
+        if n:
+            # data that also acknowledges ours (a request answering a response): the ACK's
+            # processing first, as the fifth check comes before the seventh
+            self._take_in_order(payload, now)
+            self.stats.tcp_fast_path_data += 1
+        else:
+            self.stats.tcp_fast_path_acks += 1
+        return True
 
     def _receive_synchronized(self, seg: TcpSegment, now: float) -> None:
         stats = self.stats
@@ -673,15 +772,7 @@ class Connection:
                 self._reset_and_close(now)
                 return
             if offset == 0:
-                ack_at_once = rcv.in_order(payload, now)
-                if not self._data_event_pending:
-                    self._data_event_pending = True
-                    self._events.append(DataReceived(self))
-                if ack_at_once:
-                    # 3.8.6.3: ACK every second full-sized segment -- built now, so that a
-                    # host handling a burst of segments before asking for output still sends
-                    # one ACK per two segments (the sender's byte counting depends on it)
-                    self._emit_ack(now)
+                self._take_in_order(payload, now)
             else:
                 if rcv.out_of_order(offset, payload):
                     # RFC 5681 4.2: out-of-order data is ACKed at once (every duplicate ACK
@@ -701,6 +792,15 @@ class Connection:
                 rcv.ack_now = True
         elif rcv.ooo_fin is not None and rcv.ooo_fin == rcv.rcv_nxt and state in RECEIVING:
             self._receive_fin(now)
+
+    def _take_in_order(self, payload: memoryview, now: float) -> None:
+        """Seventh check (3.10.7.4): text at RCV.NXT goes to the application. An ACK it makes
+        due (3.8.6.3: every second full-sized segment) is only noted; ``segments_to_send``
+        builds one cumulative ACK for the whole batch the host read, or data carries it."""
+        self.rcv.in_order(payload, now, self.rtt.rto)
+        if not self._data_event_pending:
+            self._data_event_pending = True
+            self._events.append(DataReceived(self))
 
     def _receive_fin(self, now: float) -> None:
         """Eighth check (3.10.7.4): the peer's FIN reached RCV.NXT."""
@@ -774,6 +874,26 @@ class Connection:
             if dup:
                 stats.tcp_dup_acks += 1
         tsecr = opts.timestamps[1] if opts.timestamps is not None and self.rcv.ts_ok else None
+        self._ack_progress(ack, ack_u, una_old, flight_old, acked, blocks, dsack, tsecr, now)
+        return True
+
+    def _ack_progress(
+        self,
+        ack: int,
+        ack_u: int,
+        una_old: int,
+        flight_old: int,
+        acked: int,
+        blocks: list[tuple[int, int]],
+        dsack: tuple[int, int] | None,
+        tsecr: int | None,
+        now: float,
+    ) -> None:
+        """An ACK that acknowledged (``acked`` bytes, SND.UNA already moved) or SACKed
+        something: RTT samples, loss detection, congestion control, timers. Shared by the
+        general path and header prediction's pure ACK."""
+        snd = self.snd
+        rec = self.recovery
         delivered, rtt, ca_rtt = rec.on_ack(una_old, ack_u, snd.nxt, blocks, dsack, now, tsecr)
         if rtt is None and acked and tsecr is not None:
             # RFC 7323 4.1: the echoed TSval times the segment that made the peer ACK, even a
@@ -827,7 +947,6 @@ class Connection:
         if rec.reneged and flight > 0:
             srtt = self.rtt.srtt or self.rtt.rto
             timers.set(Timer.RETRANSMIT, now + max(srtt / 2, RENEGE_RTO_MIN))
-        return True
 
     def _rtt_sample(self, rtt: float, flight: int) -> None:
         """RFC 6298 (2.2)/(2.3) on every ACK of new data; with several samples per round trip,
@@ -887,6 +1006,8 @@ class Connection:
         rec.mss = mss
         self._last_recv = now
         self.cc.set_mss(mss, cfg.initial_window)
+        if cfg.tso_max > mss:
+            self.cc.segment = cfg.tso_max - cfg.tso_max % mss
 
     def _syn_acknowledged(self, seg: TcpSegment, now: float) -> None:
         """Our SYN is acknowledged (SYN-SENT or SYN-RECEIVED -> ESTABLISHED)."""

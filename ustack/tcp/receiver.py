@@ -9,8 +9,12 @@ The advertised right edge ``rcv_adv`` never moves left and only grows by at leas
 min(buffer/2, MSS) (receiver SWS avoidance, 3.8.6.2.2).
 
 ACKs are delayed (40 ms by default) unless two full-sized segments are unacknowledged, data
-arrived out of order or filled a hole (RFC 5681 4.2), or a duplicate arrived; an ACK that must
-not merge with the next one (a duplicate ACK) is *emitted* at once by the connection.
+arrived out of order or filled a hole (RFC 5681 4.2), or a duplicate arrived. An ACK owed for
+in-order data is only *noted* (``ack_now``): the connection's next output carries it, so the
+segments of one batch (everything the host read before asking for output) share one cumulative
+ACK, as the segments of a GRO super-segment do on Linux. An ACK that must not merge with the
+next one (a duplicate ACK: out-of-order data without SACK, a duplicate segment) is *emitted* at
+once by the connection.
 
 SACK (RFC 2018 4): while data is held out of order every ACK carries blocks, the first one
 holding the segment that arrived last, then the blocks of earlier arrivals, most recent first,
@@ -38,6 +42,9 @@ MAX_WINDOW_FIELD = 0xFFFF
 PAWS_IDLE = 24 * 86400.0
 # RFC 2018 3: SACK blocks in one option (3 when 12 bytes go to timestamps).
 MAX_SACK_BLOCKS = 4
+# Segments ACKed one by one after a silence longer than the RTO (Linux's TCP_MAX_QUICKACKS).
+QUICKACKS = 16
+_INF = float("inf")
 MAX_SACK_BLOCKS_TS = 3
 # How many recent out-of-order arrivals are remembered to order the blocks (RFC 2018 4).
 _SACK_HISTORY = 4
@@ -54,6 +61,7 @@ def wscale_for(buffer: int) -> int:
 class Receiver:
     __slots__ = (
         "_dsack",
+        "_mss_cap",
         "_opt_cache",
         "_sack_recent",
         "_sws_threshold",
@@ -63,7 +71,9 @@ class Receiver:
         "fin_received",
         "irs",
         "last_ack_sent",
+        "last_data",
         "ooo_fin",
+        "quickacks",
         "rcv_adv",
         "rcv_mss",
         "rcv_nxt",
@@ -90,8 +100,12 @@ class Receiver:
         self._sws_threshold = max(min(config.recv_buffer // 2, adv_mss), 1)
         # the largest segment seen from the peer (ACK every second one); 3.7.1's default first
         self.rcv_mss = min(DEFAULT_PEER_MSS, adv_mss)
+        # ...but never above what we advertised: a GRO super-segment is many segments
+        self._mss_cap = adv_mss
         self.unacked = 0  # payload bytes received since we last sent an ACK
         self.ack_now = False
+        self.quickacks = 0  # segments still to be ACKed one by one (see in_order)
+        self.last_data = _INF  # when in-order data last arrived (none yet: no silence)
         self.fin_received = False
         self.ooo_fin: int | None = None  # the peer's FIN, seen beyond a hole
         self.sack_ok = False
@@ -198,31 +212,44 @@ class Receiver:
 
     # -- text --------------------------------------------------------------------------------
 
-    def in_order(self, payload: memoryview, now: float) -> bool:
-        """Bytes at RCV.NXT: append them and pull in what they join up with. Decides the ACK
-        (3.8.6.3); True when it must go out at once, on its own (every second full-sized
-        segment), rather than with whatever the connection sends next."""
+    def in_order(self, payload: memoryview, now: float, rto: float) -> None:
+        """Bytes at RCV.NXT: append them and pull in what they join up with, and decide the ACK
+        (3.8.6.3): owed at once (``ack_now``) once two full-sized segments are unacknowledged
+        or when a hole filled, else when the delayed-ACK timer fires. The ACK itself is built
+        by the connection's next output, so a batch of segments gets one cumulative ACK.
+
+        Data after a silence longer than ``rto`` (the sender's retransmission timer fired, or
+        it restarts from idle) is ACKed segment by segment for a while, as Linux's quick-ACK
+        mode does: the sender restarts from a small window, and an ACK per segment is what
+        lets it grow again (and what keeps the ACK clock alive when ACKs are being lost)."""
         n = len(payload)
+        if now - self.last_data > rto:
+            self.quickacks = min(QUICKACKS, max(self.rcv_wnd // (2 * self.rcv_mss), 2))
+        self.last_data = now
         buf = self.buf
         hole = buf.has_ooo
         advanced = buf.add_in_order(payload)
         self.rcv_nxt = sq.add(self.rcv_nxt, advanced)
         self.stats.tcp_bytes_received += advanced
         if n > self.rcv_mss:
-            self.rcv_mss = n
+            self.rcv_mss = min(n, self._mss_cap)
         if hole:
             # RFC 5681 4.2: a segment that fills (part of) a hole is ACKed at once
             self.stats.tcp_quick_acks += 1
             self.ack_now = True
             if not buf.has_ooo:
                 self._sack_recent.clear()
-            return False
+            return
         self.unacked += n
-        if self.unacked >= 2 * self.rcv_mss or self.config.delayed_ack <= 0:
-            return True
-        if not self.timers.armed(Timer.DELAYED_ACK):
+        if self.quickacks:
+            self.quickacks -= 1
+            self.stats.tcp_quick_acks += 1
+            self.ack_now = True
+        elif self.unacked >= 2 * self.rcv_mss or self.config.delayed_ack <= 0:
+            # 3.8.6.3: an ACK for at least every second full-sized segment
+            self.ack_now = True
+        elif not self.timers.armed(Timer.DELAYED_ACK):
             self.timers.set(Timer.DELAYED_ACK, now + self.config.delayed_ack)
-        return False
 
     def out_of_order(self, offset: int, payload: memoryview) -> bool:
         """Bytes beyond a hole, ``offset`` after RCV.NXT: hold them and remember the arrival
@@ -261,7 +288,7 @@ class Receiver:
             return True
         n = len(payload)
         if n > self.rcv_mss:
-            self.rcv_mss = n
+            self.rcv_mss = min(n, self._mss_cap)
         self.unacked += n
         return self.unacked >= 2 * self.rcv_mss
 

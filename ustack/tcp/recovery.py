@@ -11,7 +11,10 @@ order (a list with a moving head, for cumulative ACKs and SACK blocks) and, for 
 the network, in transmission order (an ``OrderedDict``, for RACK, which asks "what was sent before
 the newest delivered segment?"). Counters of SACKed, lost and retransmitted bytes are kept as
 records change, so RFC 6675's ``pipe`` is arithmetic, not a walk:
-``pipe = in flight - SACKed - lost + retransmitted``.
+``pipe = in flight - SACKed - lost + retransmitted``. An empty scoreboard -- an idle connection,
+most of the time -- holds no containers: the transmission-order map and the SACKed ranges are
+shared empty values until the first record (or SACK block) arrives, and the scoreboard drops
+its own again when a cumulative ACK leaves it empty.
 
 :class:`Recovery` decides. On each ACK the connection reports the cumulative ACK and the SACK
 blocks; Recovery updates the records, takes the RTT and RACK samples, detects reordering and
@@ -124,13 +127,16 @@ class Scoreboard:
         self._recs: list[Sent] = []  # sequence order; records before _head are gone
         self._head = 0
         # Records still in the network (not SACKed, not lost-and-waiting), oldest send first.
-        self.tsorted: OrderedDict[Sent, None] = OrderedDict()
+        # The shared empty _NO_SENT while the scoreboard is empty (an OrderedDict costs 350
+        # bytes once used); a real one from the first record on.
+        self.tsorted: OrderedDict[Sent, None] = _NO_SENT
         self.sacked_out = 0
         self.lost_out = 0
         self.retrans_out = 0
         self.waiting = 0  # bytes presumed lost and not yet resent (NextSeg rule 1's work)
-        # Merged SACKed ranges above SND.UNA, so a block repeated in every ACK costs nothing.
-        self._sacked_ivals: list[list[int]] = []
+        # Merged SACKed ranges above SND.UNA, so a block repeated in every ACK costs nothing
+        # (the shared empty _NO_IVALS until the first SACK block).
+        self._sacked_ivals: list[list[int]] = _NO_IVALS
 
     def __len__(self) -> int:
         return len(self._recs) - self._head
@@ -155,7 +161,10 @@ class Scoreboard:
 
     def add(self, rec: Sent) -> None:
         self._recs.append(rec)
-        self.tsorted[rec] = None
+        tsorted = self.tsorted
+        if tsorted is _NO_SENT:
+            tsorted = self.tsorted = OrderedDict()
+        tsorted[rec] = None
 
     def index_at(self, u: int) -> int:
         """Index of the record holding sequence number ``u`` (or the first after it)."""
@@ -192,14 +201,16 @@ class Scoreboard:
                 tsorted.move_to_end(r)
         return back
 
-    def pop_acked(self, una: int) -> tuple[list[Sent], int]:
-        """Forget every record wholly below ``una``; return those that were not SACKed, and
-        the bytes newly acknowledged at the front of a record ``una`` falls into."""
+    def pop_acked(self, una: int) -> tuple[list[Sent], int, Sent | None]:
+        """Forget every record wholly below ``una``; return those that were not SACKed, the
+        bytes newly acknowledged at the front of a record ``una`` falls into, and that record
+        (a super-segment the peer has partly acknowledged) if it was not SACKed."""
         recs = self._recs
         i = self._head
         n = len(recs)
         out: list[Sent] = []
         partial = 0
+        part: Sent | None = None
         tsorted = self.tsorted
         while i < n:
             rec = recs[i]
@@ -207,6 +218,7 @@ class Scoreboard:
                 if rec.start < una:
                     if not rec.sacked:
                         partial = una - rec.start
+                        part = rec
                     self._trim_front(rec, una)
                 break
             length = rec.end - rec.start
@@ -223,15 +235,22 @@ class Scoreboard:
                 tsorted.pop(rec, None)
             i += 1
         self._head = i
-        if i > 64 and i * 2 > n:
+        if i == n:
+            # everything is acknowledged: give the containers back
+            recs.clear()
+            self._head = 0
+            self.tsorted = _NO_SENT
+        elif i > 64 and i * 2 > n:
             del recs[:i]
             self._head = 0
         ivals = self._sacked_ivals
         while ivals and ivals[0][1] <= una:
             del ivals[0]
-        if ivals and ivals[0][0] < una:
+        if not ivals:
+            self._sacked_ivals = _NO_IVALS
+        elif ivals[0][0] < una:
             ivals[0][0] = una
-        return out, partial
+        return out, partial, part
 
     def _trim_front(self, rec: Sent, una: int) -> None:
         cut = una - rec.start
@@ -249,6 +268,8 @@ class Scoreboard:
     def new_sacked_ranges(self, left: int, right: int) -> list[tuple[int, int]]:
         """The parts of ``[left, right)`` not SACKed before; records them as SACKed ranges."""
         ivals = self._sacked_ivals
+        if ivals is _NO_IVALS:
+            ivals = self._sacked_ivals = []
         out: list[tuple[int, int]] = []
         cur = left
         j = 0
@@ -321,7 +342,7 @@ class Scoreboard:
             if rec.sacked:
                 rec.sacked = False
         self.sacked_out = 0
-        self._sacked_ivals = []
+        self._sacked_ivals = _NO_IVALS
 
     def unmark_lost(self) -> None:
         """Undo: records presumed lost but not yet resent go back to being in flight."""
@@ -358,6 +379,12 @@ class Scoreboard:
 
 def _start(rec: Sent) -> int:
     return rec.start
+
+
+# The shared empty containers of an empty scoreboard (see Scoreboard.__init__): never mutated;
+# the first record, or the first SACK block, replaces them with the scoreboard's own.
+_NO_SENT: OrderedDict[Sent, None] = OrderedDict()
+_NO_IVALS: list[list[int]] = []
 
 
 class Recovery:
@@ -462,6 +489,18 @@ class Recovery:
     @property
     def in_recovery(self) -> bool:
         return self.state is LossState.RECOVERY
+
+    def settled(self) -> bool:
+        """Nothing in flight, no episode open, no probe out and no undo waiting for a D-SACK:
+        an ACK arriving now -- even one carrying a D-SACK -- can change nothing here but the
+        ``tcp_dsack_received`` count. A TIME-WAIT record relies on this to answer without us."""
+        ranges = self._undo_ranges
+        return (
+            not len(self.board)
+            and self.state is LossState.OPEN
+            and self.tlp_end is None
+            and (self._undo_saved is None or not ranges or self._undo_retrans <= 0)
+        )
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -586,14 +625,16 @@ class Recovery:
         delivered = 0
         oldest = _INF
         karn = False
-        newest: Sent | None = None
+        # the most recently sent segment delivered, as (send time, end)
+        newest_time = -_INF
+        newest_end = 0
         # RFC 8985 6.2 step 3: delivered below what was delivered before, and never resent,
         # means reordering (compared with RACK.fack as it was before this ACK: the segments
         # one ACK covers may have arrived in any order)
         fack_before = fack = self.fack
         reordering = False
         if una > una_old:
-            acked, delivered = b.pop_acked(una)
+            acked, delivered, part = b.pop_acked(una)
             for rec in acked:
                 delivered += rec.end - rec.start
                 if rec.xmits == 1:
@@ -603,10 +644,24 @@ class Recovery:
                         reordering = True
                 else:
                     karn = True
-                if self._rack_usable(rec, now, tsecr) and (
-                    newest is None or _sent_after(rec.time, rec.end, newest.time, newest.end)
+                if self._rack_usable(rec, now, tsecr) and _sent_after(
+                    rec.time, rec.end, newest_time, newest_end
                 ):
-                    newest = rec
+                    newest_time, newest_end = rec.time, rec.end
+            if part is not None:
+                # the acknowledged front of a super-segment counts as a segment delivered
+                # (its send time is the record's): an RTT and a RACK sample like any other
+                if part.xmits == 1:
+                    if part.time < oldest:
+                        oldest = part.time
+                    if una < fack_before:
+                        reordering = True
+                else:
+                    karn = True
+                if self._rack_usable(part, now, tsecr) and _sent_after(
+                    part.time, una, newest_time, newest_end
+                ):
+                    newest_time, newest_end = part.time, una
             if una > fack:
                 fack = una
             if self._undo_eifel and una >= self._undo_first_end:
@@ -630,21 +685,21 @@ class Recovery:
                         fack = rec.end
                     if rec.xmits == 1 and rec.end < fack_before:
                         reordering = True
-                    if self._rack_usable(rec, now, tsecr) and (
-                        newest is None or _sent_after(rec.time, rec.end, newest.time, newest.end)
+                    if self._rack_usable(rec, now, tsecr) and _sent_after(
+                        rec.time, rec.end, newest_time, newest_end
                     ):
-                        newest = rec
+                        newest_time, newest_end = rec.time, rec.end
         self.fack = fack
         if reordering and not self.reordering_seen:
             self.reordering_seen = True
             self.stats.tcp_reordering_seen += 1
         ca_rtt: float | None = None
-        if newest is not None:
-            ca_rtt = now - newest.time
+        if newest_time != -_INF:
+            ca_rtt = now - newest_time
             self._update_min_rtt(ca_rtt, now)
-            if _sent_after(newest.time, newest.end, self.rack_time, self.rack_end):
-                self.rack_time = newest.time
-                self.rack_end = newest.end
+            if _sent_after(newest_time, newest_end, self.rack_time, self.rack_end):
+                self.rack_time = newest_time
+                self.rack_end = newest_end
                 self.rack_rtt = ca_rtt
         if dsack is not None:
             self._on_dsack(dsack, una, high)
@@ -899,11 +954,20 @@ class Recovery:
         if self.reno_credit + self.mss < flight:
             self.reno_credit += self.mss
         if self._reno_dupacks >= DUPTHRESH and self.state is LossState.OPEN:
-            head = self.board.first()
+            head = self._head_segment()
             if head is not None:
                 self._mark_lost(head)
                 return True
         return False
+
+    def _head_segment(self) -> Sent | None:
+        """The first unacknowledged segment. A super-segment's record is cut after one MSS
+        first: a peer without SACK only ever tells us about the hole at SND.UNA."""
+        b = self.board
+        head = b.first()
+        if head is not None and head.end - head.start - (1 if head.fin else 0) > self.mss:
+            b.split(b.head, head.start + self.mss)
+        return head
 
     def reno_ack(self, acked: int) -> None:
         """New data ACKed by a peer without SACK."""
@@ -911,7 +975,7 @@ class Recovery:
         if self.state is LossState.RECOVERY:
             # RFC 6582 3.2 (5): a partial ACK -- the next hole is presumed lost as well
             self.reno_credit = max(self.reno_credit - acked, 0)
-            head = self.board.first()
+            head = self._head_segment()
             if head is not None and not head.lost:
                 self._mark_lost(head)
                 self.force_rtx = True

@@ -229,10 +229,11 @@ class Sender:
             return b"", fin
         return self.buf.peek(start - self.buf_u, stop - start), fin
 
-    def next_new(self, budget: int, mss: int) -> tuple[int, bool]:
+    def next_new(self, budget: int, mss: int, tso: bool = True) -> tuple[int, bool]:
         """The next new segment, as ``(length, fin)`` (``(0, False)`` for none): what the MSS,
         the peer's window, ``budget`` (the congestion window's room), Nagle and sender SWS
-        avoidance allow. Records why it stopped in :attr:`limit`."""
+        avoidance allow -- with ``tso`` and a TSO link, many MSS at once. Records why it
+        stopped in :attr:`limit`."""
         nxt = self.nxt
         off = nxt - self.buf_u
         avail = self.buf.size - off
@@ -245,9 +246,21 @@ class Sender:
         flight = nxt - self.una
         wnd_room = self.snd_wnd - flight
         usable = wnd_room if wnd_room < budget else budget
-        n = avail if avail < mss else mss
-        if usable < n:
-            n = usable
+        big = self.config.tso_max if tso else 0
+        if big > mss:
+            # TSO: one super-segment of whole MSS-sized pieces (the link cuts it); a piece
+            # shorter than the MSS only ever comes last, where the data or the window ends
+            big -= big % mss
+            n = avail if avail < big else big
+            if usable < n:
+                n = usable if usable < mss else usable - usable % mss
+            elif n > mss and n % mss and not (self.nodelay or self.fin_queued or self.force_send):
+                # the short tail would wait for Nagle (3.7.4) once the full pieces are out
+                n -= n % mss
+        else:
+            n = avail if avail < mss else mss
+            if usable < n:
+                n = usable
         if n < mss and n < avail:
             # window-limited: 3.8.6.2.1 (3) sends if it is at least half the largest window
             # the peer offered (Nagle permitting); (4) the persist timer's override
@@ -336,7 +349,7 @@ class Sender:
         timers = self.timers
         win = rcv.window_field()
         opts = rcv.options(tsval)
-        mss = self._mss_with(opts)
+        mss = self.mss_with(opts)
         start = len(out)
         sent_new = False
         cwnd_limited = False
@@ -350,7 +363,7 @@ class Sender:
                 # RFC 2883 4: a duplicate is reported once -- on the first segment only
                 rcv.ack_sent()
                 opts = rcv.options(tsval)
-                mss = self._mss_with(opts)
+                mss = self.mss_with(opts)
                 dsack = False
             budget = cc.cwnd - rec.pipe(self.nxt - self.una)
             lost = rec.next_lost()
@@ -362,7 +375,8 @@ class Sender:
                 rec.force_rtx = False
                 self._retransmit(i, r, now, out, opts, win, tsval, mss, self._rtx_reason())
                 continue
-            n, fin = self.next_new(budget, mss)
+            # a D-SACK goes on one segment only (RFC 2883 4), so not on a super-segment's pieces
+            n, fin = self.next_new(budget, mss, not dsack)
             if n or fin:
                 self._send_new(n, fin, now, out, opts, win, tsval)
                 sent_new = True
@@ -389,7 +403,7 @@ class Sender:
         self.persist_check(now, rtt.rto, sent_new)
         return len(out) > start
 
-    def _mss_with(self, opts: TcpOptions) -> int:
+    def mss_with(self, opts: TcpOptions) -> int:
         """The payload that fits with these options: SACK blocks (2 + 8 each, NOP-aligned)
         come off the effective MSS, which already counts the timestamps (RFC 9293 3.7.1)."""
         blocks = len(opts.sack_blocks)
@@ -487,11 +501,17 @@ class Sender:
         if new:
             self._send_new(n, fin, now, out, opts, win, tsval)
         else:
-            last = rec.board.last()
+            board = rec.board
+            last = board.last()
             if last is None or last.sacked:
                 return False
+            i = len(board) - 1 + board.head
+            data = last.end - last.start - (1 if last.fin else 0)
+            if data > mss:
+                # RFC 8985 7.3 probes with the *last* segment: a super-segment's final piece
+                last = board.split(i, last.start + (data - 1) // mss * mss)
+                i += 1
             start = last.start
-            i = len(rec.board) - 1 + rec.board.head
             self._retransmit(i, last, now, out, opts, win, tsval, mss, "tlp")
         rec.probe_sent(self.nxt, not new)
         if self.trace is not None:

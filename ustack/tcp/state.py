@@ -33,11 +33,13 @@ as the ESTABLISHED row.
 
 from __future__ import annotations
 
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import NamedTuple
 
 
-class State(Enum):
+class State(StrEnum):
+    # A StrEnum: its members hash as their (RFC-spelled) strings, in C -- the state is looked up
+    # in sets and the transition table on every segment, and Enum's own __hash__ is Python.
     CLOSED = "CLOSED"
     LISTEN = "LISTEN"
     SYN_SENT = "SYN-SENT"
@@ -49,9 +51,6 @@ class State(Enum):
     CLOSING = "CLOSING"
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # States in which both sides' sequence numbers are known (RFC 9293 3.10.7.4 "Otherwise").

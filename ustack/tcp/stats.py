@@ -50,6 +50,8 @@ class Stats:
     tcp_bytes_sent: int = 0  # new payload bytes, not counting retransmissions
     tcp_bytes_received: int = 0  # in-order payload bytes made readable
     tcp_acks_sent: int = 0  # segments with no payload and no SYN/FIN/RST
+    tcp_fast_path_acks: int = 0  # pure ACKs of new data taken by header prediction
+    tcp_fast_path_data: int = 0  # in-order data segments taken by header prediction
     tcp_delayed_acks: int = 0  # ACKs sent by the delayed-ACK timer
     tcp_quick_acks: int = 0  # immediate ACKs for out-of-order data or filling a hole
     tcp_window_updates: int = 0  # ACKs sent because the receive window opened
@@ -118,6 +120,10 @@ class Stats:
     # connection ---
     ip_rx: int = 0  # datagrams handed to receive_packet
     ip_tx: int = 0  # datagrams returned by packets_to_send
+    offload_malformed: int = 0  # offload on, but no whole virtio-net header in front
+    offload_rx_super: int = 0  # coalesced TCP super-segments taken in (the kernel's GRO/TSO)
+    offload_rx_csum_trusted: int = 0  # checksum left unverified: the kernel vouched for it
+    offload_tx_super: int = 0  # TCP super-segments handed to the kernel to cut (TSO)
     ip_bad_checksum: int = 0
     ip_truncated: int = 0
     ip_bad_version: int = 0

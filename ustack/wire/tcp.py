@@ -16,11 +16,17 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from ustack.wire import checksum as _cs
+from ustack.wire import ipv4 as _ip
 from ustack.wire.errors import ParseError
 
 # Field layout (RFC 9293 3.1): ports, seq, ack, data offset/reserved, flags, window, checksum,
 # urgent pointer.
 _HEADER = struct.Struct("!HHIIBBHHH")
+_CSUM = struct.Struct("!H")
+# An option-less IPv4 header and a TCP header, packed together by emit_ipv4 (RFC 791 3.1).
+_IPV4_TCP = struct.Struct("!BBHHHBBHII" + "HHIIBBHHH")
+_IPV4_VERSION_IHL = 0x45
+_IP_TCP_MIN = 40
 HEADER_LEN = 20
 MAX_HEADER_LEN = 60
 OFF_CHECKSUM = 16
@@ -141,6 +147,9 @@ class TcpSegment:
     options: TcpOptions
     payload: memoryview
     header_length: int
+    # the IPv4 addresses it was carried between (0 for a segment made by hand)
+    src: int = 0
+    dst: int = 0
 
     @property
     def psh(self) -> bool:
@@ -285,6 +294,8 @@ def parse(
         options,
         mv[hlen:],
         hlen,
+        src,
+        dst,
     )
 
 
@@ -303,11 +314,14 @@ def emit(
     options: TcpOptions | bytes = NO_OPTIONS,
     payload: bytes | bytearray | memoryview = b"",
     urgent: int = 0,
+    partial_checksum: bool = False,
 ) -> int:
     """Write a TCP segment at ``buf[offset:]`` with its checksum; return its length.
 
     ``options`` is a :class:`TcpOptions` (encoded here, the one place options become bytes) or,
     for hand-made test packets, raw option bytes that are a multiple of 4 long.
+    ``partial_checksum`` leaves the sum over the segment to the device (checksum offload,
+    ``virtio.F_NEEDS_CSUM``): the field then holds only the pseudo-header sum, not inverted.
     """
     raw = encode_options(options) if isinstance(options, TcpOptions) else options
     olen = len(raw)
@@ -326,9 +340,12 @@ def emit(
         buf[offset + HEADER_LEN : offset + hlen] = raw
     if payload:
         buf[offset + hlen : offset + total] = payload
-    view = memoryview(buf)[offset : offset + total]
-    csum = _cs.internet_checksum(view, _cs.ipv4_pseudo_header_sum(src, dst, PROTO, total))
-    struct.pack_into("!H", buf, offset + OFF_CHECKSUM, csum)
+    pseudo = _cs.ipv4_pseudo_header_sum(src, dst, PROTO, total)
+    if partial_checksum:
+        csum = pseudo
+    else:
+        csum = _cs.internet_checksum(memoryview(buf)[offset : offset + total], pseudo)
+    _CSUM.pack_into(buf, offset + OFF_CHECKSUM, csum)
     return total
 
 
@@ -378,3 +395,177 @@ def format(seg: TcpSegment) -> str:
     if seg.options is not NO_OPTIONS:
         s += f", options [{format_options(seg.options)}]"
     return s + f", length {len(seg.payload)}"
+
+
+def emit_ipv4(
+    buf: bytearray,
+    offset: int,
+    src: int,
+    dst: int,
+    *,
+    ident: int,
+    ttl: int,
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes,
+    payload: bytes | bytearray | memoryview,
+    partial_checksum: bool = False,
+    headers_only: bool = False,
+) -> int:
+    """Write a whole IPv4 datagram (DF set, no IP options) carrying one TCP segment at
+    ``buf[offset:]``; return its length. ``headers_only`` (which needs ``partial_checksum``)
+    writes the headers for that payload but not the payload, which is then sent from where it
+    is (a gathered write), and returns the headers' length. The transmit path's one call per segment: both headers
+    in one pack, the IP header checksum from the field values, the TCP checksum in one C call
+    (or only the pseudo-header sum with ``partial_checksum``, see :func:`emit`). ``options``
+    are encoded already (:func:`encode_options`)."""
+    olen = len(options)
+    hlen = HEADER_LEN + olen
+    tcp_len = hlen + len(payload)
+    total = _ip.HEADER_LEN + tcp_len
+    end = offset + (_ip.HEADER_LEN + hlen if headers_only else total)
+    if offset < 0 or end > len(buf) or olen & 3 or olen > MAX_HEADER_LEN - HEADER_LEN:
+        raise ValueError("buffer too small or bad options for the TCP/IPv4 datagram")
+    if headers_only and not partial_checksum:
+        raise ValueError("a gathered write leaves the checksum to the device")
+    ip_sum = _ip.header_checksum(total, ident, _ip.FLAG_DF, ttl, PROTO, src, dst)
+    _IPV4_TCP.pack_into(
+        buf,
+        offset,
+        _IPV4_VERSION_IHL,
+        0,
+        total,
+        ident,
+        _ip.FLAG_DF,
+        ttl,
+        PROTO,
+        ip_sum,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        (hlen >> 2) << 4,
+        flags,
+        window,
+        0,
+        0,
+    )
+    at = offset + _ip.HEADER_LEN
+    if olen:
+        buf[at + HEADER_LEN : at + hlen] = options
+    if payload and not headers_only:
+        buf[at + hlen : at + tcp_len] = payload
+    if partial_checksum:
+        csum = _cs.ipv4_pseudo_header_sum(src, dst, PROTO, tcp_len)
+    else:
+        csum = _cs.tcp_checksum(src, dst, memoryview(buf)[at : at + tcp_len])
+    _CSUM.pack_into(buf, at + OFF_CHECKSUM, csum)
+    return _ip.HEADER_LEN + hlen if headers_only else total
+
+
+_IP_FRAGMENT_BITS = 0x3FFF  # MF and the fragment offset
+
+
+def parse_ipv4(
+    buf: bytes | bytearray | memoryview, verify_checksum: bool = True
+) -> TcpSegment | None:
+    """The receive path's one call per packet: a plain IPv4 datagram (no IP options, not a
+    fragment) carrying a well-formed TCP segment, parsed with one unpack of both fixed headers
+    into one record whose ``src``/``dst`` are set. Anything else -- another protocol, IP
+    options, a fragment, *any* malformation or bad checksum -- returns ``None``, and the caller
+    takes the general path (``ipv4.parse`` then :func:`parse`), which raises the precise
+    :class:`ParseError`; so both paths count every packet the same way."""
+    n = len(buf)
+    if n < _IP_TCP_MIN:
+        return None
+    (
+        vihl,
+        tos,
+        total,
+        ident,
+        flags_frag,
+        ttl,
+        proto,
+        ip_csum,
+        src,
+        dst,
+        sport,
+        dport,
+        seq,
+        ack,
+        off,
+        flags,
+        window,
+        _csum,
+        urgent,
+    ) = _IPV4_TCP.unpack_from(buf)
+    if (
+        vihl != _IPV4_VERSION_IHL
+        or proto != PROTO
+        or flags_frag & _IP_FRAGMENT_BITS
+        or not _IP_TCP_MIN <= total <= n
+    ):
+        return None
+    if verify_checksum:
+        # the IP header checksum from the unpacked fields (RFC 1071: a valid header sums to
+        # all ones), cheaper than a pass over the bytes
+        h = (
+            (vihl << 8 | tos)
+            + total
+            + ident
+            + flags_frag
+            + (ttl << 8 | proto)
+            + ip_csum
+            + (src >> 16)
+            + (src & 0xFFFF)
+            + (dst >> 16)
+            + (dst & 0xFFFF)
+        )
+        h = (h & 0xFFFF) + (h >> 16)
+        if (h & 0xFFFF) + (h >> 16) != 0xFFFF:
+            return None
+    hlen = (off >> 4) * 4
+    tcp_len = total - _ip.HEADER_LEN
+    control = _CONTROL_BY_BITS[flags & 0x07]
+    if hlen < HEADER_LEN or hlen > tcp_len or control is None:
+        return None
+    mv = (
+        buf[_ip.HEADER_LEN : total]
+        if isinstance(buf, memoryview)
+        else memoryview(buf)[_ip.HEADER_LEN : total]
+    )
+    if verify_checksum and _cs.internet_checksum(
+        mv, _cs.ipv4_pseudo_header_sum(src, dst, PROTO, tcp_len)
+    ):
+        return None
+    if hlen == HEADER_LEN:
+        options = NO_OPTIONS
+    elif hlen == _TS_ONLY_HLEN and mv[HEADER_LEN : HEADER_LEN + 4] == _TS_PREFIX_BYTES:
+        options = TcpOptions(timestamps=_TS_PAIR.unpack_from(mv, HEADER_LEN + 4))
+    else:
+        try:
+            options = parse_options(mv[HEADER_LEN:hlen])
+        except ParseError:
+            return None
+    return TcpSegment(
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        control,
+        bool(flags & ACK),
+        window,
+        urgent,
+        options,
+        mv[hlen:],
+        hlen,
+        src,
+        dst,
+    )
