@@ -129,15 +129,20 @@ def _busy_verdict(rows: list[dict[str, Any]]) -> str:
 
 
 def _segments(rows: list[dict[str, Any]]) -> str:
-    seen = {r["mtu"]: r for r in rows if "ustack_avg_segment_sent" in r}
+    seen = {(r["mtu"], r.get("offload", "off")): r for r in rows if "ustack_avg_segment_sent" in r}
     if not seen:
         return ""
     cells = [
         f"{r['ustack_avg_segment_sent']:.0f} B sent / {r['ustack_avg_segment_received']:.0f} B "
-        f"received at MTU {mtu}"
-        for mtu, r in sorted(seen.items())
+        f"received at MTU {mtu} with offloads {offload}"
+        for (mtu, offload), r in sorted(seen.items())
     ]
-    return " ustack's average data segment: " + "; ".join(cells) + "."
+    return (
+        " ustack's average data segment as its TCP formed it (with offloads on, the kernel "
+        "cuts the super-segments into MTU-sized packets, or delivers them whole): "
+        + "; ".join(cells)
+        + "."
+    )
 
 
 def _met(ok: bool | None) -> str:
@@ -165,9 +170,10 @@ def performance_rows(out: Path) -> tuple[list[list[str]], list[dict[str, Any]]]:
         for r in tp["rows"]:
             target = r.get("target_mb_s")
             arrow = r["direction"].replace("->", " → ")
+            offload = f", offloads {r['offload']}" if "offload" in r else ""
             rows.append(
                 [
-                    f"bulk {arrow}, MTU {r['mtu']} (MB/s)",
+                    f"bulk {arrow}, MTU {r['mtu']}{offload} (MB/s)",
                     _num(r["ustack_mb_s"], 1),
                     _num(r["kernel_mb_s"]),
                     _pct(r["ratio"]),
@@ -230,16 +236,42 @@ def performance_rows(out: Path) -> tuple[list[list[str]], list[dict[str, Any]]]:
                 _met(u["bytes_per_conn"] <= target and u["opened"] >= n),
             ]
         )
+        open_target = cc.get("target_open_seconds")
         rows.append(
             [
                 f"{n:,} connections: time to open all (s)",
                 _num(u["open_seconds"], 2),
                 _num(k["open_seconds"], 2),
                 _times(c.ratio(u["open_seconds"], k["open_seconds"])),
-                "",
-                "",
+                f"≤ {open_target:g}" if open_target else "",
+                _met(u["open_seconds"] <= open_target if open_target else None),
             ]
         )
+        sans = cc.get("sans_io") or {}
+        est, tw = sans.get("established"), sans.get("time_wait")
+        if est:
+            rows.append(
+                [
+                    f"{est['connections']:,} established, TCP core only (bytes each, tracemalloc)",
+                    _num(est["bytes_per_conn"]),
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+        if tw:
+            tw_target = sans.get("target_time_wait_bytes")
+            rows.append(
+                [
+                    f"{tw['connections']:,} in TIME-WAIT (bytes each, tracemalloc)",
+                    _num(tw["bytes_per_conn"]),
+                    "",
+                    "",
+                    f"≤ {tw_target:g}" if tw_target else "",
+                    _met(tw["bytes_per_conn"] <= tw_target if tw_target else None),
+                ]
+            )
         rows.append(
             [
                 f"{n:,} connections: echoing correctly afterwards",

@@ -22,7 +22,7 @@ import pytest
 
 from ustack import Stack
 from ustack.apps import Handler
-from ustack.apps.base import Service
+from ustack.apps.base import Handover, Service
 from ustack.link.pair import LinkPair
 from ustack.tcp.config import TcpConfig
 
@@ -66,34 +66,6 @@ async def serve(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Serve]:
     assert not errors, [r.getMessage() for r in errors]
 
 
-class _Tracked(asyncio.Protocol):
-    """Passes every callback to the service's protocol and notes its end."""
-
-    def __init__(self, inner: asyncio.Protocol, lost: asyncio.Future[None]) -> None:
-        self.inner = inner
-        self.lost = lost
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.inner.connection_lost(exc)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-
 @pytest.fixture(params=["streams", "protocol"])
 async def serve_service(
     request: pytest.FixtureRequest, serve: Serve, caplog: pytest.LogCaptureFixture
@@ -108,7 +80,7 @@ async def serve_service(
 
         def factory() -> asyncio.Protocol:
             lost.append(loop.create_future())
-            return _Tracked(service.protocol_factory(), lost[-1])
+            return Handover(service.protocol_factory(), lost[-1])
 
         server = await loop.create_server(factory, "127.0.0.1", 0)
         servers.append(server)

@@ -4,11 +4,14 @@ connections whose output the host interleaves (nothing is ordered by memory addr
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from tests.netsim.harness import PORT, A, B
 from ustack.link.fault import FaultConfig, FaultModel
 from ustack.netsim import Network, TransferApp
+from ustack.stack.events import HostEvent
 from ustack.stack.host import Host
+from ustack.tcp.events import Event
 
 CONNECTIONS = 12
 
@@ -54,3 +57,68 @@ def test_same_seed_same_packets_byte_for_byte() -> None:
 
 def test_another_seed_another_trace() -> None:
     assert trace(5) != trace(6)
+
+
+def test_the_hosts_cached_next_deadline_is_always_the_fresh_one() -> None:
+    """``Host.next_deadline`` keeps its answer between changes; after every step of a busy
+    exchange (12 connections, faults, connections released into TIME-WAIT records as the
+    asyncio side releases them) it must equal what a fresh computation says."""
+    rng = random.Random(9)
+    net = Network()
+    client = net.add_host(Host(A, secret=rng.randbytes(16)))
+    server = net.add_host(Host(B, secret=rng.randbytes(16)))
+    fault = FaultConfig(drop=0.03, duplicate=0.01, reorder=0.02, reorder_delay=0.002)
+    net.connect(
+        client,
+        server,
+        bandwidth=12.5e6,
+        delay=0.002,
+        queue_limit=60,
+        fault_ab=FaultModel(fault, seed=1),
+        fault_ba=FaultModel(fault, seed=2),
+    )
+    sink = TransferApp(server, listener=server.listen(PORT))
+    source = TransferApp(client, rng.randbytes(60_000))
+    checks = 0
+    records = 0
+
+    def checked(host: Host) -> Callable[[], float | None]:
+        cached = host.next_deadline
+
+        def next_deadline() -> float | None:
+            nonlocal checks, records
+            records = max(records, len(host._timewait))
+            answer = cached()
+            host._next_ok = False
+            assert answer == cached(), "stale cached deadline"
+            checks += 1
+            return answer
+
+        return next_deadline
+
+    for host in (client, server):
+        host.next_deadline = checked(host)  # type: ignore[method-assign]
+
+    def releasing(app: TransferApp, host: Host) -> Callable[[Event | HostEvent, float], None]:
+        def on_event(event: Event | HostEvent, now: float) -> None:
+            app(event, now)
+            conn = getattr(event, "conn", None)
+            result = app.results.get(id(conn)) if conn is not None else None
+            if conn is not None and result is not None and result.eof_at is not None:
+                host.release(conn, now)  # done with it: TIME-WAIT becomes a record
+
+        return on_event
+
+    net.set_app(server, releasing(sink, server))
+    net.set_app(client, releasing(source, client))
+    for _ in range(CONNECTIONS):
+        source.add(client.connect(B, PORT, 0.0))
+
+    def done() -> bool:
+        return sum(r.eof_at is not None for r in sink.results.values()) == CONNECTIONS
+
+    assert net.run(done, max_time=600.0)
+    assert net.run(lambda: False, max_time=net.now + 120.0) is False  # through every TIME-WAIT
+    assert checks > 1000 and records > 0
+    assert client.stats.tcp_time_wait_expired + server.stats.tcp_time_wait_expired == CONNECTIONS
+    assert not client._timewait and not server._timewait

@@ -619,42 +619,21 @@ def test_emit_ipv4_writes_what_the_two_emitters_write(
 
 
 def test_partial_checksum_completed_over_the_segment_gives_the_full_checksum() -> None:
-    src, dst = 0x0A070001, 0x0A070002
-    full = bytearray(60)
-    tcp.emit_ipv4(
-        full,
-        0,
-        src,
-        dst,
-        ident=1,
-        ttl=64,
-        src_port=1,
-        dst_port=2,
-        seq=3,
-        ack=4,
-        flags=tcp.ACK,
-        window=5,
-        options=b"",
-        payload=b"x" * 20,
-    )
-    part = bytearray(60)
-    tcp.emit_ipv4(
-        part,
-        0,
-        src,
-        dst,
-        ident=1,
-        ttl=64,
-        src_port=1,
-        dst_port=2,
-        seq=3,
-        ack=4,
-        flags=tcp.ACK,
-        window=5,
-        options=b"",
-        payload=b"x" * 20,
-        partial_checksum=True,
-    )
+    fields = {"ident": 1, "ttl": 64, "src_port": 1, "dst_port": 2, "seq": 3, "ack": 4}
+    full, part = bytearray(60), bytearray(60)
+    for buf, partial in ((full, False), (part, True)):
+        tcp.emit_ipv4(
+            buf,
+            0,
+            0x0A070001,
+            0x0A070002,
+            flags=tcp.ACK,
+            window=5,
+            options=b"",
+            payload=b"x" * 20,
+            partial_checksum=partial,
+            **fields,
+        )
     assert part != full
     # what a device does with NEEDS_CSUM: sum from csum_start with the partial sum in place
     struct.pack_into("!H", part, 36, checksum.internet_checksum(memoryview(part)[20:]))

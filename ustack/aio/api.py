@@ -95,7 +95,9 @@ class Stack:
         self._host_options = host_options
         self._host: Host | None = None
         self._driver: Driver | None = None
-        self._transports: set[TcpTransport] = set()
+        # Every live transport, once, with the Server that accepted it (None for the others):
+        # servers keep only a count, so a connection is tracked in one place.
+        self._transports: dict[TcpTransport, Server | None] = {}
         # One bound method for every transport's on_lost (a closure each would cost ~150 B).
         self._untrack_cb: Callable[[TcpTransport], None] = self._untrack
         self._servers: set[Server] = set()
@@ -323,25 +325,23 @@ class Stack:
 
     # -- making transports ---------------------------------------------------------------------
 
-    def _track(
-        self, transport: TcpTransport, on_lost: Callable[[TcpTransport], None] | None
-    ) -> None:
-        """Keep ``transport`` until it is lost; ``on_lost`` (which must untrack it too, as
-        :meth:`Server._detach` does) replaces the plain untracking."""
-        self._transports.add(transport)
-        transport.on_lost = on_lost if on_lost is not None else self._untrack_cb
+    def _track(self, transport: TcpTransport, server: Server | None) -> None:
+        """Keep ``transport`` (accepted by ``server``, if any) until it is lost."""
+        self._transports[transport] = server
+        if server is not None:
+            server._active += 1
+        transport.on_lost = self._untrack_cb
 
     def _untrack(self, transport: TcpTransport) -> None:
-        self._transports.discard(transport)
+        server = self._transports.pop(transport, None)
+        if server is not None:
+            server._detach()
 
     def _accepted(
-        self,
-        conn: Connection,
-        protocol: asyncio.BaseProtocol,
-        on_lost: Callable[[TcpTransport], None] | None = None,
+        self, conn: Connection, protocol: asyncio.BaseProtocol, server: Server | None = None
     ) -> TcpTransport:
         transport = TcpTransport(self.driver, conn, protocol)
-        self._track(transport, on_lost)
+        self._track(transport, server)
         transport.start_passive()
         return transport
 
@@ -371,7 +371,7 @@ class Stack:
             else:
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except BaseException:
-            self._transports.discard(transport)
+            self._transports.pop(transport, None)
             transport._abandon()
             if conn.state is not State.CLOSED:
                 conn.abort(driver.now())
@@ -461,8 +461,8 @@ class Server:
         self._listener: Any = None
         self._serving = False
         self._closed = False
-        self._active: set[TcpTransport] = set()
-        self._detach_cb: Callable[[TcpTransport], None] = self._detach
+        # How many accepted transports are live (the Stack tracks the transports themselves).
+        self._active = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._serving_forever: asyncio.Future[None] | None = None
 
@@ -501,14 +501,16 @@ class Server:
                 )
                 conn.abort(self._stack.driver.now())
                 continue
-            transport = self._stack._accepted(conn, protocol, self._detach_cb)
-            self._active.add(transport)
+            self._stack._accepted(conn, protocol, self)
 
-    def _detach(self, transport: TcpTransport) -> None:
-        self._stack._untrack(transport)
-        self._active.discard(transport)
+    def _detach(self) -> None:
+        """One of this server's transports is lost (the Stack has untracked it)."""
+        self._active -= 1
         if self._closed and not self._active:
             self._wakeup()
+
+    def _clients(self) -> list[TcpTransport]:
+        return [t for t, server in self._stack._transports.items() if server is self]
 
     def _wakeup(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -532,11 +534,11 @@ class Server:
             self._wakeup()
 
     def close_clients(self) -> None:
-        for transport in list(self._active):
+        for transport in self._clients():
             transport.close()
 
     def abort_clients(self) -> None:
-        for transport in list(self._active):
+        for transport in self._clients():
             transport.abort()
 
     async def wait_closed(self) -> None:

@@ -334,9 +334,12 @@ class TcpTransport(asyncio.Transport):
         """A connection taken from a listener: already established, maybe with data and FIN."""
         self._made = True
         self._protocol.connection_made(self)
-        if self._conn.readable or self._conn.eof_received:
-            self._eof_pending = self._conn.eof_received
-            self._loop.call_soon(self._deliver_pending)
+        conn = self._conn
+        if conn.readable or conn.eof_received:
+            # Delivered now, after connection_made has returned (as asyncio orders them): the
+            # DataReceived event that usually follows then finds nothing left to read.
+            self._eof_pending = conn.eof_received
+            self._deliver_pending()
 
     def _deliver_data(self) -> None:
         # Reading opens the receive window; the connection asks for a window update itself.

@@ -110,8 +110,9 @@ class ServiceProtocol(asyncio.Protocol):
             self._abort_timer = None
 
 
-class _Handover(asyncio.Protocol):
-    """Stands in for the stream pair's protocol: passes every callback on, notes the end."""
+class Handover(asyncio.Protocol):
+    """Stands in for another protocol: passes every callback on to ``inner`` and resolves
+    ``lost`` when the connection ends (the stream pair's stand-in in ``serve_protocol``)."""
 
     __slots__ = ("inner", "lost")
 
@@ -155,7 +156,7 @@ async def serve_protocol(
         await close_quietly(writer)
         return
     lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    transport.set_protocol(_Handover(protocol, lost))
+    transport.set_protocol(Handover(protocol, lost))
     protocol.connection_made(transport)
     # What the reader took before the handover. asyncio offers no way to take it without
     # awaiting, hence the reader's private fields (stable since Python 3.4).

@@ -243,6 +243,11 @@ class Host:
         self._want_timer: dict[_Entry, None] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._heap_seq = 0
+        # next_deadline()'s answer, kept between changes (_next_ok): a change that can only
+        # bring the next deadline earlier updates it in place; one that may move it later (the
+        # earliest timer cleared or moved, a record or connection gone) invalidates it.
+        self._next: float | None = None
+        self._next_ok = False
         # Released connections in TIME-WAIT, as compact records (see release()), by packed
         # 4-tuple; and the same records in expiry order (a record queued again after a restart
         # counts its entries in ``queued``; the stale ones are skipped).
@@ -388,6 +393,8 @@ class Host:
         """The earliest time any connection needs ``on_deadline``."""
         if self._want_timer:
             self._refresh_deadlines()
+        if self._next_ok:
+            return self._next
         heap = self._heap
         best: float | None = None
         while heap:
@@ -400,12 +407,15 @@ class Host:
             rec = self._tw_front()
             if rec is not None and (best is None or rec.deadline < best):
                 best = rec.deadline
+        self._next = best
+        self._next_ok = True
         return best
 
     def on_deadline(self, now: float) -> None:
         """Run the timers of the connections that are due (and only those)."""
         if self._want_timer:
             self._refresh_deadlines()
+        self._next_ok = False
         heap = self._heap
         due: list[_Entry] = []
         while heap and heap[0][0] <= now:
@@ -683,6 +693,8 @@ class Host:
         if not entry.alive:
             return
         entry.alive = False
+        if entry.deadline is not None and entry.deadline == self._next:
+            self._next_ok = False
         if self._conns.get(entry.key) is entry:
             del self._conns[entry.key]
         port = entry.key[3]
@@ -730,6 +742,10 @@ class Host:
         queue = self._tw_queue
         rec.queued += 1
         deadline = rec.deadline
+        if rec.queued > 1:
+            self._next_ok = False  # its old place in the queue may be the next deadline
+        elif self._next_ok and (self._next is None or deadline < self._next):
+            self._next = deadline
         if not queue or queue[-1].deadline <= deadline:
             queue.append(rec)
             return
@@ -753,6 +769,8 @@ class Host:
 
     def _drop_time_wait(self, rec: TimeWait) -> None:
         del self._timewait[rec.key]
+        if rec.deadline == self._next:
+            self._next_ok = False
         port = rec.local_port
         left = self._ports_in_use[port] - 1
         if left:
@@ -775,18 +793,20 @@ class Host:
 
     def _drain_events(self, entry: _Entry) -> None:
         conn = entry.conn
-        events = self._events
-        while (ev := conn.next_event()) is not None:
-            events.append(ev)
-            if type(ev) is Established:
-                listener = entry.listener
-                if listener is not None and entry in listener._syn_queue:
-                    del listener._syn_queue[entry]
-                    listener._accept_queue.append(entry)
-                    self.stats.listen_queued += 1
-                    events.append(ConnectionAccepted(listener))
-            elif type(ev) is Closed:
-                self._forget(entry)
+        # Most changes make no event: the connection's list is looked at before it is taken.
+        if conn._events:
+            events = self._events
+            for ev in conn.take_events():
+                events.append(ev)
+                if type(ev) is Established:
+                    listener = entry.listener
+                    if listener is not None and entry in listener._syn_queue:
+                        del listener._syn_queue[entry]
+                        listener._accept_queue.append(entry)
+                        self.stats.listen_queued += 1
+                        events.append(ConnectionAccepted(listener))
+                elif type(ev) is Closed:
+                    self._forget(entry)
         if entry.alive and entry.listener is not None and conn.state is State.LISTEN:
             # RFC 9293 3.10.7.4: a RST in SYN-RECEIVED of a passive open returns it to LISTEN;
             # the host's listener is that LISTEN, so the per-SYN connection just goes away.
@@ -796,12 +816,17 @@ class Host:
         heap = self._heap
         for entry in self._want_timer:
             d = entry.conn.next_deadline()
-            if d == entry.deadline and entry.heap_seq >= 0:
+            old = entry.deadline
+            if d == old and entry.heap_seq >= 0:
                 continue
+            if self._next_ok and old is not None and old == self._next:
+                self._next_ok = False  # the earliest deadline moved or went
             entry.deadline = d
             if d is None:
                 entry.heap_seq = -1
                 continue
+            if self._next_ok and (self._next is None or d < self._next):
+                self._next = d
             self._heap_seq += 1
             entry.heap_seq = self._heap_seq
             heapq.heappush(heap, (d, self._heap_seq, entry))

@@ -102,6 +102,12 @@ _DUE_WINDOW_PROBE = 2  # one byte into a zero window (3.8.6.1)
 _DUE_KEEPALIVE = 4  # SEG.SEQ = SND.NXT - 1 (RFC 1122 4.2.3.6)
 _DUE_TLP = 8  # a tail loss probe (RFC 8985 7.3)
 
+_INF = float("inf")  # an unarmed slot of Timers.at
+_T_RETRANSMIT = int(Timer.RETRANSMIT)
+_T_PROBE = int(Timer.PROBE)
+_T_REORDER = int(Timer.REORDER)
+_T_USER_TIMEOUT = int(Timer.USER_TIMEOUT)
+
 Tracer = Callable[["Connection", str, dict[str, Any]], None]
 T = TypeVar("T")
 
@@ -424,6 +430,13 @@ class Connection:
         if type(ev) is DataReceived:
             self._data_event_pending = False
         return ev
+
+    def take_events(self) -> list[Event]:
+        """Every pending event at once, oldest first (``next_event`` until None, in one call)."""
+        events = self._events
+        self._events = []
+        self._data_event_pending = False
+        return events
 
     # -- segment arrival -----------------------------------------------------------------------
 
@@ -930,11 +943,10 @@ class Connection:
         timers = self._timers
         if acked:
             if flight <= 0:
-                # RFC 6298 (5.2): everything is acknowledged
-                timers.clear(Timer.RETRANSMIT)
-                timers.clear(Timer.PROBE)
-                timers.clear(Timer.REORDER)
-                timers.clear(Timer.USER_TIMEOUT)
+                # RFC 6298 (5.2): everything is acknowledged (the four slots cleared at once,
+                # as Timers.clear would: this runs on every ACK that empties the flight)
+                at = timers.at
+                at[_T_RETRANSMIT] = at[_T_PROBE] = at[_T_REORDER] = at[_T_USER_TIMEOUT] = _INF
             else:
                 # RFC 6298 (5.3): new data acknowledged -> restart the timer
                 timers.set(Timer.RETRANSMIT, now + self.rtt.rto)

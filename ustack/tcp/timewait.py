@@ -44,6 +44,7 @@ from ustack.tcp.receiver import PAWS_IDLE
 from ustack.tcp.sender import OutSegment
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
+from ustack.tcp.timers import Timer
 from ustack.wire import seq as sq
 from ustack.wire.tcp import ACK, NO_OPTIONS, Control, TcpOptions, TcpSegment
 
@@ -55,6 +56,7 @@ TS_HZ = 1000
 # RFC 7323 2.2: the window field is 16 bits; SACK validation looks this far back at least.
 _MAX_WINDOW_FIELD = 0xFFFF
 
+_INF = float("inf")
 _TS_OK = 1  # timestamps negotiated (RFC 7323 3.2)
 _SACK_OK = 2  # SACK negotiated (RFC 2018)
 _TS_STALE = 4  # TS.Recent idle for 24 days, no longer compared with (RFC 7323 5.5)
@@ -190,22 +192,25 @@ class TimeWait:
         ACKs would SACK it), an ACK still owed, or a scoreboard not yet settled."""
         if conn.state is not State.TIME_WAIT:
             return None
+        # Plain attribute reads, not the properties: this runs once per connection.
         rcv = conn.rcv
         snd = conn.snd
-        deadline = conn.timers["time_wait"]
+        deadline = conn._timers.at[Timer.TIME_WAIT]
         if (
-            deadline is None
-            or rcv.buf.has_ooo
+            deadline == _INF
+            or rcv.buf._ooo
             or conn._out
             or rcv.ack_now
-            or rcv.dsack_pending
+            or rcv._dsack is not None
             or rcv.last_ack_sent != rcv.rcv_nxt
-            or snd.flight
-            or snd.snd_max != snd.snd_nxt
+            or snd.nxt != snd.una
+            or snd.max_sent != snd.nxt
             or not conn.recovery.settled()
         ):
             return None
-        rcv_wnd = rcv.rcv_wnd
+        rcv_nxt = rcv.rcv_nxt
+        # RCV.WND as Receiver.rcv_wnd computes it, before and after our ACKs' window field
+        rcv_wnd = ((rcv.rcv_adv - rcv_nxt + sq.HALF) & sq.MASK) - sq.HALF
         # The window field every ACK from now on carries (receiver SWS avoidance makes it the
         # same each time, as nothing is read any more); advertising it may move RCV.WND.
         window = rcv.window_field()
@@ -215,13 +220,13 @@ class TimeWait:
             | (_TS_STALE if rcv.ts_recent_stale else 0)
         )
         tcb = _TCB.pack(
-            snd.snd_nxt,
+            (snd.iss + snd.nxt) & sq.MASK,  # SND.NXT
             snd.max_snd_wnd,
             snd.snd_wl1,
             snd.snd_wl2,
-            rcv.rcv_nxt,
-            rcv_wnd,
-            rcv.rcv_wnd,
+            rcv_nxt,
+            rcv_wnd if rcv_wnd > 0 else 0,
+            max(((rcv.rcv_adv - rcv_nxt + sq.HALF) & sq.MASK) - sq.HALF, 0),
             rcv.ts_recent,
             conn._ts_offset,
             conn._chal_count,

@@ -97,21 +97,7 @@ def parse(buf: bytes | bytearray | memoryview, *, verify_checksum: bool = True) 
     if verify_checksum:
         if hlen == HEADER_LEN:
             # The fields are already unpacked: summing them is cheaper than a checksum pass.
-            good = (
-                _fold(
-                    (vihl << 8 | tos)
-                    + total
-                    + ident
-                    + flags_frag
-                    + (ttl << 8 | proto)
-                    + csum
-                    + (src >> 16)
-                    + (src & 0xFFFF)
-                    + (dst >> 16)
-                    + (dst & 0xFFFF)
-                )
-                == 0xFFFF
-            )
+            good = fields_sum_ok(vihl, tos, total, ident, flags_frag, ttl, proto, csum, src, dst)
         else:
             good = _cs.internet_checksum(mv[:hlen]) == 0
         if not good:
@@ -142,6 +128,35 @@ def _fold(s: int) -> int:
     """One's-complement fold of a sum of at most 2**16 16-bit words (RFC 1071 4.1)."""
     s = (s & 0xFFFF) + (s >> 16)
     return (s & 0xFFFF) + (s >> 16)
+
+
+def fields_sum_ok(
+    vihl: int,
+    tos: int,
+    total: int,
+    ident: int,
+    flags_frag: int,
+    ttl: int,
+    proto: int,
+    csum: int,
+    src: int,
+    dst: int,
+) -> bool:
+    """Whether an option-less header with these (unpacked) fields has a good checksum: RFC 1071,
+    its words including the checksum sum to all ones."""
+    s = (
+        (vihl << 8 | tos)
+        + total
+        + ident
+        + flags_frag
+        + (ttl << 8 | proto)
+        + csum
+        + (src >> 16)
+        + (src & 0xFFFF)
+        + (dst >> 16)
+        + (dst & 0xFFFF)
+    )
+    return _fold(s) == 0xFFFF
 
 
 def header_checksum(

@@ -249,6 +249,15 @@ def parse_options(data: memoryview) -> TcpOptions:
     return TcpOptions(mss, wscale, sack_permitted, sack_blocks, timestamps)
 
 
+def _read_options(mv: memoryview, hlen: int) -> TcpOptions:
+    """The options of a segment whose header is ``hlen`` (> 20) bytes long."""
+    if hlen == _TS_ONLY_HLEN and mv[HEADER_LEN : HEADER_LEN + 4] == _TS_PREFIX_BYTES:
+        # the options of nearly every segment once timestamps are on: NOP, NOP, TS (RFC 7323
+        # appendix A's layout), read without the general option walk
+        return TcpOptions(timestamps=_TS_PAIR.unpack_from(mv, HEADER_LEN + 4))
+    return parse_options(mv[HEADER_LEN:hlen])
+
+
 def parse(
     buf: bytes | bytearray | memoryview, src: int, dst: int, *, verify_checksum: bool = True
 ) -> TcpSegment:
@@ -273,14 +282,7 @@ def parse(
     control = _CONTROL_BY_BITS[flags & 0x07]
     if control is None:
         raise ParseError("tcp_bad_flags")
-    if hlen == HEADER_LEN:
-        options = NO_OPTIONS
-    elif hlen == _TS_ONLY_HLEN and mv[HEADER_LEN : HEADER_LEN + 4] == _TS_PREFIX_BYTES:
-        # the options of nearly every segment once timestamps are on: NOP, NOP, TS (RFC 7323
-        # appendix A's layout), read without the general option walk
-        options = TcpOptions(timestamps=_TS_PAIR.unpack_from(mv, HEADER_LEN + 4))
-    else:
-        options = parse_options(mv[HEADER_LEN:hlen])
+    options = NO_OPTIONS if hlen == HEADER_LEN else _read_options(mv, hlen)
     return TcpSegment(
         sport,
         dport,
@@ -512,24 +514,10 @@ def parse_ipv4(
         or not _IP_TCP_MIN <= total <= n
     ):
         return None
-    if verify_checksum:
-        # the IP header checksum from the unpacked fields (RFC 1071: a valid header sums to
-        # all ones), cheaper than a pass over the bytes
-        h = (
-            (vihl << 8 | tos)
-            + total
-            + ident
-            + flags_frag
-            + (ttl << 8 | proto)
-            + ip_csum
-            + (src >> 16)
-            + (src & 0xFFFF)
-            + (dst >> 16)
-            + (dst & 0xFFFF)
-        )
-        h = (h & 0xFFFF) + (h >> 16)
-        if (h & 0xFFFF) + (h >> 16) != 0xFFFF:
-            return None
+    if verify_checksum and not _ip.fields_sum_ok(
+        vihl, tos, total, ident, flags_frag, ttl, proto, ip_csum, src, dst
+    ):
+        return None
     hlen = (off >> 4) * 4
     tcp_len = total - _ip.HEADER_LEN
     control = _CONTROL_BY_BITS[flags & 0x07]
@@ -546,11 +534,9 @@ def parse_ipv4(
         return None
     if hlen == HEADER_LEN:
         options = NO_OPTIONS
-    elif hlen == _TS_ONLY_HLEN and mv[HEADER_LEN : HEADER_LEN + 4] == _TS_PREFIX_BYTES:
-        options = TcpOptions(timestamps=_TS_PAIR.unpack_from(mv, HEADER_LEN + 4))
     else:
         try:
-            options = parse_options(mv[HEADER_LEN:hlen])
+            options = _read_options(mv, hlen)
         except ParseError:
             return None
     return TcpSegment(
