@@ -59,6 +59,19 @@ def wscale_for(buffer: int) -> int:
     return shift
 
 
+def acceptable(seg_seq: int, seg_len: int, rcv_nxt: int, wnd: int) -> bool:
+    """3.10.7.4 first check, the four cases of its table. A segment starting exactly at RCV.NXT
+    is acceptable even into a zero window, so that ACKs and window probes are processed."""
+    if seg_seq == rcv_nxt:
+        return True
+    if seg_len == 0:
+        return sq.in_window(seg_seq, rcv_nxt, wnd)
+    return wnd > 0 and (
+        sq.in_window(seg_seq, rcv_nxt, wnd)
+        or sq.in_window(sq.add(seg_seq, seg_len - 1), rcv_nxt, wnd)
+    )
+
+
 class Receiver:
     __slots__ = (
         "_dsack",
@@ -170,18 +183,8 @@ class Receiver:
     # -- checks on arrival -------------------------------------------------------------------
 
     def acceptable(self, seg_seq: int, seg_len: int) -> bool:
-        """3.10.7.4 first check. A segment starting exactly at RCV.NXT is acceptable even into a
-        zero window, so that ACKs and window probes are processed."""
-        rcv_nxt = self.rcv_nxt
-        if seg_seq == rcv_nxt:
-            return True
-        wnd = self.rcv_wnd
-        if seg_len == 0:
-            return sq.in_window(seg_seq, rcv_nxt, wnd)
-        return wnd > 0 and (
-            sq.in_window(seg_seq, rcv_nxt, wnd)
-            or sq.in_window(sq.add(seg_seq, seg_len - 1), rcv_nxt, wnd)
-        )
+        """3.10.7.4 first check (see :func:`acceptable`)."""
+        return acceptable(seg_seq, seg_len, self.rcv_nxt, self.rcv_wnd)
 
     def paws_reject(self, tsval: int, now: float) -> bool:
         """RFC 7323 5.3 R1: SEG.TSval < TS.Recent (and TS.Recent still valid) -> an old

@@ -40,7 +40,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ustack.tcp.config import TcpConfig
-from ustack.tcp.receiver import PAWS_IDLE
+from ustack.tcp.receiver import PAWS_IDLE, acceptable
 from ustack.tcp.sender import OutSegment
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
@@ -334,7 +334,7 @@ class TimeWait:
                 self._ack(t, now, out, stats)
                 return False
         # First check (3.10.7.4): is the segment acceptable?
-        if not self._acceptable(t, seg_seq, seg_len):
+        if not acceptable(seg_seq, seg_len, t.rcv_nxt, t.rcv_wnd):
             if ctl is Control.RST:
                 # RFC 5961 3.2: a RST outside the window is dropped silently.
                 stats.tcp_drop_rst_out_of_window += 1
@@ -467,20 +467,6 @@ class TimeWait:
         return ack_now
 
     # -- the pieces ------------------------------------------------------------------------
-
-    @staticmethod
-    def _acceptable(t: _Tcb, seg_seq: int, seg_len: int) -> bool:
-        """3.10.7.4 first check, as the receiver makes it."""
-        rcv_nxt = t.rcv_nxt
-        if seg_seq == rcv_nxt:
-            return True
-        wnd = t.rcv_wnd
-        if seg_len == 0:
-            return sq.in_window(seg_seq, rcv_nxt, wnd)
-        return wnd > 0 and (
-            sq.in_window(seg_seq, rcv_nxt, wnd)
-            or sq.in_window(sq.add(seg_seq, seg_len - 1), rcv_nxt, wnd)
-        )
 
     @staticmethod
     def _paws_reject(t: _Tcb, tsval: int, now: float, stats: Stats) -> bool:
