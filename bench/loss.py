@@ -222,7 +222,10 @@ def loss_point(
     percent: float, directions: list[str], runs: int, size: int, seconds: float
 ) -> list[dict[str, Any]]:
     """Both stacks at one loss rate: one ustack and one veth pair, every direction."""
-    extra = ["--loss", f"{percent:g}", "--seed", "1"] if percent else []
+    # Offloads off at every rate, 0 % included: fault injection works per wire packet (so any
+    # loss turns them off), and the loss-free figure each rate is compared with must be taken
+    # the same way, as the kernel reference's veth has its offloads off too.
+    extra = ["--offload", "off"] + (["--loss", f"{percent:g}", "--seed", "1"] if percent else [])
     rows = []
     with (
         c.UstackServe(mtu=1500, services="http", extra=extra) as us,

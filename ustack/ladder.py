@@ -19,8 +19,8 @@ negotiated; see :class:`Ladder` for why they are hidden unless asked for.
 
 TUN offloads: with ``header_len`` set, every packet starts with the virtio-net header. A TCP
 super-segment (the kernel's GRO/TSO, or ours) is drawn as the one buffer it was, with its length
-and how the wire would cut it: ``len=65160 (gso 1448 x 45)``; on the arrow when it fits, else on
-the note line under it, like any other annotation.
+and how the wire would cut it: ``len=65160 (gso 1448 x 45)``, on its arrow (a ladder of such a
+link is drawn wider for it; should it still not fit, on the note line under the arrow).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ INBOUND = "in"  # peer -> ustack
 OUTBOUND = "out"  # ustack -> peer
 
 _WIDTH = 56  # columns of the arrow between the two lifelines
+_GSO_EXTRA = 16  # more of them where super-segments are drawn
 
 
 @dataclass(slots=True)
@@ -110,7 +111,9 @@ class Ladder:
     does not already show. The SYN and SYN,ACK still show that timestamps were negotiated.
 
     ``header_len`` is the link's (``link.header_len``): bytes of virtio-net header before every
-    packet handed to :meth:`packet`, 0 for plain IPv4 packets.
+    packet handed to :meth:`packet`, 0 for plain IPv4 packets. ``width`` is the arrows' width
+    in columns: by default 56, and 72 over an offload link, so that a super-segment's
+    ``(gso 1448 x 45)`` fits on its arrow.
     """
 
     def __init__(
@@ -121,10 +124,12 @@ class Ladder:
         local_name: str = "ustack",
         timestamps: bool = False,
         header_len: int = 0,
+        width: int | None = None,
     ):
         self.max_run = max_run
         self.timestamps = timestamps
         self.header_len = header_len
+        self._width = width if width else _WIDTH + (_GSO_EXTRA if header_len else 0)
         self.peer_name = peer_name
         self.local_name = local_name
         self._flows: dict[tuple[int, int, int, int], _Flow] = {}
@@ -344,16 +349,16 @@ class Ladder:
         notes: list[str] = []
         if seg.control is Control.SYN:
             if seg.options is not tcpw.NO_OPTIONS:
-                notes = _wrap(f"<{tcpw.format_options(seg.options)}>", _WIDTH - 2)
+                notes = _wrap(f"<{tcpw.format_options(seg.options)}>", self._width - 2)
         elif seg.options is not tcpw.NO_OPTIONS:
             extras += self._extras(flow, direction, seg)
         if extras:
             tail = ", ".join(extras)
             # On the arrow when it fits (one line per segment, as without options), else under it.
-            if len(label) + 1 + len(tail) <= _WIDTH - 6:
+            if len(label) + 1 + len(tail) <= self._width - 6:
                 label += " " + tail
             else:
-                notes = _wrap(tail, _WIDTH - 2) + notes
+                notes = _wrap(tail, self._width - 2) + notes
         flow.rows.append(_Row(now, self._line(arrow=(direction, label))))
         for note in notes:
             flow.rows.append(_Row(now, self._line(note=note)))
@@ -377,16 +382,16 @@ class Ladder:
         if arrow is not None:
             direction, label = arrow
             body = f" {label} "
-            if len(body) > _WIDTH - 4:
-                body = body[: _WIDTH - 5] + "~ "
+            if len(body) > self._width - 4:
+                body = body[: self._width - 5] + "~ "
             if direction == INBOUND:  # peer (left) -> ustack (right)
-                mid = "--" + body + "-" * (_WIDTH - 3 - len(body)) + ">"
+                mid = "--" + body + "-" * (self._width - 3 - len(body)) + ">"
             else:
-                mid = "<" + "-" * (_WIDTH - 3 - len(body)) + body + "--"
+                mid = "<" + "-" * (self._width - 3 - len(body)) + body + "--"
         elif note:
-            mid = note.center(_WIDTH)
+            mid = note.center(self._width)
         else:
-            mid = " " * _WIDTH
+            mid = " " * self._width
         return f"{left:>12} |{mid}| {right}".rstrip()
 
     def render(self) -> str:
@@ -398,7 +403,7 @@ class Ladder:
             self._flush_fold(flow)
             peer = f"{self.peer_name} {ipv4.int_to_addr(flow.peer[0])}:{flow.peer[1]}"
             local = f"{self.local_name} {ipv4.int_to_addr(flow.local[0])}:{flow.local[1]}"
-            out.append(f"{'time':>9}  {peer:<{_WIDTH // 2 + 14}}{local:>{_WIDTH // 2}}")
+            out.append(f"{'time':>9}  {peer:<{self._width // 2 + 14}}{local:>{self._width // 2}}")
             for row in flow.rows:
                 out.append(f"{(row.time - t0) * 1000:8.3f}ms {row.text}")
             out.append("")

@@ -262,7 +262,7 @@ class HyStartPlusPlus:
 class _Controller:
     """What NewReno and CUBIC share: the windows, the byte carry, and slow start."""
 
-    __slots__ = ("_carry", "cwnd", "hystart", "mss", "segment", "ssthresh")
+    __slots__ = ("_after_rto", "_carry", "cwnd", "hystart", "mss", "segment", "ssthresh")
 
     name: str = ""
 
@@ -274,6 +274,10 @@ class _Controller:
         self.hystart = HyStartPlusPlus() if hystart else None
         self._carry = 0.0  # the fraction of a byte of growth not yet added to cwnd
         self.segment = 0  # the largest segment the sender forms (TSO), if above one MSS
+        # In the slow start after a timeout ABC's L counts MSS, not super-segments: the ACKs
+        # then reveal what the receiver already had, and growing by whole stretch ACKs would
+        # send a burst of go-back-N retransmissions of it (RFC 3465 2.3).
+        self._after_rto = False
 
     def set_mss(self, mss: int, initial_window: int | None = None) -> None:
         _check_mss(mss)
@@ -299,7 +303,7 @@ class _Controller:
     ) -> None:
         hs = self.hystart
         increase: float
-        unit = self.segment if self.segment > self.mss else self.mss
+        unit = self.mss if self._after_rto or self.segment < self.mss else self.segment
         if hs is not None and hs.active:
             # HyStart++ keeps counting rounds and RTT samples on application-limited ACKs too:
             # the delay signal is still valid, only the growth is withheld below.
@@ -311,6 +315,8 @@ class _Controller:
         if not app_limited:
             # Slow start ends at ssthresh (RFC 5681 3.1), so do not jump past it.
             self._set_cwnd(min(self.cwnd + self._carry + increase, self.ssthresh))
+            if self.cwnd >= self.ssthresh:
+                self._after_rto = False
         if css_done:
             # RFC 9406 4.2: CSS_ROUNDS rounds are complete, enter congestion avoidance.
             self.ssthresh = self.cwnd
@@ -394,6 +400,7 @@ class NewReno(_Controller):
         # already (a second timeout would halve a FlightSize of one segment); then the loss
         # window, cwnd = 1 SMSS.
         self._end_hystart()
+        self._after_rto = True
         if first:
             self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
@@ -579,6 +586,7 @@ class Cubic(_Controller):
         # only on the first timeout, as RFC 5681 3.1 keeps ssthresh for a repeated one. The
         # next epoch starts with K = 0 and W_max = cwnd_epoch, so W_max is forgotten here.
         self._end_hystart()
+        self._after_rto = True
         if first:
             self._reduce()
         self._w_max = None
