@@ -8,7 +8,11 @@ coroutine. The reference is the same client against a kernel echo server
 (``bench/_refserver.py``, one epoll loop in Python) over veth, in the same run and interleaved:
 its figure is the kernel's TCP plus the same kind of Python loop, so the difference is ustack.
 
-Each run reports the median and the 99th percentile; the table shows the median of runs.
+Each run reports the median and the 99th percentile; the table shows the median of runs. A
+third series, in the same runs, is ustack with ``--busy-poll 100``: after each batch it keeps
+reading its TUN device for 100 us before going back to sleep, which takes the wake-up out of the
+round trip (on a virtual machine an idle CPU's wake-up costs tens of microseconds) at the price
+of CPU time, reported per round trip.
 
 The ustack process's CPU time per round trip comes from /proc/PID/schedstat during the timed
 runs. Apart from them, a second ``ustack serve`` started through ``bench/_profiled.py`` counts
@@ -39,6 +43,7 @@ QUICK_COUNT = 1000
 SIZE = 64
 TIME_LIMIT = 60.0  # seconds per run, whatever the count
 TARGET_P50_US = 40.0
+BUSY_POLL_US = 100  # the busy-poll series: `ustack serve --busy-poll 100`
 COUNT_CALLS = 2000  # round trips in the cProfile window
 QUICK_COUNT_CALLS = 1000
 CALLS_WARMUP = 200
@@ -124,9 +129,10 @@ def round_trips(ns: Any, address: str, count: int, warmup: int) -> dict[str, Any
 def run(args: Any) -> dict[str, Any]:
     runs = c.runs_of(args)
     count = args.count or (QUICK_COUNT if args.quick else COUNT)
-    results: dict[str, list[dict[str, Any]]] = {"ustack": [], "kernel": []}
+    results: dict[str, list[dict[str, Any]]] = {"ustack": [], "kernel": [], "ustack_busy": []}
     with (
         c.UstackServe(mtu=1500, services="echo") as us,
+        c.UstackServe(mtu=1500, services="echo", extra=["--busy-poll", str(BUSY_POLL_US)]) as busy,
         c.VethPair(1500) as veth,
         c.RefServer(veth.server),
     ):
@@ -141,13 +147,21 @@ def run(args: Any) -> dict[str, Any]:
             u["server_cpu_us_per_trip"] = (cpu1 - cpu0) / trips * 1e6
             u["server_wait_us_per_trip"] = (wait1 - wait0) / trips * 1e6
             k = round_trips(veth.client, veth.server_addr, count, WARMUP)
+            assert busy.proc is not None
+            cpu0, wait0 = busy.proc.sched()
+            b = round_trips(busy.ns, busy.address, count, WARMUP)
+            cpu1, wait1 = busy.proc.sched()
+            b["server_cpu_us_per_trip"] = (cpu1 - cpu0) / trips * 1e6
+            b["server_wait_us_per_trip"] = (wait1 - wait0) / trips * 1e6
             results["ustack"].append(u)
             results["kernel"].append(k)
+            results["ustack_busy"].append(b)
             print(
                 f"  run {i + 1}/{runs}: ustack p50 {u.get('p50_us', float('nan')):6.1f} us "
                 f"p99 {u.get('p99_us', float('nan')):6.1f} us; kernel p50 "
                 f"{k.get('p50_us', float('nan')):6.1f} us p99 {k.get('p99_us', float('nan')):6.1f}"
-                " us" + ("" if u["ok"] and k["ok"] else "  FAILED"),
+                f" us; ustack --busy-poll {BUSY_POLL_US} p50 {b.get('p50_us', float('nan')):6.1f}"
+                " us" + ("" if u["ok"] and k["ok"] and b["ok"] else "  FAILED"),
                 flush=True,
             )
     summary: dict[str, Any] = {}
@@ -190,6 +204,7 @@ def run(args: Any) -> dict[str, Any]:
         "warmup": WARMUP,
         "runs": runs,
         "target_p50_us": TARGET_P50_US,
+        "busy_poll_us": BUSY_POLL_US,
         "summary": summary,
         "ratio_p50": c.ratio(summary["ustack"]["p50_us"], summary["kernel"]["p50_us"]),
         "ratio_p99": c.ratio(summary["ustack"]["p99_us"], summary["kernel"]["p99_us"]),
@@ -208,6 +223,15 @@ def render(doc: dict[str, Any]) -> str:
         ["ustack CPU/trip (us)", s["ustack"]["server_cpu_us_per_trip"], "", "", ""],
         ["ustack CPU wait/trip (us)", s["ustack"]["server_wait_us_per_trip"], "", "", ""],
     ]
+    busy = s.get("ustack_busy")
+    if busy:
+        n = doc["busy_poll_us"]
+        ratio = c.ratio(busy["p50_us"], s["kernel"]["p50_us"])
+        rows += [
+            [f"p50, --busy-poll {n} (us)", busy["p50_us"], s["kernel"]["p50_us"], ratio, "<= 40"],
+            [f"p99, --busy-poll {n} (us)", busy["p99_us"], s["kernel"]["p99_us"], "", ""],
+            [f"CPU/trip, --busy-poll {n} (us)", busy["server_cpu_us_per_trip"], "", "", ""],
+        ]
     calls = doc.get("calls")
     if calls:
         rows += [
@@ -215,7 +239,7 @@ def render(doc: dict[str, Any]) -> str:
             ["  Python functions", calls["python_calls_per_op"], "", "", ""],
             ["  C builtins", calls["builtin_calls_per_op"], "", "", ""],
         ]
-    ok = s["ustack"]["all_ok"] and s["kernel"]["all_ok"] and (not calls or calls["ok"])
+    ok = all(v["all_ok"] for v in s.values() if "all_ok" in v) and (not calls or calls["ok"])
     return c.table(["64 B echo RTT", "ustack", "kernel", "ratio", "target"], rows) + (
         "" if ok else "\n(some runs FAILED)"
     )

@@ -64,6 +64,9 @@ def test_bad_services_are_refused_with_a_reason(text: str, words: str) -> None:
         ["serve", "--bogus"],
         ["serve", "--offload", "maybe"],
         ["demo", "--offload", "yes"],
+        ["serve", "--busy-poll", "20000"],
+        ["serve", "--busy-poll", "-5"],
+        ["serve", "--busy-poll", "0.5"],
         ["frobnicate"],
     ],
 )
@@ -87,6 +90,8 @@ def test_serve_options_reach_the_tcp_config() -> None:
     config = _tcp_config(args)
     assert (config.congestion, config.sack, config.timestamps) == ("newreno", False, False)
     assert config.msl == 2 and config.rto_min == 0.05
+    assert build_parser().parse_args(["serve"]).busy_poll == 0
+    assert build_parser().parse_args(["serve", "--busy-poll", "100"]).busy_poll == 100
 
 
 class FakeTun:

@@ -72,6 +72,16 @@ def _mtu(text: str) -> int:
     return value
 
 
+def _busy_poll(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of microseconds: {text!r}") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"busy poll must be 0 to 10000 microseconds, got {value}")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -323,7 +333,13 @@ async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> i
     loop = asyncio.get_running_loop()
     tracer = _Tracer(args.trace, sys.stderr) if args.trace else None
     link, offload = _build_link(args)
-    stack = ustack.Stack(link, address=args.address, config=_tcp_config(args), tracer=tracer)
+    stack = ustack.Stack(
+        link,
+        address=args.address,
+        config=_tcp_config(args),
+        tracer=tracer,
+        busy_poll=args.busy_poll / 1e6,
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -586,6 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--msl", type=_positive, default=None, help="MSL in seconds (30)")
     serve.add_argument("--grace", type=_positive, default=3.0, help="shutdown grace (3 s)")
     serve.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
+    serve.add_argument(
+        "--busy-poll",
+        type=_busy_poll,
+        default=0,
+        metavar="USEC",
+        help="after a batch keep reading the TUN device this long before sleeping, trading CPU "
+        "for latency (like Linux's busy_poll; 0 = off, at most 10000)",
+    )
     serve.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
     )

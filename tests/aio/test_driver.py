@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 import ustack
 from ustack import Stack
 from ustack.aio.driver import Driver
@@ -332,3 +334,46 @@ async def test_driver_stops_reading_a_link_whose_peer_is_gone() -> None:
         for _ in range(50):
             await asyncio.sleep(0)
         assert left.stats.rx_packets + left.stats.rx_error == reads_before
+
+
+class LateLink(QueueLink):
+    """A second packet turns up only on the third read: after the first read has found the
+    queue empty, as an answer to what the first packet made the host send would."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.later = [bytes([9]) * 20]
+
+    def read_batch(self, now: float, limit: int) -> list[bytes | memoryview]:
+        batch = super().read_batch(now, limit)
+        if len(self.reads) == 3 and self.later:
+            batch = [self.later.pop()]
+        return batch
+
+
+async def test_busy_polling_takes_the_next_packet_without_sleeping() -> None:
+    """With ``busy_poll`` the driver keeps reading after a batch instead of returning to the
+    event loop: a packet that turns up meanwhile is taken (and answered) in the same callback.
+    Without it, the callback ends after the empty read, and the packet waits for a wake-up."""
+    loop = asyncio.get_running_loop()
+    for busy, taken in ((0.0, 1), (0.01, 2)):
+        link = LateLink()
+        host = ScriptedHost()
+        driver = Driver(loop, link, host, busy_poll=busy)  # type: ignore[arg-type]
+        driver._read_batch()  # one readiness callback, as the event loop would make it
+        driver.stop()
+        link.close()
+        assert len(host.received) == taken
+        assert host.flushes == taken  # each packet's batch was followed by its flush
+
+
+@pytest.mark.parametrize("bad", [-1e-6, 0.5])
+def test_busy_poll_out_of_range_is_refused(bad: float) -> None:
+    loop = asyncio.new_event_loop()
+    link = QueueLink(0)
+    try:
+        with pytest.raises(ValueError, match="busy_poll"):
+            Driver(loop, link, ScriptedHost(), busy_poll=bad)  # type: ignore[arg-type]
+    finally:
+        link.close()
+        loop.close()

@@ -77,6 +77,7 @@ class Stack:
         address: str,
         config: TcpConfig | None = None,
         batch: int = DEFAULT_BATCH,
+        busy_poll: float = 0.0,
         tracer: Tracer | None = None,
         on_packet: PacketObserver | None = None,
         secret: bytes | None = None,
@@ -89,6 +90,7 @@ class Stack:
         self.config = config if config is not None else TcpConfig()
         self.tracer = tracer
         self._batch = batch
+        self._busy_poll = busy_poll
         self._on_packet = on_packet
         self._secret = secret if secret is not None else os.urandom(16)
         self._isn = isn
@@ -193,6 +195,7 @@ class Stack:
             self._host,
             batch=self._batch,
             on_packet=self._on_packet,
+            busy_poll=self._busy_poll,
         )
         self._driver.start()
 
