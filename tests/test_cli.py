@@ -92,6 +92,8 @@ def test_serve_options_reach_the_tcp_config() -> None:
     assert config.msl == 2 and config.rto_min == 0.05
     assert build_parser().parse_args(["serve"]).busy_poll == 0
     assert build_parser().parse_args(["serve", "--busy-poll", "100"]).busy_poll == 100
+    assert build_parser().parse_args(["serve"]).no_gso is False
+    assert build_parser().parse_args(["serve", "--no-gso"]).no_gso is True
 
 
 class FakeTun:

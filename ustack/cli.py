@@ -339,6 +339,7 @@ async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> i
         config=_tcp_config(args),
         tracer=tracer,
         busy_poll=args.busy_poll / 1e6,
+        gso=not args.no_gso,
     )
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -602,6 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--msl", type=_positive, default=None, help="MSL in seconds (30)")
     serve.add_argument("--grace", type=_positive, default=3.0, help="shutdown grace (3 s)")
     serve.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
+    serve.add_argument(
+        "--no-gso",
+        action="store_true",
+        help="without offloads, TCP forms every segment itself (one MSS each) instead of "
+        "super-segments the host cuts up (software GSO); the packets on the wire are the same",
+    )
     serve.add_argument(
         "--busy-poll",
         type=_busy_poll,
