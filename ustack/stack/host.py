@@ -953,36 +953,26 @@ class Host:
         remote_addr, remote_port, local_addr, local_port = key
         options = tcp.encode_options(s.options)
         payload = memoryview(s.payload)
-        size = len(payload)
-        base = ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options)
-        flags = s.flags
-        middle = flags & ~(tcp.PSH | tcp.FIN)
-        ttl = self._ttl
-        ident = self._ip_id
-        pieces = 0
-        for off in range(0, size, mss):
-            piece = payload[off : off + mss]
-            buf = bytearray(base + len(piece))
-            ident = (ident + 1) & _IP_MAX_ID
-            tcp.emit_ipv4(
-                buf,
-                0,
-                local_addr,
-                remote_addr,
-                ident=ident,
-                ttl=ttl,
-                src_port=local_port,
-                dst_port=remote_port,
-                seq=(s.seq + off) & seq.MASK,
-                ack=s.ack,
-                flags=flags if off + mss >= size else middle,
-                window=s.window,
-                options=options,
-                payload=piece,
-            )
-            out.append(buf)
-            pieces += 1
-        self._ip_id = ident
+        first = bytearray(ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options) + mss)
+        ident = (self._ip_id + 1) & _IP_MAX_ID
+        tcp.emit_ipv4(
+            first,
+            0,
+            local_addr,
+            remote_addr,
+            ident=ident,
+            ttl=self._ttl,
+            src_port=local_port,
+            dst_port=remote_port,
+            seq=s.seq,
+            ack=s.ack,
+            flags=s.flags & ~(tcp.PSH | tcp.FIN),  # PSH and FIN go on the last piece only
+            window=s.window,
+            options=options,
+            payload=payload[:mss],
+        )
+        pieces = tcp.cut_ipv4(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
+        self._ip_id = (ident + pieces - 1) & _IP_MAX_ID
         stats = self.stats
         # the counters count wire segments, as they would without GSO
         stats.tcp_segments_sent += pieces - 1

@@ -555,3 +555,56 @@ def parse_ipv4(
         src,
         dst,
     )
+
+
+_IP_TOTAL_IDENT = struct.Struct("!HH")  # IPv4 total length and identification, at offset 2
+_IP_ADDRS = struct.Struct("!II")  # IPv4 source and destination, at offset 12
+_SEQ = struct.Struct("!I")
+_IP_CSUM_AT = 10
+_TCP_AT = 20  # cut_ipv4 works on datagrams without IP options (as emit_ipv4 writes them)
+
+
+def cut_ipv4(
+    first: bytearray, payload: memoryview, mss: int, last_flags: int, out: list[bytearray]
+) -> int:
+    """Software GSO: cut a TCP super-segment into wire segments the way the kernel's TSO does.
+    ``first`` is the first segment, complete (from :func:`emit_ipv4`, with ``payload[:mss]``
+    and the flags of a middle piece); it and the pieces after it are appended to ``out``, and
+    their number returned. Each later piece is the first's headers with the fields that change
+    patched: the sequence number advanced, the IP identification counted up, PSH/FIN
+    (``last_flags``) on the last piece only, its lengths; the IP header checksum follows by
+    RFC 1624 incremental updates, and the TCP checksum is computed over the piece."""
+    hdr = len(first) - mss
+    head = bytes(first[:hdr])
+    total0, ident0 = _IP_TOTAL_IDENT.unpack_from(head, 2)
+    (ip_csum0,) = _CSUM.unpack_from(head, _IP_CSUM_AT)
+    src, dst = _IP_ADDRS.unpack_from(head, 12)
+    (seq0,) = _SEQ.unpack_from(head, _TCP_AT + 4)
+    update16 = _cs.update16
+    tcp_checksum = _cs.tcp_checksum
+    out.append(first)
+    n = len(payload)
+    count = 1
+    off = mss
+    while off < n:
+        piece = payload[off : off + mss]
+        buf = bytearray(head)
+        buf += piece
+        ident = (ident0 + count) & 0xFFFF
+        total = hdr + len(piece)
+        csum = update16(ip_csum0, ident0, ident)
+        if total != total0:
+            csum = update16(csum, total0, total)
+        _IP_TOTAL_IDENT.pack_into(buf, 2, total, ident)
+        _CSUM.pack_into(buf, _IP_CSUM_AT, csum)
+        _SEQ.pack_into(buf, _TCP_AT + 4, (seq0 + off) & 0xFFFFFFFF)
+        if off + mss >= n:
+            buf[_TCP_AT + 13] = last_flags
+        _CSUM.pack_into(buf, _TCP_AT + OFF_CHECKSUM, 0)
+        _CSUM.pack_into(
+            buf, _TCP_AT + OFF_CHECKSUM, tcp_checksum(src, dst, memoryview(buf)[_TCP_AT:])
+        )
+        out.append(buf)
+        count += 1
+        off += mss
+    return count
