@@ -16,9 +16,11 @@ from ustack.tcp.events import Event
 CONNECTIONS = 12
 
 
-def trace(seed: int) -> list[tuple[float, str, str, bytes]]:
-    rng = random.Random(seed)
-    net = Network(log=True)
+def busy_network(
+    rng: random.Random, fault_seeds: tuple[int, int], *, log: bool
+) -> tuple[Network, Host, Host]:
+    """Two hosts over one lossy, duplicating, reordering path with a small shared queue."""
+    net = Network(log=log)
     client = net.add_host(Host(A, secret=rng.randbytes(16)))
     server = net.add_host(Host(B, secret=rng.randbytes(16)))
     fault = FaultConfig(drop=0.03, duplicate=0.01, reorder=0.02, reorder_delay=0.002)
@@ -28,9 +30,15 @@ def trace(seed: int) -> list[tuple[float, str, str, bytes]]:
         bandwidth=12.5e6,
         delay=0.002,
         queue_limit=60,  # shared by every connection: they compete for it
-        fault_ab=FaultModel(fault, seed=seed * 2),
-        fault_ba=FaultModel(fault, seed=seed * 2 + 1),
+        fault_ab=FaultModel(fault, seed=fault_seeds[0]),
+        fault_ba=FaultModel(fault, seed=fault_seeds[1]),
     )
+    return net, client, server
+
+
+def trace(seed: int) -> list[tuple[float, str, str, bytes]]:
+    rng = random.Random(seed)
+    net, client, server = busy_network(rng, (seed * 2, seed * 2 + 1), log=True)
     sink = TransferApp(server, listener=server.listen(PORT))
     source = TransferApp(client, rng.randbytes(150_000))
     net.set_app(server, sink)
@@ -64,19 +72,7 @@ def test_the_hosts_cached_next_deadline_is_always_the_fresh_one() -> None:
     exchange (12 connections, faults, connections released into TIME-WAIT records as the
     asyncio side releases them) it must equal what a fresh computation says."""
     rng = random.Random(9)
-    net = Network()
-    client = net.add_host(Host(A, secret=rng.randbytes(16)))
-    server = net.add_host(Host(B, secret=rng.randbytes(16)))
-    fault = FaultConfig(drop=0.03, duplicate=0.01, reorder=0.02, reorder_delay=0.002)
-    net.connect(
-        client,
-        server,
-        bandwidth=12.5e6,
-        delay=0.002,
-        queue_limit=60,
-        fault_ab=FaultModel(fault, seed=1),
-        fault_ba=FaultModel(fault, seed=2),
-    )
+    net, client, server = busy_network(rng, (1, 2), log=False)
     sink = TransferApp(server, listener=server.listen(PORT))
     source = TransferApp(client, rng.randbytes(60_000))
     checks = 0

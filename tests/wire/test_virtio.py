@@ -90,3 +90,21 @@ def test_random_bytes_parse_or_raise_only_the_parse_error(data: bytes) -> None:
     buf = bytearray(virtio.HEADER_LEN)
     virtio.emit(buf, **hdr._asdict())
     assert bytes(buf) == data[: virtio.HEADER_LEN]
+
+
+@pytest.mark.parametrize(
+    ("flags", "gso_type"),
+    [
+        (0, virtio.GSO_NONE),
+        (virtio.F_NEEDS_CSUM, virtio.GSO_TCPV4),
+        (virtio.F_DATA_VALID, 0),
+        (0, virtio.GSO_TCPV6),
+    ],
+)
+def test_rx_flags_read_what_parse_reads(flags: int, gso_type: int) -> None:
+    buf = bytearray(virtio.HEADER_LEN + 4)
+    virtio.emit(buf, flags=flags, gso_type=gso_type, gso_size=1448)
+    hdr = virtio.parse(buf)
+    assert virtio.rx_flags(buf) == (hdr.checksum_trusted, hdr.gso_type != virtio.GSO_NONE)
+    with pytest.raises(ParseError, match="virtio_truncated"):
+        virtio.rx_flags(buf[: virtio.HEADER_LEN - 1])

@@ -441,12 +441,11 @@ class Host:
         transport checksum to the device: the field holds only the pseudo-header sum) and
         DATA_VALID (already checked) both mean the checksum is not ours to verify; a GSO
         super-segment is simply a TCP segment up to 64 KB long."""
-        hdr = virtio.parse(buf)
+        trusted, gso = virtio.rx_flags(buf)
         stats = self.stats
-        trusted = hdr.checksum_trusted
         if trusted:
             stats.offload_rx_csum_trusted += 1
-        if hdr.gso_type != virtio.GSO_NONE:
+        if gso:
             stats.offload_rx_super += 1
         self._receive(memoryview(buf)[virtio.HEADER_LEN :], now, trusted)
 

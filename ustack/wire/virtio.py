@@ -70,6 +70,15 @@ def parse(buf: bytes | bytearray | memoryview) -> VirtioNetHdr:
     return VirtioNetHdr._make(_HDR.unpack_from(buf))
 
 
+def rx_flags(buf: bytes | bytearray | memoryview) -> tuple[bool, bool]:
+    """The receive path's reading of a header, without building a record: whether the transport
+    checksum is trusted (see :attr:`VirtioNetHdr.checksum_trusted`) and whether the packet is
+    a GSO super-segment. :class:`ParseError` if ``buf`` is shorter than a header."""
+    if len(buf) < HEADER_LEN:
+        raise ParseError("virtio_truncated")
+    return bool(buf[0] & (F_NEEDS_CSUM | F_DATA_VALID)), buf[1] != GSO_NONE
+
+
 def emit(
     buf: bytearray | memoryview,
     offset: int = 0,
