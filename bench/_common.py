@@ -727,3 +727,80 @@ def load_result(out: Path, name: str) -> dict[str, Any] | None:
 def http_body_pattern(size: int) -> bytes:
     """The body ustack's ``GET /bytes/N`` sends: byte ``i`` is ``i % 251``."""
     return bytes(i % 251 for i in range(size))
+
+
+# -- process and kernel counters (synflood, soak) ------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (fields 14 and 15 of /proc/PID/stat), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) is in brackets and may hold spaces: split after it.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors a process has open (entries of /proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def kernel_counters(ns: NetNamespace) -> dict[str, int]:
+    """The kernel's SNMP and extended counters of ``ns`` (/proc/net/snmp and /proc/net/netstat,
+    as seen from a thread inside it), keyed ``Group.Name``: ``TcpExt.SyncookiesSent``,
+    ``Ip.InAddrErrors``, ``Tcp.OutRsts``..."""
+
+    def read() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name in ("snmp", "netstat"):
+            # thread-self, not self: /proc/self/net is the namespace of the process's main
+            # thread, and only this helper thread is inside ``ns``.
+            lines = Path(f"/proc/thread-self/net/{name}").read_text().splitlines()
+            for head, values in zip(lines[::2], lines[1::2], strict=False):
+                group, _, keys = head.partition(":")
+                for key, value in zip(keys.split(), values.partition(":")[2].split(), strict=False):
+                    with contextlib.suppress(ValueError):
+                        out[f"{group}.{key}"] = int(value)
+        return out
+
+    return ns.call(read)
+
+
+def kernel_syn_recv(ns: NetNamespace) -> int:
+    """Connections (request sockets included) in SYN-RECEIVED in ``ns``: /proc/net/tcp rows in
+    state 03, which is how the kernel lists a listener's pending requests."""
+
+    def count() -> int:
+        rows = Path("/proc/thread-self/net/tcp").read_text().splitlines()[1:]
+        return sum(1 for row in rows if row.split()[3] == "03")
+
+    return ns.call(count)
+
+
+def link_counters(ns: NetNamespace, ifname: str) -> dict[str, int]:
+    """An interface's packet counters in ``ns`` (``ip -s -j link``): rx/tx packets and drops."""
+    cmd = ["ip", "-n", ns.name, "-s", "-j", "link", "show", "dev", ifname]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    try:
+        stats = json.loads(run.stdout)[0]["stats64"]
+    except (ValueError, LookupError):
+        return {}
+    return {
+        f"{way}_{key}": int(stats[way][key])
+        for way in ("rx", "tx")
+        for key in ("packets", "dropped")
+        if key in stats.get(way, {})
+    }
+
+
+def sysctl_value(ns: NetNamespace, key: str) -> str | None:
+    """Read a per-namespace sysctl back (to check that :func:`sysctl` took)."""
+    path = "/proc/sys/" + key.replace(".", "/")
+
+    def read() -> str:
+        return Path(path).read_text().strip()
+
+    try:
+        return ns.call(read)
+    except OSError:
+        return None

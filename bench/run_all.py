@@ -7,6 +7,7 @@ regenerated from those files: only the region between ``<!-- PERFORMANCE:BEGIN .
 region from the JSON already there.
 
     python bench/run_all.py [--quick] [--runs N] [--only throughput,latency] [--readme-only]
+                            [--soak MINUTES]
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ BENCHES: tuple[tuple[str, tuple[str, ...], float], ...] = (
     ("connrate", ("--quick",), 300),
     ("concurrency", ("--quick",), 600),
     ("loss", ("--quick",), 900),  # two directions, five loss rates
+    ("synflood", ("--quick",), 600),  # baseline and two flood rates, ustack and kernel
+    ("soak", ("--quick",), 900),  # only when asked for (LONG): 10 minutes by default
 )
-OURS = {"throughput", "latency", "connrate", "concurrency", "loss"}  # take --quick/--runs
+OURS = {"throughput", "latency", "connrate", "concurrency", "loss", "synflood", "soak"}
+LONG = {"soak"}  # run only with --soak MINUTES or when named in --only
+SOAK_SLACK = 300.0  # seconds a soak gets beyond its minutes: start-up, drain and clean-up
 STOP_GRACE = 60.0  # seconds a benchmark gets to clean up after SIGTERM
 README = c.ROOT / "README.md"
 BEGIN = re.compile(r"<!-- PERFORMANCE:BEGIN[^>]*-->")
@@ -48,6 +53,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, int | None]:
     for name, quick_args, limit in BENCHES:
         if only is not None and name not in only:
             continue
+        if name in LONG and not args.soak and only is None:
+            continue
         script = c.BENCH / f"{name}.py"
         if not script.exists():
             status[name] = None
@@ -59,6 +66,9 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, int | None]:
             if args.runs:
                 cmd += ["--runs", str(args.runs)]
             cmd += ["--out", str(args.out)]
+        if name == "soak" and args.soak:
+            cmd += ["--minutes", f"{args.soak:g}"]
+            limit = args.soak * 60 + SOAK_SLACK
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=c.ROOT)
@@ -294,6 +304,50 @@ def performance_rows(out: Path) -> tuple[list[list[str]], list[dict[str, Any]]]:
                 _met(u["echoed_ok"] >= n),
             ]
         )
+    sf = c.load_result(out, "synflood")
+    if sf:
+        docs.append(sf)
+        by = {(r["server"], r["flood"]): r for r in sf["rows"]}
+        u, k = by.get(("ustack", "10000")), by.get(("kernel", "10000"))
+        if u:
+            rows.append(
+                [
+                    "legitimate connections succeeding under a 10,000 SYN/s flood",
+                    _pct(u["success"]),
+                    _pct(k["success"]) if k else "-",
+                    "",
+                    "≥ 99 %",
+                    _met(sf["target"].get("success_met")),
+                ]
+            )
+            growth = sf["target"].get("rss_growth")
+            rows.append(
+                [
+                    "RSS growth, second vs first half of that flood",
+                    "-" if growth is None else f"{growth * 100:+.1f} %",
+                    "",
+                    "",
+                    "≤ +5 %",
+                    _met(sf["target"].get("memory_met")),
+                ]
+            )
+    soak = c.load_result(out, "soak")
+    if soak:
+        docs.append(soak)
+        v = soak["verdicts"]
+        growth = v["memory"].get("growth")
+        rows.append(
+            [
+                f"soak, {soak['minutes']:g} min at {soak['loss_percent']:g} % loss: RSS growth "
+                "after warm-up; table drained; client errors (ustack / kernel)",
+                ("-" if growth is None else f"{growth * 100:+.1f} %")
+                + f"; {'yes' if v['drain']['met'] else 'no'}; {v['errors']['ustack']}",
+                str(v["errors"]["kernel"]),
+                "",
+                "≤ +5 %; yes; ≤ kernel + 0.1 %",
+                _met(v["met"]),
+            ]
+        )
     return rows, docs
 
 
@@ -512,7 +566,16 @@ def render_section(out: Path) -> str:
             parts += [section, ""]
     charts = [
         f"[{name}](bench/results/{name}.png)"
-        for name in ("throughput", "latency", "connrate", "loss", "checksum", "netsim")
+        for name in (
+            "throughput",
+            "latency",
+            "connrate",
+            "loss",
+            "synflood",
+            "soak",
+            "checksum",
+            "netsim",
+        )
         if (out / f"{name}.png").exists()
     ]
     if charts:
@@ -540,6 +603,14 @@ def main() -> int:
     p.add_argument("--only", default="", help="comma-separated benchmark names")
     p.add_argument("--out", type=Path, default=c.RESULTS)
     p.add_argument("--readme-only", action="store_true", help="only regenerate the README")
+    p.add_argument(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="also run bench/soak.py for MINUTES (it is left out otherwise; --only soak runs it "
+        "for its default 10 minutes, 1 with --quick)",
+    )
     args = p.parse_args()
     c.handle_signals()
     status: dict[str, int | None] = {}
