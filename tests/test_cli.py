@@ -96,6 +96,17 @@ def test_serve_options_reach_the_tcp_config() -> None:
     assert build_parser().parse_args(["serve", "--no-gso"]).no_gso is True
 
 
+def test_serve_syn_cookies_option_reaches_the_tcp_config() -> None:
+    from ustack.cli import _tcp_config, build_parser
+
+    assert _tcp_config(build_parser().parse_args(["serve"])).syn_cookies == "auto"
+    for mode in ("always", "never"):
+        args = build_parser().parse_args(["serve", "--syn-cookies", mode])
+        assert _tcp_config(args).syn_cookies == mode
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--syn-cookies", "sometimes"])
+
+
 class FakeTun:
     """Stands in for ``TunLink.open``: records the call, reports offload as the kernel would."""
 

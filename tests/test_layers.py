@@ -18,6 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "link": {"wire", "link"},
     "netsim": {"wire", "tcp", "stack", "link", "netsim"},
     "ladder": {"wire", "tcp", "ladder"},
+    # the host-level fuzzer drives a sans-IO host; nothing imports it
+    "fuzz": {"wire", "tcp", "stack", "netsim", "fuzz"},
     "aio": {"wire", "tcp", "stack", "link", "aio"},
     "apps": {"wire", "tcp", "stack", "link", "aio", "apps"},
 }
@@ -31,7 +33,7 @@ def _layer(path: Path) -> str | None:
     rel = path.relative_to(PKG)
     return (
         rel.parts[0].removesuffix(".py")
-        if len(rel.parts) > 1 or rel.stem in ("netsim", "ladder")
+        if len(rel.parts) > 1 or rel.stem in ("netsim", "ladder", "fuzz")
         else None
     )
 

@@ -320,19 +320,36 @@ def _tcp_config(args: argparse.Namespace) -> Any:
         sack=not args.no_sack,
         timestamps=not args.no_timestamps,
         rto_min=args.rto_min / 1000.0,
+        syn_cookies=args.syn_cookies,
     )
     if args.msl is not None:
         config.msl = args.msl
+    if args.user_timeout:  # 0 = off, as Linux's TCP_USER_TIMEOUT
+        config.user_timeout = args.user_timeout
     return config
 
 
-async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> int:
+async def _serve(
+    args: argparse.Namespace, services: list[tuple[str, int]], identity: Any = None
+) -> int:
     import ustack
     from ustack.apps import SERVICES
 
     loop = asyncio.get_running_loop()
     tracer = _Tracer(args.trace, sys.stderr) if args.trace else None
     link, offload = _build_link(args)
+    running_as = ""
+    if identity is not None:
+        # The device is open and configured and the capture file open: nothing ahead needs
+        # root (the device goes away when its fd is closed, which anyone may do).
+        from ustack.link.privilege import drop_privileges
+
+        try:
+            drop_privileges(identity)
+        except BaseException:
+            link.close()
+            raise
+        running_as = f", running as user {identity.user} (uid {identity.uid})"
     stack = ustack.Stack(
         link,
         address=args.address,
@@ -358,11 +375,20 @@ async def _serve(args: argparse.Namespace, services: list[tuple[str, int]]) -> i
         print(
             f"ustack {__version__}: serving {listening} on {args.address} "
             f"(TUN {args.name}, kernel side {args.peer}/{args.prefixlen}, MTU {args.mtu}, "
-            f"{offload}, {type(loop).__module__.split('.')[0]} loop); Ctrl-C or SIGTERM to stop",
+            f"{offload}, {type(loop).__module__.split('.')[0]} loop{running_as}); "
+            "Ctrl-C or SIGTERM to stop",
             file=sys.stderr,
             flush=True,
         )
-        await stop.wait()
+        # Until a signal, or until the stack closes by itself (its TUN device deleted).
+        stopped = asyncio.ensure_future(stop.wait())
+        lost = asyncio.ensure_future(stack.wait_closed())
+        await asyncio.wait((stopped, lost), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        lost.cancel()
+        if stack.link_error is not None:
+            print(f"ustack: {stack.link_error}", file=sys.stderr, flush=True)
+            return EXIT_ERROR
         print("ustack: stopping: closing connections", file=sys.stderr, flush=True)
     finally:
         for server in servers:
@@ -399,8 +425,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"--offload on cannot be combined with --loss, --duplicate, --reorder, --corrupt "
             f"or --delay: {FAULTS_NEED_PLAIN} (use --offload auto or off)"
         )
+    identity = None
+    if args.user is not None or args.group is not None:
+        from ustack.link.privilege import resolve
+
+        if args.user is None:
+            print("ustack: error: --group needs --user", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            identity = resolve(args.user, args.group)
+        except LinkError as exc:
+            print(f"ustack: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
-        return run(_serve(args, services), use_uvloop=not args.no_uvloop)
+        return run(_serve(args, services, identity), use_uvloop=not args.no_uvloop)
     except LinkError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -593,6 +631,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--no-timestamps", action="store_true", help="neither offer nor accept RFC 7323 timestamps"
+    )
+    serve.add_argument(
+        "--syn-cookies",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="RFC 4987 SYN cookies: only while a listener's SYN queue is full (auto, the "
+        "default), for every SYN, or never (a SYN to a full queue is dropped)",
+    )
+    serve.add_argument(
+        "--user-timeout",
+        type=_positive,
+        default=0.0,
+        metavar="SECONDS",
+        help="give a connection up (and reset it) once sent data has gone unacknowledged, or "
+        "queued data has waited behind a zero window, this long -- also with keep-alives -- "
+        "like Linux's TCP_USER_TIMEOUT (0 = off: count retries)",
+    )
+    serve.add_argument(
+        "--user",
+        metavar="NAME",
+        help="after setting up the TUN device, drop root and run as this user",
+    )
+    serve.add_argument(
+        "--group", metavar="NAME", help="with --user: run as this group (default: the user's)"
     )
     serve.add_argument("--loss", type=_percent, default=0.0, metavar="PCT", help="drop PCT %%")
     serve.add_argument("--duplicate", type=_percent, default=0.0, metavar="PCT")

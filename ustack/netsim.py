@@ -17,6 +17,8 @@ counted), and each packet then travels for ``delay`` seconds; an optional seeded
 :class:`~ustack.link.fault.FaultModel` decides losses, duplicates, reordering and corruption on
 arrival. Everything is deterministic for given seeds, so a failing run can be replayed exactly;
 ``log=True`` keeps a packet log that :meth:`Network.format_log` prints tcpdump-style.
+An :class:`MtuLink` puts a router with a smaller next-hop MTU on the path: it drops a longer
+DF datagram and answers it with ICMP "fragmentation needed" (RFC 1191), for path MTU tests.
 
 The module also holds :class:`TransferApp`, a small bulk-transfer application used by the tests
 and ``bench/netsim.py``.
@@ -44,6 +46,7 @@ from ustack.tcp.events import (
     TimedOut,
     WriteSpace,
 )
+from ustack.wire import icmp, ipv4
 from ustack.wire.fmt import format_packet
 
 App = Callable[[Event | HostEvent, float], None]
@@ -153,6 +156,74 @@ class SimLink:
             self.stats.lost_payload_bytes += payload
 
 
+class MtuLink(SimLink):
+    """A link whose far side is a router onto a next hop that takes at most ``mtu`` octets.
+
+    A datagram longer than that with DF set is dropped, and the router answers it as RFC 1191 4
+    says: ICMP "fragmentation needed" from ``router`` to the datagram's source, quoting it, with
+    ``next_hop_mtu`` in the MTU field (``mtu`` unless given; 0 plays a router from before RFC
+    1191). The answer arrives ``delay`` after the datagram was offered (the way back). A long
+    datagram without DF is dropped too (this router does not fragment), counted apart. Put it
+    in with :meth:`Network.add_link`; ``network`` is where the answers are delivered.
+    """
+
+    __slots__ = ("frag_needed_sent", "mtu", "network", "next_hop_mtu", "no_df_drops", "router")
+
+    def __init__(
+        self,
+        network: Network,
+        name: str = "link",
+        *,
+        mtu: int,
+        router: int,
+        next_hop_mtu: int | None = None,
+        bandwidth: float | None = None,
+        delay: float = 0.0,
+        queue_limit: int | None = 1000,
+        fault: FaultModel | None = None,
+    ) -> None:
+        super().__init__(
+            name, bandwidth=bandwidth, delay=delay, queue_limit=queue_limit, fault=fault
+        )
+        if not ipv4.HEADER_LEN < mtu <= ipv4.MAX_TOTAL_LEN:
+            raise ValueError(f"bad MTU {mtu}")
+        self.network = network
+        self.mtu = mtu
+        self.router = router
+        self.next_hop_mtu = mtu if next_hop_mtu is None else next_hop_mtu
+        self.frag_needed_sent = 0
+        self.no_df_drops = 0
+
+    def transmit(self, packet: bytes | bytearray, now: float) -> list[tuple[float, bytes]]:
+        if len(packet) <= self.mtu or len(packet) < ipv4.HEADER_LEN:
+            return super().transmit(packet, now)
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(packet)
+        self._count_lost(packet)
+        if not packet[6] & 0x40:  # DF (RFC 791): without it a router would fragment
+            self.no_df_drops += 1
+            return []
+        self.frag_needed_sent += 1
+        length = icmp.HEADER_LEN + icmp.quote_length(packet)
+        answer = bytearray(ipv4.HEADER_LEN + length)
+        source = int.from_bytes(packet[12:16], "big")
+        ipv4.emit(
+            answer,
+            0,
+            src=self.router,
+            dst=source,
+            proto=ipv4.PROTO_ICMP,
+            payload_len=length,
+            ident=self.frag_needed_sent & 0xFFFF,
+        )
+        icmp.emit_unreachable(
+            answer, ipv4.HEADER_LEN, code=icmp.FRAG_NEEDED, original=packet, mtu=self.next_hop_mtu
+        )
+        self.network.inject(bytes(answer), now + self.delay, self.name)
+        return []
+
+
 @dataclass(slots=True)
 class LogEntry:
     time: float
@@ -226,6 +297,17 @@ class Network:
     def transmit(self, src: Host, packet: bytes | bytearray) -> None:
         """Put a raw datagram on the link from ``src`` to its destination, as if ``src`` sent it."""
         self._send(src, packet, self.now)
+
+    def inject(self, packet: bytes, at: float, link: str = "inject") -> None:
+        """Deliver ``packet`` at time ``at`` to the host owning its destination address, from
+        outside any host (an :class:`MtuLink`'s router answering)."""
+        dst = self._routes.get(int.from_bytes(packet[16:20], "big"))
+        if dst is None:
+            self.no_route += 1
+            return
+        if self.log is not None:
+            self.log.append(LogEntry(at, link, "delivered", packet))
+        self._push(at, _DELIVER, dst, packet)
 
     def run(
         self,

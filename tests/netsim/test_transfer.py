@@ -42,7 +42,9 @@ def check_common(o: Outcome, *, sender_is_client: bool) -> None:
         assert st.ip_tx == out_link.stats.packets
         assert st.ip_rx == in_link.stats.delivered
         assert st.host_internal_error == 0
-        assert st.ip_not_for_us == st.ip_fragment == st.ip_unknown_protocol == st.icmp_rx == 0
+        assert (
+            st.ip_not_for_us == st.ip_reasm_fragments == st.ip_unknown_protocol == st.icmp_rx == 0
+        )
         assert st.tcp_resets_received == 0 and st.tcp_aborts == 0
         # One connection each: one open, one close.
         assert st.tcp_established == 1 and st.tcp_closed == 1

@@ -164,8 +164,10 @@ BAD_PACKETS = {
     "ip_bad_total_length": lambda: _fix_ip_checksum(_mutate(tcp_packet(40000, 81, 1), 3, 10)),
     "ip_not_for_us": lambda: tcp_packet(40000, 81, 1, dst=HOST + 1),
     "ip_bad_source": lambda: tcp_packet(40000, 81, 1, src=ipv4.addr_to_int("224.0.0.1")),
-    "ip_fragment": lambda: bytearray(raw(IP(src=A_PEER, dst=A_HOST, flags="MF") / TCP(dport=81))),
-    "ip_fragment_tail": lambda: bytearray(raw(IP(src=A_PEER, dst=A_HOST, frag=3) / (b"x" * 16))),
+    # a fragment other than the last must carry a multiple of 8 octets (a TCP header is 20)
+    "ip_reasm_bad_length": lambda: bytearray(
+        raw(IP(src=A_PEER, dst=A_HOST, flags="MF") / TCP(dport=81))
+    ),
     "tcp_bad_checksum": lambda: _mutate(tcp_packet(40000, 81, 1, payload=b"xyz"), 40, ord("q")),
     "tcp_truncated": lambda: bytearray(raw(IP(src=A_PEER, dst=A_HOST, proto=6) / (b"\x00" * 12))),
     "tcp_bad_flags": lambda: tcp_packet(40000, 81, 1, flags=tcp.SYN | tcp.FIN),
@@ -187,6 +189,8 @@ def test_bad_packet_dropped_and_counted(case: str) -> None:
     expected = {**BASE, counter: 1}
     if counter.startswith("tcp_"):
         expected["tcp_rx"] = 1
+    if counter.startswith("ip_reasm_"):
+        expected["ip_reasm_fragments"] = 1
     assert h.stats.nonzero() == expected
 
 

@@ -10,6 +10,7 @@ from tests.stack.helpers import HOST, PEER, SERVER_ISN, make_host, segments, tcp
 from ustack.stack.config import HostConfig
 from ustack.stack.events import ConnectionAccepted
 from ustack.stack.host import Host
+from ustack.tcp.config import TcpConfig
 from ustack.tcp.events import Closed, Established, Reset
 from ustack.tcp.state import State
 from ustack.wire import tcp
@@ -52,7 +53,7 @@ def test_listen_answers_syn_with_syn_ack_and_queues_the_connection() -> None:
 
 
 def test_syn_queue_full_drops_syn_and_counts() -> None:
-    h = make_host()
+    h = make_host(config=TcpConfig(syn_cookies="never"), cookie_secret=b"c" * 16)
     listener = h.listen(80, backlog=8, syn_backlog=2)
     replies = [handshake_syn(h, port) for port in (40001, 40002, 40003)]
     assert [len(r) for r in replies] == [1, 1, 0]
@@ -63,6 +64,23 @@ def test_syn_queue_full_drops_syn_and_counts() -> None:
     handshake_ack(h, 40001)
     handshake_syn(h, 40003)
     assert listener.half_open == 2 and h.stats.listen_syn_queue_overflow == 1
+
+
+def test_syn_queue_full_answers_with_a_cookie_by_default() -> None:
+    # The counterpart of the drop above with syn_cookies="auto" (the default): the SYN gets a
+    # stateless SYN cookie SYN,ACK instead (tests/stack/test_syncookies.py has the details).
+    h = make_host(cookie_secret=b"c" * 16)
+    listener = h.listen(80, backlog=8, syn_backlog=2)
+    replies = [handshake_syn(h, port) for port in (40001, 40002, 40003)]
+    assert [len(r) for r in replies] == [1, 1, 1]
+    cookie = replies[2][0]
+    assert cookie.control is tcp.Control.SYN and cookie.has_ack and cookie.seq != SERVER_ISN
+    assert listener.half_open == 2 and h.lookup(PEER, 40003, HOST, 80) is None
+    assert h.stats.listen_syn_queue_overflow == 0 and h.stats.syncookies_sent == 1
+    h.receive_packet(tcp_packet(40003, 80, CLIENT_ISN + 1, cookie.seq + 1, tcp.ACK), 0.0)
+    conn = listener.accept()
+    assert conn is not None and conn.remote_port == 40003 and conn.state is State.ESTABLISHED
+    assert h.stats.syncookies_accepted == 1
 
 
 def test_accept_queue_full_drops_final_ack_until_accept() -> None:

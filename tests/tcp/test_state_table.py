@@ -38,6 +38,13 @@ def _data_unacked_timeout(s: Script) -> None:
     s.run_timers(lambda: s.conn.state is S.CLOSED)
 
 
+def _cookie_ack(s: Script) -> None:
+    # The host answered the peer's SYN (ISN ISS_B) with a cookie SYN,ACK (ISN ISS_A) and kept no
+    # state; the peer's ACK returns the cookie.
+    ack = s.make(ACK, seq=kit.ISS_B + 1, ack=kit.ISS_A + 1)
+    s.conn.open_from_cookie(ack, s.now, peer_mss=1460)
+
+
 def _syn_received_active() -> Script:
     s = kit.syn_sent()
     s.push(SYN, options=kit.PEER_SYN_OPTS, ack=0)
@@ -53,6 +60,7 @@ DRIVERS: dict[tuple[State, str, State], tuple[Callable[[], Script], Callable[[Sc
         kit.listen,
         lambda s: s.push(SYN, options=kit.PEER_SYN_OPTS, ack=0),
     ),
+    (S.LISTEN, "rcv_cookie_ack", S.ESTABLISHED): (kit.listen, _cookie_ack),
     (S.LISTEN, "close", S.CLOSED): (kit.listen, lambda s: s.conn.close(s.now)),
     (S.LISTEN, "abort", S.CLOSED): (kit.listen, lambda s: s.conn.abort(s.now)),
     (S.SYN_SENT, "rcv_syn_ack", S.ESTABLISHED): (

@@ -14,7 +14,10 @@ in the host's bounded accept queue meanwhile and ``backlog`` means what it says.
 
 ``aclose(grace)`` is the orderly end: stop listening, close every connection gracefully, give
 them ``grace`` seconds to finish the FIN exchange, then reset whatever is left and close the
-link.
+link. The other end is losing the link (a TUN device deleted under us): every connection is
+reset locally (applications see ``ConnectionResetError``), ``serve_forever`` and ``accept``
+raise the link's error, the stack closes, ``link_error`` holds the reason and ``wait_closed()``
+raises it.
 
 Per connection the asyncio side costs a transport (and whatever the application's protocol
 holds): a built-in service passed to ``start_server`` runs as its protocol, with no
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
+import secrets
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -92,7 +95,8 @@ class Stack:
         self._batch = batch
         self._busy_poll = busy_poll
         self._on_packet = on_packet
-        self._secret = secret if secret is not None else os.urandom(16)
+        # None: fresh from secrets.token_bytes when the host starts (start())
+        self._secret = secret
         self._isn = isn
         self._host_options = host_options
         self._host: Host | None = None
@@ -106,6 +110,8 @@ class Stack:
         self._listeners: set[Listener] = set()
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
+        self._link_error: OSError | None = None  # the link was lost (see the module docstring)
+        self._closed_waiters: list[asyncio.Future[None]] = []
 
     @classmethod
     def tun(
@@ -177,13 +183,15 @@ class Stack:
         options = dict(self._host_options)
         if self._isn is not None:
             options["isn"] = self._isn
+        # RFC 6528 ISNs and RFC 4987 SYN cookies each get a key of their own, unguessable.
+        options.setdefault("cookie_secret", secrets.token_bytes(16))
         if self.tracer is not None:
             options["tracer"] = self.tracer
         self._host = Host(
             self._addr,
             config=self.config,
             mtu=self.link.mtu,
-            secret=self._secret,
+            secret=self._secret if self._secret is not None else secrets.token_bytes(16),
             now=now,
             offload=bool(getattr(self.link, "offload", False)),
             scatter=bool(getattr(self.link, "gather", False)),
@@ -197,7 +205,41 @@ class Stack:
             on_packet=self._on_packet,
             busy_poll=self._busy_poll,
         )
+        self._driver.on_link_lost = self._link_lost
         self._driver.start()
+
+    def _link_lost(self, failure: OSError) -> None:
+        """The driver lost the link for good; it has reset the connections and ended the
+        listeners' waits already. The stack is closed now."""
+        self._link_error = failure
+        self._servers.clear()
+        self._listeners.clear()
+        if not self._closed:
+            self._closed = True
+            self.link.close()
+        self._wake_closed()
+
+    def _wake_closed(self) -> None:
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def link_error(self) -> OSError | None:
+        """Why the stack closed by itself (its link is gone, e.g. ``LinkError("TUN device
+        ustack0 disappeared: File descriptor in bad state")``), or None."""
+        return self._link_error
+
+    async def wait_closed(self) -> None:
+        """Wait until the stack is closed; raise :attr:`link_error` if it closed because it
+        lost its link."""
+        if not self._closed:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._closed_waiters.append(waiter)
+            await waiter
+        if self._link_error is not None:
+            raise self._link_error
 
     def _running(self) -> Driver:
         if self._driver is None:
@@ -277,6 +319,7 @@ class Stack:
             driver.stop()
             self.link.close()
             self._closing.set_result(None)
+            self._wake_closed()
 
     def _settled(self) -> bool:
         return all(conn.state in _SETTLED for conn in self._host_connections())
@@ -358,7 +401,9 @@ class Stack:
         local_port: int | None = None,
     ) -> tuple[TcpTransport, P]:
         """Active open, like ``loop.create_connection``. Raises ``ConnectionRefusedError``
-        (RST), ``TimeoutError`` (SYN retries exhausted, or ``timeout`` seconds passed)."""
+        (RST, or ICMP port/protocol unreachable), ``TimeoutError`` (SYN retries exhausted, or
+        ``timeout`` seconds passed) or, when the SYNs ran out after an ICMP soft error, the
+        ``OSError`` of that error (``EHOSTUNREACH``, ``ENETUNREACH``, ...)."""
         driver = self._running()
         remote = _parse_address(host, "host")
         if not 0 < port < 65536:
@@ -536,6 +581,14 @@ class Server:
         if not self._active:
             self._wakeup()
 
+    def _link_lost(self, failure: OSError) -> None:
+        """The stack lost its link: stop serving; ``serve_forever`` raises ``failure``."""
+        forever = self._serving_forever
+        if forever is not None and not forever.done():
+            forever.set_exception(failure)
+        self._listener = None  # the host is gone with the link
+        self.close()
+
     def close_clients(self) -> None:
         for transport in self._clients():
             transport.close()
@@ -587,6 +640,7 @@ class Listener:
         self.port = port
         self._limit = limit
         self._closed = False
+        self._error: OSError | None = None  # the stack lost its link
         self._ready: asyncio.Future[None] | None = None
         self._listener: Any = stack._listen(port, backlog, self)
         stack._listeners.add(self)
@@ -602,6 +656,8 @@ class Listener:
     async def accept(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """The next completed connection as a stock (reader, writer) pair."""
         while True:
+            if self._error is not None:
+                raise self._error
             if self._closed:
                 raise OSError(errno.EBADF, "listener is closed")
             conn = self._listener.accept()
@@ -617,6 +673,13 @@ class Listener:
         transport = self._stack._accepted(conn, protocol)
         writer = asyncio.StreamWriter(transport, protocol, reader, self._loop)
         return reader, writer
+
+    def _link_lost(self, failure: OSError) -> None:
+        """The stack lost its link: a pending ``accept()`` raises ``failure``."""
+        self._error = failure
+        self._closed = True
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
 
     def close(self) -> None:
         """Stop listening; connections not yet accepted are reset by the host."""

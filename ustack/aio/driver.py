@@ -26,6 +26,13 @@ turns those into wakeups:
   fires counts as having reached its deadline: uvloop's clock has millisecond granularity, and
   a timer seen as early would otherwise re-arm at the same instant and spin.
 
+**Losing the link.** A link that reports ``at_eof`` with a ``failure`` (a TUN device deleted
+under us: see ``ustack.link.tun``) is gone for good. The driver stops, hands every transport a
+``ConnectionResetError`` (``_link_lost``), tears every connection down locally (ABORT, with
+nothing sent: there is nowhere to send it), ends every listener's waits, and tells its owner
+through ``on_link_lost``; ``link_error`` keeps the reason. A plain EOF (a closed pair peer)
+only stops the reading, as before.
+
 Nothing here formats a log message per packet; the packet observer hook costs one ``is None``
 test when unused. The observer sees each buffer exactly as the link carries it: with TUN
 offloads on that is ``link.header_len`` bytes of virtio-net header and then the IPv4 packet,
@@ -35,17 +42,20 @@ possibly a 64 KB super-segment (``ustack.ladder.Ladder(header_len=...)`` knows h
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ustack.tcp import events as ev
+from ustack.tcp.connection import Connection
+from ustack.tcp.state import State
 
 if TYPE_CHECKING:
     from ustack.link.base import Link
     from ustack.stack.host import Host
-    from ustack.tcp.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,19 @@ DEFAULT_BATCH = 256
 MAX_BUSY_POLL = 0.01  # a busy-poll window longer than 10 ms would starve everything else
 
 PacketObserver = Callable[[str, bytes | bytearray | memoryview, float], None]
+
+
+def link_failure(link: object) -> OSError | None:
+    """Why ``link`` -- or the link it wraps (fault injector, pcap tap) -- is gone for good,
+    or None."""
+    seen = 0
+    while link is not None and seen < 16:  # wrappers nest a few deep at most
+        failure = getattr(link, "failure", None)
+        if isinstance(failure, OSError):
+            return failure
+        link = getattr(link, "inner", None)
+        seen += 1
+    return None
 
 
 class EventSink(Protocol):
@@ -77,7 +100,9 @@ class Driver:
         "_timer_when",
         "host",
         "link",
+        "link_error",
         "loop",
+        "on_link_lost",
         "on_packet",
     )
 
@@ -112,6 +137,9 @@ class Driver:
         self._last_now = loop.time()
         # Called after every batch, timer or flush; aclose() uses it to notice quiescence.
         self._on_progress: Callable[[], None] | None = None
+        # The link went away for good (see "Losing the link"): why, and who to tell.
+        self.link_error: OSError | None = None
+        self.on_link_lost: Callable[[OSError], None] | None = None
         host.on_wakeup = self.wakeup
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -198,6 +226,10 @@ class Driver:
                 self._continue_pending = True
                 self.loop.call_soon(self._continue)
         elif self._reading and self.link.at_eof:
+            failure = link_failure(self.link)
+            if failure is not None:
+                self._link_lost(failure)
+                return
             # The other end of the link is gone; its fd would wake us forever.
             log.warning("link %r reached EOF; no longer reading it", self.link)
             self.loop.remove_reader(self.link.fileno())
@@ -263,6 +295,34 @@ class Driver:
         self._flush_pending = False
         if not self._closed:
             self._process(self.now())
+
+    def _link_lost(self, failure: OSError) -> None:
+        """The link is gone for good: see "Losing the link" in the module docstring."""
+        if self._closed:
+            return
+        self.link_error = failure
+        self.stop()
+        now = self.now()
+        reset = ConnectionResetError(
+            errno.ECONNRESET, f"{os.strerror(errno.ECONNRESET)} ({failure})"
+        )
+        for owner in list(self._owners.values()):
+            lost = getattr(owner, "_link_lost", None)
+            if lost is not None:
+                lost(reset)
+        host = self.host
+        for conn in host.connections:
+            if isinstance(conn, Connection) and conn.state is not State.CLOSED:
+                conn.abort(now)
+        # Their Closed events end the bookkeeping; their RSTs have nowhere to go.
+        self.dispatch_events()
+        host.packets_to_send(now)
+        for listener in list(self._listeners.values()):
+            lost = getattr(listener, "_link_lost", None)
+            if lost is not None:
+                lost(failure)
+        if self.on_link_lost is not None:
+            self.on_link_lost(failure)
 
     # -- the common tail: events, one flush, one timer ---------------------------------------
 

@@ -19,8 +19,11 @@ on top of it. The driver hands it that connection's events; it turns them into p
   is an RST. As with asyncio's socket transport, ``connection_lost`` follows a local close as
   soon as everything has been handed over (the connection finishes FIN-WAIT/TIME-WAIT on its
   own), or when the connection ends by itself, with the builtin exception that says why.
-* **Errors.** RST -> ``ConnectionResetError``, a give-up timer -> ``TimeoutError``; writes
-  after that are dropped silently (counted) and ``drain()`` raises, as with asyncio sockets.
+* **Errors.** RST -> ``ConnectionResetError`` (``ConnectionRefusedError`` for our SYN, also
+  when an ICMP port or protocol unreachable refused it), a give-up timer -> ``TimeoutError``, or
+  the ``OSError`` of the last soft ICMP error the connection kept (``EHOSTUNREACH``, ...);
+  writes after that are dropped silently (counted) and ``drain()`` raises, as with asyncio
+  sockets.
 * **Letting go.** After ``connection_lost`` the transport stops listening to the connection's
   events and releases it to the host (``Host.release``): it finishes on its own, and a
   TIME-WAIT it reaches costs the host a compact record, not a whole TCB.
@@ -65,7 +68,9 @@ def error_for(event: ev.Reset | ev.TimedOut) -> OSError:
     if type(event) is ev.Reset:
         return _error(errno.ECONNREFUSED if event.refused else errno.ECONNRESET)
     assert type(event) is ev.TimedOut
-    return _error(errno.ETIMEDOUT, event.reason)
+    # RFC 1122 4.2.3.9: a soft ICMP error the connection kept explains the timeout better than
+    # ETIMEDOUT does (Linux reports sk_err_soft the same way): EHOSTUNREACH, ENETUNREACH, ...
+    return _error(event.conn.soft_error or errno.ETIMEDOUT, event.reason)
 
 
 class TcpTransport(asyncio.Transport):
@@ -189,6 +194,17 @@ class TcpTransport(asyncio.Transport):
         self._overflow_size = 0
         self._conn.abort(self._driver.now())
         self._connection_lost(None)
+
+    def set_user_timeout(self, seconds: float | None) -> None:
+        """Linux's TCP_USER_TIMEOUT for this connection (see ``Connection.set_user_timeout``):
+        give up -- ``TimeoutError`` -- once sent data has gone unacknowledged, or queued data
+        has waited behind a zero window, for ``seconds``; ``None`` turns it off."""
+        self._conn.set_user_timeout(seconds)
+
+    def _link_lost(self, exc: Exception) -> None:
+        """The driver lost the link for good (a TUN device deleted): the connection is gone,
+        and whoever waits on it learns so as ``exc`` (a ``ConnectionResetError``)."""
+        self._fail(exc)
 
     # -- asyncio.ReadTransport -----------------------------------------------------------------
 

@@ -15,6 +15,14 @@ disappears when ``close()`` closes it.
 Reading and writing are the shared loops of ``base.FdLink``: drain until EAGAIN up to
 ``limit``, write the caller's buffer as is, count EAGAIN as ``tx_full``.
 
+The device can disappear under an open fd (``ip link del``, the namespace torn down). The fd
+then stays open but detached: the kernel's tun driver answers every read, write and ioctl with
+``EBADFD`` and poll reports ``POLLERR`` (never EOF). A failed read or write batch therefore
+asks the kernel once (``TUNGETIFF``, which needs the device) whether the device is still
+there; if not, ``failure`` says so as a :class:`LinkError` and ``at_eof`` turns true, which is
+how the driver learns that the link is gone for good. Transient errors (``EAGAIN``, ``ENOBUFS``)
+never get that far: they stay counted drops.
+
 Offloads (``offload="auto"``, the default, or ``"on"``). The device is opened with
 ``IFF_VNET_HDR`` as well, so every read and write starts with a ten-byte virtio-net header
 (``ustack.wire.virtio``); ``TUNSETVNETHDRSZ`` fixes its size, ``TUNSETVNETLE`` its byte order,
@@ -38,13 +46,13 @@ import logging
 import os
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, TunTapDevice
 
-from ustack.link.base import FdLink, check_mtu
+from ustack.link.base import FdLink, Gathered, Packet, check_mtu
 from ustack.link.errors import LinkError
 from ustack.link.netns import run_in_netns
 from ustack.wire import virtio
@@ -64,6 +72,8 @@ TUNSETVNETLE = 0x400454DC  # _IOW('T', 220, int); the argument points to an int
 TUN_F_CSUM = 0x01  # "You can hand me unchecksummed packets."
 TUN_F_TSO4 = 0x02  # "I can handle TSO for IPv4 packets"
 TUN_F_TSO6 = 0x04  # "I can handle TSO for IPv6 packets"
+TUNGETIFF = 0x800454D2  # _IOR('T', 210, unsigned int); fills a struct ifreq (40 bytes)
+IFREQ_SIZE = 40
 
 OFFLOAD_FEATURES = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 OFFLOAD_MODES = ("auto", "on", "off")
@@ -258,7 +268,7 @@ class TunLink(FdLink):
     ``offload_reason`` says why not ("" when they are).
     """
 
-    __slots__ = ("address", "name", "netns", "offload_reason", "peer", "prefixlen")
+    __slots__ = ("address", "failure", "name", "netns", "offload_reason", "peer", "prefixlen")
 
     def __init__(
         self,
@@ -280,6 +290,39 @@ class TunLink(FdLink):
         self.prefixlen = prefixlen
         self.netns = netns
         self.offload_reason = "" if header_len else offload_reason
+        self.failure: LinkError | None = None  # set once the device is gone (module docstring)
+
+    def read_batch(self, now: float, limit: int) -> list[bytes | memoryview]:
+        stats = self.stats
+        errors = stats.rx_error
+        packets = super().read_batch(now, limit)
+        if stats.rx_error != errors:
+            self._check_attached()
+        return packets
+
+    def write_batch(self, packets: Sequence[Packet | Gathered], now: float) -> None:
+        stats = self.stats
+        errors = stats.tx_error
+        super().write_batch(packets, now)
+        if stats.tx_error != errors:
+            self._check_attached()
+
+    def _check_attached(self) -> None:
+        """After a failed read or write: is the device still there? (See the module
+        docstring.) Sets ``failure`` and ``at_eof`` if not."""
+        fd = self.fileno()
+        if fd < 0 or self.failure is not None:
+            return
+        try:
+            _ioctl(fd, TUNGETIFF, bytes(IFREQ_SIZE))
+        except OSError as exc:
+            if exc.errno != errno.EBADFD:
+                return  # not the tun driver's "no device behind this fd"
+            self.failure = LinkError(
+                f"TUN device {self.name} disappeared: {os.strerror(exc.errno)}", exc.errno
+            )
+            self.at_eof = True
+            log.info("%s", self.failure)
 
     def __repr__(self) -> str:
         where = f" netns={self.netns}" if self.netns else ""

@@ -13,6 +13,14 @@ EPHEMERAL_HIGH = 65535
 # are a token bucket of icmp_msgs_per_sec=1000 with icmp_msgs_burst=50.
 ICMP_ERROR_RATE = 1000.0
 ICMP_ERROR_BURST = 50
+# IPv4 reassembly bounds (see ustack/stack/reassembly.py). RFC 791 3.2 suggests a reassembly
+# timer of 15 s and RFC 1122 3.3.2 a fixed 60-120 s; Linux's ipfrag_time is 30 s, which we follow.
+REASM_TIMEOUT = 30.0
+# Memory charged to datagrams in reassembly, all sources together: Linux's ipfrag_high_thresh.
+REASM_MAX_BYTES = 4 * 1024 * 1024
+# Datagrams in reassembly per source address, so one source (or one spoofing a source) cannot
+# take every slot; Linux bounds this with ipfrag_max_dist instead, we count datagrams.
+REASM_MAX_PER_SOURCE = 64
 
 
 @dataclass(slots=True)
@@ -22,9 +30,14 @@ class HostConfig:
     ttl: int = DEFAULT_TTL
     icmp_error_rate: float = ICMP_ERROR_RATE  # tokens per second
     icmp_error_burst: int = ICMP_ERROR_BURST
+    reasm_timeout: float = REASM_TIMEOUT  # seconds from a datagram's first fragment
+    reasm_max_bytes: int = REASM_MAX_BYTES  # data plus a fixed cost per piece and per datagram
+    reasm_max_per_source: int = REASM_MAX_PER_SOURCE
 
     def __post_init__(self) -> None:
         if not 1 <= self.ephemeral_low <= self.ephemeral_high <= 65535:
             raise ValueError(f"bad ephemeral port range {self.ephemeral_low}-{self.ephemeral_high}")
         if not 1 <= self.ttl <= 255:
             raise ValueError(f"bad TTL {self.ttl}")
+        if not self.reasm_timeout > 0 or self.reasm_max_bytes < 0 or self.reasm_max_per_source < 1:
+            raise ValueError("bad reassembly bounds")

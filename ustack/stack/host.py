@@ -5,14 +5,15 @@ listeners on them, and one :class:`~ustack.tcp.stats.Stats`. The driver feeds it
 ``receive_packet(buf, now)``, pulls what to transmit with ``packets_to_send(now)``, asks
 ``next_deadline()`` and calls ``on_deadline(now)`` then, and pops events with ``next_event()``.
 
-Input: the IPv4 header is parsed and checked (checksum, length, destination is ours, no
-fragments -- ustack does not reassemble, so fragments are counted and dropped); then ICMP echo
-requests are answered, other protocols get a rate-limited ICMP protocol unreachable, and TCP
-segments are parsed and demultiplexed by 4-tuple in one dict lookup. A segment for no connection
-goes to the listener on its port (which creates a SYN-RECEIVED connection for a SYN) or gets the
-closed-port reply of RFC 9293 3.10.7.1. Every malformed packet surfaces as a
-:class:`~ustack.wire.errors.ParseError`, which is counted by reason in one place; nothing
-escapes ``receive_packet``.
+Input: the IPv4 header is parsed and checked (checksum, length, destination is ours); fragments
+go to the bounded :class:`~ustack.stack.reassembly.Reassembler`, and a datagram it completes comes
+back through this same input as if it had arrived whole; then ICMP echo requests are answered,
+ICMP errors go to the connection they quote once RFC 5927's checks pass (see
+:mod:`~ustack.stack.icmp_errors`), other protocols get a rate-limited ICMP protocol unreachable, and TCP segments are parsed and
+demultiplexed by 4-tuple in one dict lookup. A segment for no connection goes to the listener on
+its port (which creates a SYN-RECEIVED connection for a SYN) or gets the closed-port reply of
+RFC 9293 3.10.7.1. Every malformed packet surfaces as a :class:`~ustack.wire.errors.ParseError`,
+which is counted by reason in one place; nothing escapes ``receive_packet``.
 
 Offload (``Host(offload=True)``, for a TUN device opened with ``IFF_VNET_HDR``): every packet
 in and out starts with a :mod:`~ustack.wire.virtio` header. In, a NEEDS_CSUM or DATA_VALID packet
@@ -38,6 +39,12 @@ at only for segments no connection takes) and a FIFO of deadlines (2*MSL from no
 the latest one, so no heap is needed). Its end is counted but not reported: no Closed event
 names a Connection nobody holds. ``connections`` and ``lookup`` return the records too.
 
+SYN cookies (RFC 4987 3.6, :mod:`~ustack.stack.syncookie`): a listener whose SYN queue is full
+(``TcpConfig.syn_cookies="auto"``), or every listener (``"always"``), answers a SYN with a
+SYN,ACK whose ISN is a signed cookie, and keeps nothing; an ACK that brings a valid cookie back
+creates the connection straight in ESTABLISHED (``Connection.open_from_cookie``), queued for
+accept like any other. The key is ``cookie_secret``, else derived from ``secret``.
+
 Whoever drives the host (the asyncio driver, the simulator) sets ``on_wakeup``: the host calls it
 when an application call left something to send or a new deadline, so the driver can flush.
 """
@@ -46,18 +53,24 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import heapq
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from ustack.stack import icmp_errors
 from ustack.stack.config import HostConfig
 from ustack.stack.events import ConnectionAccepted, HostEvent
 from ustack.stack.isn import IsnSource, Rfc6528Isn
-from ustack.tcp.config import TcpConfig
-from ustack.tcp.connection import Connection, OutSegment, Tracer
+from ustack.stack.reassembly import Reassembler
+from ustack.stack.syncookie import LIFETIME as COOKIE_LIFETIME
+from ustack.stack.syncookie import SynCookies, decode_tsecr, encode_tsval
+from ustack.tcp.config import DEFAULT_PEER_MSS, TcpConfig
+from ustack.tcp.connection import TS_HZ, Connection, OutSegment, Tracer, negotiate, syn_ack_options
 from ustack.tcp.events import Closed, Established, Event
+from ustack.tcp.receiver import MAX_WINDOW_FIELD
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
 from ustack.tcp.timewait import TimeWait, pack_key
@@ -91,11 +104,13 @@ _PARSE_COUNTERS: Final = {
 _PARSE_FALLBACK: Final = (
     ("tcp_option", "tcp_bad_options"),
     ("tcp", "tcp_malformed"),
+    ("icmp_quote", "icmp_quote_malformed"),
     ("icmp", "icmp_malformed"),
     ("ipv4", "ip_malformed"),
 )
 
 _IP_MAX_ID = 0xFFFF
+_COOKIE_KEY_LABEL = b"ustack syn cookie key"  # derives the cookie key from the ISN secret
 # The largest TCP payload of a super-segment: an IPv4 datagram is at most 65,535 bytes, less the
 # IPv4 header and the longest TCP header.
 TSO_MAX = ipv4.MAX_TOTAL_LEN - ipv4.HEADER_LEN - tcp.MAX_HEADER_LEN
@@ -138,13 +153,26 @@ class Listener:
     """A passive open on one port: a bounded SYN-RECEIVED queue and a bounded accept queue.
 
     ``backlog`` bounds the accept queue (established, not yet accepted) and ``syn_backlog`` the
-    half-open connections. A SYN arriving while the SYN queue is full is dropped and counted
-    (``listen_syn_queue_overflow``; there are no SYN cookies); the ACK completing a handshake
-    while the accept queue is full is dropped and counted (``listen_accept_queue_overflow``), so
-    the peer retransmits it -- Linux's behaviour without ``tcp_abort_on_overflow``.
+    half-open connections. A SYN arriving while the SYN queue is full is answered with a SYN
+    cookie (RFC 4987 3.6, :mod:`~ustack.stack.syncookie`) and no state, as
+    ``TcpConfig.syn_cookies`` says ("auto": only then; "always": every SYN), or else dropped and
+    counted (``listen_syn_queue_overflow``). The ACK completing a handshake -- or returning a
+    cookie -- while the accept queue is full is dropped and counted
+    (``listen_accept_queue_overflow``), so the peer retransmits it: Linux's behaviour without
+    ``tcp_abort_on_overflow``. ``cookie_at`` is when this listener last sent a cookie: in "auto"
+    an ACK to it is checked as a cookie only while one may still come back.
     """
 
-    __slots__ = ("_accept_queue", "_host", "_syn_queue", "backlog", "closed", "port", "syn_backlog")
+    __slots__ = (
+        "_accept_queue",
+        "_host",
+        "_syn_queue",
+        "backlog",
+        "closed",
+        "cookie_at",
+        "port",
+        "syn_backlog",
+    )
 
     def __init__(self, host: Host, port: int, backlog: int, syn_backlog: int) -> None:
         self._host = host
@@ -154,6 +182,7 @@ class Listener:
         self._syn_queue: dict[_Entry, None] = {}  # insertion-ordered, never hash-ordered
         self._accept_queue: deque[_Entry] = deque()
         self.closed = False
+        self.cookie_at: float | None = None
 
     @property
     def half_open(self) -> int:
@@ -192,6 +221,7 @@ class Host:
         mtu: int = 1500,
         secret: bytes | None = None,
         isn: IsnSource | None = None,
+        cookie_secret: bytes | None = None,
         tracer: Tracer | None = None,
         now: float = 0.0,
         offload: bool = False,
@@ -232,6 +262,16 @@ class Host:
             self._isn = self._hasher
         else:
             raise ValueError("Host needs secret= (e.g. os.urandom(16)) or an isn= source")
+        # RFC 4987 3.6: SYN cookies are signed with a key of their own; without one, derived
+        # from the ISN secret under a distinct label (deterministic for tests, never the ISN
+        # key itself). A host given neither (only an isn= source) has nothing to sign with, so
+        # its listeners drop SYNs to a full queue as with "never".
+        if cookie_secret is None and secret is not None:
+            cookie_secret = hashlib.blake2s(_COOKIE_KEY_LABEL, key=secret).digest()
+        self._cookies = SynCookies(cookie_secret) if cookie_secret is not None else None
+        self._cookie_mode = self.config.syn_cookies if self._cookies is not None else "never"
+        if self.config.syn_cookies == "always" and self._cookies is None:
+            raise ValueError('syn_cookies="always" needs secret= or cookie_secret=')
         self.stats = Stats()
         self._conns: dict[Key, _Entry] = {}
         self._listeners: dict[int, Listener] = {}
@@ -257,6 +297,8 @@ class Host:
         self._ip_id = 0
         self._icmp_tokens = float(self.host_config.icmp_error_burst)
         self._icmp_refill = now
+        # IPv4 fragments in reassembly; its one deadline is not in _next (see next_deadline).
+        self._reasm = Reassembler(self.host_config, self.stats)
         self._internal_error_logged = False
         # Given to every connection at birth, so a trace starts at its first transition.
         self.tracer = tracer
@@ -390,7 +432,19 @@ class Host:
         return out
 
     def next_deadline(self) -> float | None:
-        """The earliest time any connection needs ``on_deadline``."""
+        """The earliest time any connection, TIME-WAIT record or datagram in reassembly needs
+        ``on_deadline``."""
+        best = self._timers_deadline()
+        # Reassembly's deadline is an O(1) look at its oldest datagram, taken here rather than
+        # kept in the cache (_next), which every fragment would otherwise have to update.
+        if self._reasm:
+            reasm = self._reasm.next_deadline()
+            if reasm is not None and (best is None or reasm < best):
+                return reasm
+        return best
+
+    def _timers_deadline(self) -> float | None:
+        """The earliest deadline of the connections and TIME-WAIT records (cached in _next)."""
         if self._want_timer:
             self._refresh_deadlines()
         if self._next_ok:
@@ -430,6 +484,18 @@ class Host:
             self._touched(entry)
         if self._tw_queue:
             self._expire_time_wait(now)
+        if self._reasm:
+            for late in self._reasm.on_deadline(now):
+                # RFC 1122 3.3.2: "an ICMP Time Exceeded message sent to the source host (if
+                # fragment zero has been received)".
+                self._send_icmp_error(
+                    icmp.TIME_EXCEEDED,
+                    icmp.REASSEMBLY_TIME_EXCEEDED,
+                    late.dst,
+                    late.src,
+                    late.first,
+                    now,
+                )
 
     def next_event(self) -> Event | HostEvent | None:
         return self._events.popleft() if self._events else None
@@ -484,26 +550,41 @@ class Host:
             stats.ip_bad_source += 1
             return
         if pkt.is_fragment:
-            # No reassembly in ustack: TCP never sends fragments (DF and MSS from the MTU).
-            stats.ip_fragment += 1
+            self._receive_fragment(pkt, buf, now)
             return
         proto = pkt.proto
         if proto == ipv4.PROTO_TCP:
             self._receive_tcp(pkt, now, trusted)
         elif proto == ipv4.PROTO_ICMP:
-            self._receive_icmp(pkt)
+            self._receive_icmp(pkt, now)
         else:
             stats.ip_unknown_protocol += 1
             original = buf if len(buf) == pkt.total_length else memoryview(buf)[: pkt.total_length]
             self._send_unreachable(pkt, icmp.PROTO_UNREACH, original, now)
 
-    def _receive_icmp(self, pkt: ipv4.IPv4Packet) -> None:
+    def _receive_fragment(
+        self, pkt: ipv4.IPv4Packet, buf: bytes | bytearray | memoryview, now: float
+    ) -> None:
+        """A piece of a fragmented datagram: held for reassembly; the datagram it completes
+        goes through the host's input again, as if it had arrived whole (it is no fragment
+        now, so this cannot recur). TCP itself never sends fragments (DF, MSS from the MTU)."""
+        header = memoryview(buf)[: pkt.header_length]
+        whole = self._reasm.add(pkt, header, now)
+        if whole is not None:
+            self._receive(whole, now, False)
+
+    def _receive_icmp(self, pkt: ipv4.IPv4Packet, now: float) -> None:
         stats = self.stats
         stats.icmp_rx += 1
         msg = icmp.parse(pkt.payload)
         if msg.type != icmp.ECHO_REQUEST:
-            # Echo replies, and errors: soft errors for TCP (RFC 5927) are not acted on yet.
-            stats.icmp_ignored += 1
+            if msg.type in icmp_errors.ERROR_TYPES:
+                self._receive_icmp_error(msg, now)
+            elif msg.type == icmp.SOURCE_QUENCH:
+                # RFC 6633 2: "hosts MUST NOT send ... and SHOULD silently discard" it.
+                stats.icmp_source_quench += 1
+            else:
+                stats.icmp_ignored += 1  # echo replies, redirects, timestamps, ...
             return
         # RFC 1122 3.2.2.6: the reply carries the request's identifier, sequence and data.
         length = icmp.HEADER_LEN + len(msg.payload)
@@ -518,6 +599,47 @@ class Host:
         )
         self._out.append(buf)
         stats.icmp_echo_replies += 1
+
+    def _receive_icmp_error(self, msg: icmp.IcmpMessage, now: float) -> None:
+        """An ICMP error about a segment of ours goes to its connection if RFC 5927 4.1's
+        checks pass (see :mod:`ustack.stack.icmp_errors`); each failed check is a counted drop.
+        A malformed quote raises the ParseError counted as ``icmp_quote_malformed``."""
+        stats = self.stats
+        q = icmp.parse_quoted(msg)
+        if q.src not in self._address_set:
+            stats.icmp_quote_not_ours += 1
+            return
+        if q.proto != ipv4.PROTO_TCP:
+            stats.icmp_quote_not_tcp += 1
+            return
+        key = (q.dst, q.dst_port, q.src, q.src_port)
+        entry = self._conns.get(key)
+        if entry is None:
+            if self._timewait and pack_key(*key) in self._timewait:
+                stats.icmp_error_time_wait += 1
+            else:
+                stats.icmp_error_no_connection += 1
+            return
+        conn = entry.conn
+        if conn.state is State.TIME_WAIT:
+            # Everything we sent is acknowledged; nothing is left that the error could be about.
+            stats.icmp_error_time_wait += 1
+            return
+        if not icmp_errors.sequence_acceptable(conn, q.seq):
+            stats.icmp_error_out_of_window += 1
+            return
+        mtu = 0
+        if msg.type == icmp.DEST_UNREACH and msg.code == icmp.FRAG_NEEDED:
+            stats.icmp_frag_needed += 1
+            mtu = msg.mtu
+            if mtu == 0:
+                # RFC 1191 5: a router from before RFC 1191 leaves the next-hop MTU out.
+                stats.icmp_frag_needed_plateau += 1
+                mtu = icmp_errors.plateau_below(q.total_length)
+        else:
+            stats.icmp_error_delivered += 1
+        conn.icmp_error(msg.type, msg.code, mtu, now)
+        self._touched(entry)
 
     def _receive_tcp(self, pkt: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
         stats = self.stats
@@ -606,13 +728,28 @@ class Host:
     def _receive_listen(
         self, listener: Listener, key: Key, seg: tcp.TcpSegment, now: float
     ) -> None:
-        """RFC 9293 3.10.7.2, SEGMENT ARRIVES in LISTEN, for a port with no connection yet."""
+        """RFC 9293 3.10.7.2, SEGMENT ARRIVES in LISTEN, for a port with no connection yet;
+        with SYN cookies (RFC 4987 3.6) a SYN may be answered without state, and an ACK may be
+        the return of such an answer."""
         stats = self.stats
         if seg.control is Control.RST:
             # First check: "An incoming RST segment could not be valid ... it should be ignored."
             stats.listen_drop_rst += 1
             return
         if seg.has_ack:
+            mode = self._cookie_mode
+            if seg.control is not Control.SYN and (
+                mode == "always"
+                or (
+                    mode == "auto"
+                    and listener.cookie_at is not None
+                    and now - listener.cookie_at <= COOKIE_LIFETIME
+                )
+            ):
+                # RFC 4987 3.6: this listener has answered SYNs with cookies (lately, in
+                # "auto"), so an ACK to it may bring one back.
+                self._cookie_ack(listener, key, seg, now)
+                return
             # Second check: "Any acknowledgment is bad if it arrives on a connection still in
             # the LISTEN state. An acceptable reset segment should be formed."
             stats.listen_rst_for_ack += 1
@@ -622,7 +759,14 @@ class Host:
             # Fourth check: "Any other control or text-bearing segment ... drop it."
             stats.listen_drop_no_syn += 1
             return
-        if len(listener._syn_queue) >= listener.syn_backlog:
+        full = len(listener._syn_queue) >= listener.syn_backlog
+        mode = self._cookie_mode
+        if mode == "always" or (full and mode == "auto"):
+            # RFC 4987 3.6: answer with a cookie and keep nothing, so a flood of SYNs that
+            # never complete cannot lock real clients out.
+            self._send_cookie(listener, key, seg, now)
+            return
+        if full:
             stats.listen_syn_queue_overflow += 1
             return
         stats.listen_syn += 1
@@ -631,6 +775,78 @@ class Host:
         listener._syn_queue[entry] = None
         conn.open_passive(now)
         conn.receive(seg, now)
+        self._touched(entry)
+
+    def _send_cookie(self, listener: Listener, key: Key, seg: tcp.TcpSegment, now: float) -> None:
+        """The SYN,ACK a SYN-RECEIVED connection would send (3.10.7.2), built here with no
+        connection: ISN = a cookie; window scaling and SACK offered only with timestamps, whose
+        TSval carries them back (see :mod:`~ustack.stack.syncookie`)."""
+        assert self._cookies is not None  # _cookie_mode is "never" without a key
+        remote_addr, remote_port, local_addr, local_port = key
+        cfg = self.config
+        opts = seg.options
+        wscale, sack, ts = negotiate(cfg, opts)
+        timestamps = None
+        if ts and opts.timestamps is not None:
+            clock = (int(now * TS_HZ) + self._ts_offset(key)) & 0xFFFFFFFF
+            tsval = encode_tsval(clock, opts.wscale if wscale else None, sack)
+            timestamps = (tsval, opts.timestamps[0])
+        else:
+            wscale = sack = False
+        iss = self._cookies.make(
+            local_addr,
+            local_port,
+            remote_addr,
+            remote_port,
+            seg.seq,
+            opts.mss if opts.mss is not None else DEFAULT_PEER_MSS,
+            now,
+        )
+        # The window of a fresh connection's SYN,ACK (Receiver.syn_window: never scaled).
+        window = min(cfg.recv_buffer, MAX_WINDOW_FIELD)
+        options = syn_ack_options(cfg, cfg.mss, wscale, sack, timestamps)
+        synack = OutSegment(iss, seq.add(seg.seq, 1), tcp.SYN | tcp.ACK, window, options, b"")
+        self._out.append(self._build_segment(key, synack))
+        listener.cookie_at = now
+        self.stats.syncookies_sent += 1
+
+    def _cookie_ack(self, listener: Listener, key: Key, seg: tcp.TcpSegment, now: float) -> None:
+        """An ACK to a listener using cookies: a valid cookie (RFC 4987 3.6) makes the
+        connection, in ESTABLISHED, into the accept queue as any completed handshake; anything
+        else gets the RST of 3.10.7.2's second check."""
+        assert self._cookies is not None
+        stats = self.stats
+        remote_addr, remote_port, local_addr, local_port = key
+        mss = self._cookies.check(
+            local_addr, local_port, remote_addr, remote_port, seg.seq, seg.ack, now
+        )
+        agreed: tuple[int | None, bool] | None = (None, False)
+        ts = seg.options.timestamps
+        if mss is not None and ts is not None and self.config.timestamps:
+            # our SYN,ACK had timestamps: TSecr echoes the window shift and SACK-permitted, and
+            # can only say yes to what we offered
+            agreed = decode_tsecr(ts[1])
+            if (agreed[0] is not None and not self.config.window_scale) or (
+                agreed[1] and not self.config.sack
+            ):
+                agreed = None
+        if mss is None or agreed is None:
+            stats.syncookies_failed += 1
+            stats.listen_rst_for_ack += 1
+            self._emit_rst(key, seg.ack, 0, tcp.RST)
+            return
+        if len(listener._accept_queue) >= listener.backlog:
+            # As for the last ACK of a normal handshake: dropped, the peer sends it again.
+            stats.listen_accept_queue_overflow += 1
+            return
+        stats.syncookies_accepted += 1
+        conn = self._new_connection(key, now, iss=seq.add(seg.ack, -1))
+        entry = self._add(key, conn, listener)
+        # Through the SYN queue, for an instant: the Established event moves it on to the
+        # accept queue exactly as for a handshake that had kept its state (_drain_events).
+        listener._syn_queue[entry] = None
+        conn.open_passive(now)
+        conn.open_from_cookie(seg, now, peer_mss=mss, peer_wscale=agreed[0], sack=agreed[1])
         self._touched(entry)
 
     def _reply_closed(self, key: Key, seg: tcp.TcpSegment) -> None:
@@ -657,13 +873,11 @@ class Host:
 
     # -- connection bookkeeping -------------------------------------------------------------
 
-    def _new_connection(self, key: Key, now: float) -> Connection:
+    def _new_connection(self, key: Key, now: float, iss: int | None = None) -> Connection:
+        """A connection on ``key``, its ISS from the ISN source (or ``iss``: a SYN cookie)."""
         remote_addr, remote_port, local_addr, local_port = key
-        iss = self._isn(local_addr, local_port, remote_addr, remote_port, now) & 0xFFFFFFFF
-        # RFC 7323 5.4: a per-connection offset for the timestamp clock, from the same keyed
-        # hash as the ISN (with the ports swapped, so it is not the ISN's offset).
-        hasher = self._hasher
-        ts_offset = hasher.hash(local_addr, remote_port, remote_addr, local_port) if hasher else 0
+        if iss is None:
+            iss = self._isn(local_addr, local_port, remote_addr, remote_port, now) & 0xFFFFFFFF
         conn = Connection(
             self.config,
             self.stats,
@@ -673,10 +887,17 @@ class Host:
             remote_port=remote_port,
             iss=iss,
             now=now,
-            ts_offset=ts_offset,
+            ts_offset=self._ts_offset(key),
         )
         conn.tracer = self.tracer
         return conn
+
+    def _ts_offset(self, key: Key) -> int:
+        """RFC 7323 5.4: a per-connection offset for the timestamp clock, from the same keyed
+        hash as the ISN (with the ports swapped, so it is not the ISN's offset)."""
+        remote_addr, remote_port, local_addr, local_port = key
+        hasher = self._hasher
+        return hasher.hash(local_addr, remote_port, remote_addr, local_port) if hasher else 0
 
     def _add(self, key: Key, conn: Connection, listener: Listener | None) -> _Entry:
         entry = _Entry(self, conn, key, listener)
@@ -987,6 +1208,19 @@ class Host:
         original: bytes | bytearray | memoryview,
         now: float,
     ) -> None:
+        self._send_icmp_error(icmp.DEST_UNREACH, code, pkt.dst, pkt.src, original, now)
+
+    def _send_icmp_error(
+        self,
+        type_: int,
+        code: int,
+        src: int,
+        dst: int,
+        original: bytes | bytearray | memoryview,
+        now: float,
+    ) -> None:
+        """An ICMP error (destination unreachable or time exceeded) from ``src`` to ``dst``
+        quoting ``original``, through the one token bucket of RFC 1812 4.3.2.8."""
         cfg = self.host_config
         self._icmp_tokens = min(
             float(cfg.icmp_error_burst),
@@ -998,7 +1232,11 @@ class Host:
             return
         self._icmp_tokens -= 1.0
         length = icmp.HEADER_LEN + icmp.quote_length(original)
-        buf, at = self._new_ip(src=pkt.dst, dst=pkt.src, proto=ipv4.PROTO_ICMP, payload_len=length)
-        icmp.emit_unreachable(buf, at, code=code, original=original)
+        buf, at = self._new_ip(src=src, dst=dst, proto=ipv4.PROTO_ICMP, payload_len=length)
+        if type_ == icmp.TIME_EXCEEDED:
+            icmp.emit_time_exceeded(buf, at, code=code, original=original)
+            self.stats.icmp_time_exceeded_sent += 1
+        else:
+            icmp.emit_unreachable(buf, at, code=code, original=original)
+            self.stats.icmp_unreach_sent += 1
         self._out.append(buf)
-        self.stats.icmp_unreach_sent += 1

@@ -38,6 +38,7 @@ KEEPALIVE_COUNT = 9
 # RFC 5961 7: challenge ACKs are rate limited; Linux allows a small budget per second.
 CHALLENGE_ACK_LIMIT = 10
 CHALLENGE_ACK_WINDOW = 1.0
+SYN_COOKIE_MODES = ("auto", "always", "never")  # TcpConfig.syn_cookies
 
 
 @dataclass(slots=True)
@@ -88,3 +89,14 @@ class TcpConfig:
     # host sets it; the scoreboard keeps such a segment as one record and splits it as needed.
     tso_max: int = 0
     initial_window: int | None = None  # bytes; None = RFC 6928 min(10*MSS, max(2*MSS, 14600))
+    # RFC 4987 3.6 SYN cookies, per listener: "auto" answers with a cookie only while the
+    # listener's SYN-RECEIVED queue is full (Linux's tcp_syncookies=1), "always" answers every
+    # SYN with one and keeps no state (=2), "never" drops the SYN when the queue is full.
+    syn_cookies: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.syn_cookies not in SYN_COOKIE_MODES:
+            raise ValueError(
+                f"syn_cookies must be one of {', '.join(SYN_COOKIE_MODES)}, "
+                f"not {self.syn_cookies!r}"
+            )

@@ -71,6 +71,7 @@ from ustack.tcp.state import (
 )
 from ustack.tcp.stats import Stats
 from ustack.tcp.timers import Timer, Timers
+from ustack.wire import icmp
 from ustack.wire import seq as sq
 from ustack.wire.tcp import (
     ACK,
@@ -93,6 +94,12 @@ MIN_MSS = 88
 TS_OPTION_BYTES = 12
 # RFC 7323 5.4: the timestamp clock ticks between once a millisecond and once a second.
 TS_HZ = 1000
+# RFC 9293 3.7.1: the MSS is the path MTU less the fixed IPv4 and TCP headers (20 + 20).
+IP_TCP_HEADERS = 40
+# The smallest path MTU a "fragmentation needed" can make us believe: 576, the datagram every
+# host must accept (RFC 1122 3.3.3), so MSS 536. RFC 1191 allows 68, but RFC 5927 7 shows what
+# forged ICMP can do with tiny segments; Linux keeps a floor for the same reason (min_pmtu).
+PMTU_MIN = 576
 # A reneging receiver gets the RTO sooner: max(SRTT/2, this), as Linux does.
 RENEGE_RTO_MIN = 0.010
 
@@ -110,6 +117,33 @@ _T_USER_TIMEOUT = int(Timer.USER_TIMEOUT)
 
 Tracer = Callable[["Connection", str, dict[str, Any]], None]
 T = TypeVar("T")
+
+
+def negotiate(config: TcpConfig, syn: TcpOptions) -> tuple[bool, bool, bool]:
+    """What a peer's SYN and our config agree on: window scaling (RFC 7323 2.2), SACK
+    (RFC 2018 2), timestamps (RFC 7323 3.2) -- each needs both sides to want it."""
+    return (
+        syn.wscale is not None and config.window_scale,
+        syn.sack_permitted and config.sack,
+        syn.timestamps is not None and config.timestamps,
+    )
+
+
+def syn_ack_options(
+    config: TcpConfig,
+    adv_mss: int,
+    wscale: bool,
+    sack: bool,
+    timestamps: tuple[int, int] | None,
+) -> TcpOptions:
+    """The options of our SYN,ACK: our MSS (3.7.1), and only what the SYN offered too. Shared
+    by a connection in SYN-RECEIVED and the host's stateless SYN-cookie SYN,ACK."""
+    return TcpOptions(
+        mss=adv_mss,
+        wscale=wscale_for(config.recv_buffer) if wscale else None,
+        sack_permitted=sack,
+        timestamps=timestamps,
+    )
 
 
 class _Part(Generic[T]):
@@ -164,12 +198,14 @@ class Connection:
         "on_change",
         "orphaned",
         "passive",
+        "path_mtu",
         "rcv",
         "recovery",
         "remote_addr",
         "remote_port",
         "rtt",
         "snd",
+        "soft_error",
         "state",
         "stats",
     )
@@ -236,6 +272,11 @@ class Connection:
         self._last_recv = now
         self._chal_start = -float("inf")
         self._chal_count = 0
+        # RFC 1191 6.1: the path MTU as we know it, at first what our own link takes.
+        self.path_mtu = self.adv_mss + IP_TCP_HEADERS
+        # RFC 1122 4.2.3.9: the last soft ICMP error, as an errno (0: none); reported only if
+        # the connection then times out (Linux's sk_err_soft).
+        self.soft_error = 0
 
     # -- the TCB, read-only views ---------------------------------------------------------------
 
@@ -325,6 +366,41 @@ class Connection:
         self.passive = True
         self.stats.tcp_passive_opens += 1
         self._fire(Trigger.OPEN_PASSIVE, now)
+
+    def open_from_cookie(
+        self,
+        seg: TcpSegment,
+        now: float,
+        *,
+        peer_mss: int,
+        peer_wscale: int | None = None,
+        sack: bool = False,
+    ) -> None:
+        """RFC 4987 3.6: the SYN of this passive open was answered with a SYN cookie and
+        forgotten, and ``seg`` is the ACK that returned a valid one (the host checked it; the
+        connection was made with ISS = the cookie). The TCB is rebuilt from the ACK: IRS =
+        SEG.SEQ - 1, the peer's MSS, window shift and SACK-permitted as the cookie kept them
+        (``peer_wscale``/``sack`` only ever come back through timestamps), timestamps if the ACK
+        carries one; our SYN,ACK is acknowledged, so LISTEN -> ESTABLISHED at once. Then the ACK
+        is processed as in ESTABLISHED: it may carry data, or a FIN."""
+        if self.state is not State.LISTEN or self._reset:
+            raise OSError("connection is not in LISTEN")
+        if seg.ack != sq.add(self.iss, 1) or not seg.has_ack:
+            raise ValueError("the segment does not acknowledge this connection's ISS")
+        self.stats.tcp_segments_received += 1
+        ts = seg.options.timestamps if self.config.timestamps else None
+        self._agree(
+            sq.add(seg.seq, -1), peer_mss, peer_wscale, sack, None if ts is None else ts[0], now
+        )
+        snd = self.snd
+        snd.una = 1
+        snd.advance(1)
+        # RFC 7323 2.2: the ACK is no SYN, so its window is scaled already
+        snd.snd_wnd = snd.max_snd_wnd = seg.window << snd.snd_wscale
+        snd.snd_wl1 = seg.seq
+        snd.snd_wl2 = seg.ack
+        self._fire(Trigger.RCV_COOKIE_ACK, now)
+        self._process_segment(seg, now)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """SEND (3.10.2): queue bytes; returns how many fit in the send buffer."""
@@ -423,6 +499,29 @@ class Connection:
             self._timers.clear(Timer.KEEPALIVE)
         self._changed()
 
+    def set_user_timeout(self, seconds: float | None) -> None:
+        """The user timeout (RFC 9293 3.10.1, RFC 5482) of this connection, with Linux's
+        TCP_USER_TIMEOUT meaning (tcp(7)): the longest transmitted data may stay unacknowledged,
+        or queued data untransmitted behind a zero window, before the connection gives up; with
+        keep-alives on, it also replaces their probe count (the connection gives up once the
+        peer has been silent that long). ``None`` goes back to counting retries
+        (``data_retries``, ``keepalive_count``). A wait already under way is measured from its
+        start, as Linux does."""
+        if seconds is not None and not seconds > 0:  # NaN too
+            raise ValueError(f"user timeout must be a positive number of seconds, not {seconds}")
+        snd = self.snd
+        snd.user_timeout = seconds
+        timers = self._timers
+        if (
+            seconds is not None
+            and self.state in SENDING
+            and (snd.flight > 0 or timers.armed(Timer.PERSIST))
+        ):
+            timers.set(Timer.USER_TIMEOUT, snd.waiting_since + seconds)
+        else:
+            timers.clear(Timer.USER_TIMEOUT)
+        self._changed()
+
     def next_event(self) -> Event | None:
         if not self._events:
             return None
@@ -437,6 +536,66 @@ class Connection:
         self._events = []
         self._data_event_pending = False
         return events
+
+    # -- ICMP errors ---------------------------------------------------------------------------
+
+    def icmp_error(self, type_: int, code: int, mtu: int, now: float) -> None:
+        """An ICMP error about one of our segments (RFC 1122 4.2.3.9, RFC 5927). The host found
+        this connection by the quoted datagram and checked its sequence number (RFC 5927 4.1);
+        ``mtu`` is the next-hop MTU of "fragmentation needed" (RFC 1191 4; the host puts in a
+        plateau when a router sent 0), else 0."""
+        stats = self.stats
+        state = self.state
+        hard = type_ == icmp.DEST_UNREACH and code in _HARD_UNREACH
+        if type_ == icmp.DEST_UNREACH and code == icmp.FRAG_NEEDED:
+            # RFC 1191 6.1: no error at all, but a smaller path MTU to send segments for.
+            self._lower_path_mtu(mtu)
+        elif hard and state is State.SYN_SENT:
+            # RFC 1122 4.2.3.9 / RFC 5927 4.1: port or protocol unreachable is a hard error
+            # and aborts a connection still opening: "connection refused", as a RST would be.
+            stats.tcp_icmp_refused += 1
+            self._reset = True
+            self._events.append(Reset(self, True))
+            self._fire(Trigger.ABORT, now)
+        elif hard and state is State.SYN_RECEIVED and self.passive:
+            # RFC 5927 4.1: a hard error about our SYN,ACK ends a half-open passive connection
+            # nobody has accepted (Linux drops its request); the listener goes on.
+            stats.tcp_icmp_synrcvd_dropped += 1
+            self._fire(Trigger.ABORT, now)
+        else:
+            # RFC 1122 4.2.3.9: soft errors "MUST NOT abort the connection", and RFC 5927 4.1
+            # treats hard errors as soft once synchronized; remembered, reported on a timeout.
+            stats.tcp_icmp_soft_errors += 1
+            self.soft_error = icmp.error_errno(type_, code)
+
+    def _lower_path_mtu(self, mtu: int) -> None:
+        """RFC 1191 6.1 and 6.5: take a smaller path MTU, lower the effective send MSS to fit,
+        and send again at once what was too big -- a router dropped it for its size, not
+        because of congestion, so cwnd stays (Linux's "simple retransmit")."""
+        stats = self.stats
+        clamped = mtu < PMTU_MIN
+        if clamped:
+            mtu = PMTU_MIN
+        if mtu >= self.path_mtu:
+            # RFC 1191 6.1: a Datagram Too Big message never raises the estimate.
+            stats.tcp_pmtu_not_lower += 1
+            return
+        if clamped:
+            stats.tcp_pmtu_clamped += 1
+        else:
+            stats.tcp_pmtu_lowered += 1
+        self.path_mtu = mtu
+        snd = self.snd
+        # RFC 9293 3.7.1: the effective MSS also leaves room for the options every segment has
+        mss = mtu - IP_TCP_HEADERS - (TS_OPTION_BYTES if self.rcv.ts_ok else 0)
+        if mss >= snd.snd_mss:
+            return  # the peer's MSS already kept our segments this small
+        snd.snd_mss = mss
+        cc = self.cc
+        cc.mss = mss
+        tso = self.config.tso_max
+        cc.segment = tso - tso % mss if tso > mss else 0
+        stats.tcp_pmtu_retransmits += self.recovery.path_mtu_lowered(mss)
 
     # -- segment arrival -----------------------------------------------------------------------
 
@@ -577,10 +736,13 @@ class Connection:
         n = len(payload)
         if n and (n > rcv.rcv_wnd or rcv.buf.has_ooo or rcv.ooo_fin is not None or self.orphaned):
             return False
+        # SND.UNA < SEG.ACK =< SND.NXT as a signed distance, not two circle comparisons: with
+        # nothing in flight an ACK exactly 2**31 away is both "after" SND.UNA and "before"
+        # SND.NXT (wire/seq), and taking it would move SND.UNA back by 2**31 (the fuzzer's find;
+        # the general path drops it as an ACK of data never sent).
         if (n == 0 or ack != snd_una) and (
             ack == snd_una
-            or not sq.lt(snd_una, ack)
-            or not sq.le(ack, snd.snd_nxt)
+            or not 0 < sq.sub(ack, snd_una) <= snd.nxt - snd.una
             or self.recovery.state is not LossState.OPEN
         ):
             return False
@@ -942,6 +1104,8 @@ class Connection:
             rec.tlp_ack(ack_u, now, flight_old, dsack is not None)
         timers = self._timers
         if acked:
+            # the path works again: an older soft ICMP error no longer explains a timeout
+            self.soft_error = 0
             if flight <= 0:
                 # RFC 6298 (5.2): everything is acknowledged (the four slots cleared at once,
                 # as Timers.clear would: this runs on every ACK that empties the flight)
@@ -950,8 +1114,10 @@ class Connection:
             else:
                 # RFC 6298 (5.3): new data acknowledged -> restart the timer
                 timers.set(Timer.RETRANSMIT, now + self.rtt.rto)
-                if self.config.user_timeout is not None:
-                    timers.set(Timer.USER_TIMEOUT, now + self.config.user_timeout)
+                # ... and the user timeout (tcp(7) TCP_USER_TIMEOUT: progress restarts it)
+                snd.waiting_since = now
+                if snd.user_timeout is not None:
+                    timers.set(Timer.USER_TIMEOUT, now + snd.user_timeout)
                 rec.arm_probe(now, self.rtt.srtt, flight, timers.get(Timer.RETRANSMIT))
             if snd.write_blocked and snd.queued <= snd.low_water():
                 snd.write_blocked = False
@@ -989,32 +1155,45 @@ class Connection:
     def _take_syn(self, seg: TcpSegment, now: float) -> None:
         """Record the peer's SYN: IRS, MSS (3.7.1), and the options both sides agree on --
         window scale (RFC 7323 2.2), SACK-permitted (RFC 2018 2), timestamps (RFC 7323 3.2)."""
-        cfg = self.config
         opts = seg.options
+        ws_ok, sack, ts_ok = negotiate(self.config, opts)
+        tsval = opts.timestamps[0] if ts_ok and opts.timestamps is not None else None
+        self._agree(seg.seq, opts.mss, opts.wscale if ws_ok else None, sack, tsval, now)
         snd = self.snd
-        self._ws_ok = opts.wscale is not None and cfg.window_scale
-        sack = opts.sack_permitted and cfg.sack
-        ts = opts.timestamps if cfg.timestamps else None
-        self.rcv.start(
-            seg.seq, wscale_for(cfg.recv_buffer) if self._ws_ok else None, sack, ts and ts[0], now
-        )
-        # 3.7.1: without an MSS option the peer can take 536 bytes
-        snd.peer_mss = opts.mss if opts.mss is not None else DEFAULT_PEER_MSS
-        mss = min(max(snd.peer_mss, MIN_MSS), self.adv_mss)
-        if ts is not None:
-            mss -= TS_OPTION_BYTES
-        snd.snd_mss = mss = max(mss, 1)
-        snd.snd_wscale = min(opts.wscale or 0, MAX_WSCALE) if self._ws_ok else 0
         # RFC 7323 2.2: the window field of a SYN is never scaled
         snd.snd_wnd = seg.window
         snd.max_snd_wnd = seg.window
         snd.snd_wl1 = seg.seq
         snd.snd_wl2 = seg.ack
+
+    def _agree(
+        self,
+        irs: int,
+        peer_mss: int | None,
+        peer_wscale: int | None,
+        sack: bool,
+        tsval: int | None,
+        now: float,
+    ) -> None:
+        """Set up both sequence spaces from what the handshake agreed: the peer's IRS and MSS,
+        its window shift (``None``: no scaling either way), SACK, and its first TSval (``None``:
+        no timestamps). From a SYN, or from a SYN cookie's ACK (``open_from_cookie``)."""
+        cfg = self.config
+        snd = self.snd
+        self._ws_ok = ws_ok = peer_wscale is not None
+        self.rcv.start(irs, wscale_for(cfg.recv_buffer) if ws_ok else None, sack, tsval, now)
+        # 3.7.1: without an MSS option the peer can take 536 bytes
+        snd.peer_mss = peer_mss if peer_mss is not None else DEFAULT_PEER_MSS
+        mss = min(max(snd.peer_mss, MIN_MSS), self.adv_mss)
+        if tsval is not None:
+            mss -= TS_OPTION_BYTES
+        snd.snd_mss = mss = max(mss, 1)
+        snd.snd_wscale = min(peer_wscale or 0, MAX_WSCALE)
         rec = self.recovery
         rec.sack = sack
         rec.rack = sack and cfg.rack
         rec.tlp = sack and cfg.tlp
-        rec.ts = ts is not None
+        rec.ts = tsval is not None
         rec.mss = mss
         self._last_recv = now
         self.cc.set_mss(mss, cfg.initial_window)
@@ -1100,7 +1279,19 @@ class Connection:
             self._out.append(OutSegment(0, end, RST | ACK, 0, NO_OPTIONS, b""))
 
     def _fail(self, reason: TimeoutReason, now: float) -> None:
+        """Give up (RFC 9293 3.8.3 R2, 3.10.1 user timeout, RFC 1122 4.2.3.5): the connection is
+        aborted and the application told why."""
         stats = self.stats
+        if reason in _RST_ON_GIVE_UP and self.state in _RST_ON_ABORT:
+            # Giving up is an ABORT, and 3.10.5 answers ABORT with <SEQ=SND.NXT><CTL=RST>.
+            # Linux sends it on a keep-alive timeout (tcp_send_active_reset); we send it on
+            # every give-up of a synchronized connection (Linux's retransmission and probe
+            # timeouts go silently), so a peer that is alive but unreachable one way -- or
+            # that just answers our probes with a zero window -- learns the connection is
+            # gone instead of holding it open.
+            stats.tcp_rsts_sent += 1
+            stats.tcp_timeout_rsts += 1
+            self._out.append(OutSegment(self.snd_nxt, self.rcv_nxt, RST | ACK, 0, NO_OPTIONS, b""))
         match reason:
             case TimeoutReason.SYN:
                 stats.tcp_timeout_syn += 1
@@ -1140,8 +1331,11 @@ class Connection:
                     # an orphaned FIN-WAIT-2 gives up waiting for the peer's FIN (Linux)
                     self._fail(TimeoutReason.FIN_WAIT_2, now)
                 case Timer.USER_TIMEOUT:
-                    # 3.10.1 / RFC 5482: data stayed unacknowledged longer than the user timeout
-                    if self.state in SENDING and self.snd.flight > 0:
+                    # 3.10.1 / RFC 5482: data stayed unacknowledged, or queued behind a zero
+                    # window (the persist timer running), longer than the user timeout
+                    if self.state in SENDING and (
+                        self.snd.flight > 0 or timers.armed(Timer.PERSIST)
+                    ):
                         self._fail(TimeoutReason.USER_TIMEOUT, now)
                 case Timer.RETRANSMIT:
                     self._on_retransmit_timeout(now)
@@ -1190,7 +1384,8 @@ class Connection:
         if state not in SENDING or snd.flight <= 0:
             return
         rec = self.recovery
-        if cfg.user_timeout is None and rec.rto_streak >= cfg.data_retries:
+        # a user timeout replaces the retry count (its own timer gives up), as in Linux
+        if snd.user_timeout is None and rec.rto_streak >= cfg.data_retries:
             self._fail(TimeoutReason.RETRANSMIT, now)
             return
         # RFC 6298 (5.4)-(5.6), RFC 5681 3.1 (4): collapse cwnd; resend what is lost
@@ -1236,7 +1431,15 @@ class Connection:
             # data is in flight or queued: retransmission handles a dead peer
             self._timers.set(Timer.KEEPALIVE, now + self._ka_idle)
             return
-        if self._ka_probes >= self._ka_count:
+        user_timeout = snd.user_timeout
+        if (
+            self._ka_probes >= self._ka_count
+            if user_timeout is None
+            # tcp(7) TCP_USER_TIMEOUT overrides the probe count: give up once a probe has
+            # gone out and the peer has been silent for the user timeout (Linux's
+            # tcp_keepalive_timer checks this when the next probe is due)
+            else self._ka_probes > 0 and now - self._last_recv >= user_timeout
+        ):
             self._fail(TimeoutReason.KEEPALIVE, now)
             return
         self._ka_probes += 1
@@ -1302,11 +1505,12 @@ class Connection:
                 timestamps=(self._tsval(now), 0) if cfg.timestamps else None,
             )
         rcv = self.rcv
-        return TcpOptions(
-            mss=self.adv_mss,
-            wscale=rcv.rcv_wscale if self._ws_ok else None,
-            sack_permitted=rcv.sack_ok,
-            timestamps=(self._tsval(now), rcv.ts_recent) if rcv.ts_ok else None,
+        return syn_ack_options(
+            cfg,
+            self.adv_mss,
+            self._ws_ok,
+            rcv.sack_ok,
+            (self._tsval(now), rcv.ts_recent) if rcv.ts_ok else None,
         )
 
     def _send_syn(self, out: list[OutSegment], now: float) -> None:
@@ -1365,9 +1569,16 @@ _CAN_SEND = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, St
 _RST_ON_ABORT = frozenset(
     {State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT}
 )
+# RFC 1122 4.2.3.9: the destination-unreachable codes that are hard errors (besides "fragmentation
+# needed", which RFC 1191 turned into path MTU discovery).
+_HARD_UNREACH = frozenset({icmp.PROTO_UNREACH, icmp.PORT_UNREACH})
 # States in which an ACK of our FIN moves the machine on (3.10.7.4 fifth check).
 _FIN_SENT = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
 # States the peer's FIN moves on (3.10.7.4 eighth check).
 _FIN_MOVES = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+# Timeouts that abort a synchronized connection, so _fail sends the RST of ABORT (3.10.5).
+_RST_ON_GIVE_UP = frozenset(
+    {TimeoutReason.RETRANSMIT, TimeoutReason.USER_TIMEOUT, TimeoutReason.KEEPALIVE}
+)
 # Keep-alives are sent while the connection may otherwise sit idle forever.
 _KEEPALIVE = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})

@@ -44,7 +44,8 @@ class WriteSpace:
 
 @dataclass(frozen=True, slots=True)
 class Reset:
-    """The peer reset the connection; ``refused`` when the RST answered our SYN."""
+    """The peer reset the connection; ``refused`` when the RST answered our SYN -- or an ICMP
+    port or protocol unreachable did (RFC 1122 4.2.3.9)."""
 
     conn: Connection
     refused: bool = False
@@ -53,7 +54,8 @@ class Reset:
 @dataclass(frozen=True, slots=True)
 class TimedOut:
     """The connection gave up: "syn", "synack", "retransmit", "user_timeout", "keepalive",
-    "fin_wait_2"."""
+    "fin_wait_2". If an ICMP soft error came before, ``conn.soft_error`` is its errno (RFC 1122
+    4.2.3.9: the application should learn of it), else 0."""
 
     conn: Connection
     reason: str

@@ -319,6 +319,12 @@ class Scoreboard:
         else:
             rec.lost = True
             self.lost_out += length
+            if rec.retrans:
+                # sent again before it was presumed lost (a tail loss probe): that copy is
+                # presumed lost with it, or the record would count as in the network while
+                # waiting to go again (the fuzzer's find: an RTO after a TLP resent nothing)
+                rec.retrans = False
+                self.retrans_out -= length
         self.waiting += length
         self.tsorted.pop(rec, None)
         return True
@@ -337,12 +343,21 @@ class Scoreboard:
         tsorted.move_to_end(rec)
 
     def clear_sacks(self) -> None:
-        """Forget every SACK mark (the receiver may have reneged, RFC 2018 8)."""
+        """Forget every SACK mark (the receiver may have reneged, RFC 2018 8). The records go
+        back to being in the network, so back into the transmission-order list RACK walks (the
+        fuzzer's find: left out of it, a record neither SACKed nor lost was never looked at
+        again)."""
+        unmarked = False
         for rec in self.records:
             if rec.sacked:
                 rec.sacked = False
+                unmarked = True
         self.sacked_out = 0
         self._sacked_ivals = _NO_IVALS
+        if unmarked:
+            # sorted() is stable: records sent at the same time keep their sequence order
+            in_net = [r for r in self.records if not (r.lost and not r.retrans)]
+            self.tsorted = OrderedDict.fromkeys(sorted(in_net, key=_time))
 
     def unmark_lost(self) -> None:
         """Undo: records presumed lost but not yet resent go back to being in flight."""
@@ -379,6 +394,10 @@ class Scoreboard:
 
 def _start(rec: Sent) -> int:
     return rec.start
+
+
+def _time(rec: Sent) -> float:
+    return rec.time
 
 
 # The shared empty containers of an empty scoreboard (see Scoreboard.__init__): never mutated;
@@ -830,6 +849,27 @@ class Recovery:
         self.tlp_end = None
         self.timers.clear(Timer.PROBE)
         self.timers.clear(Timer.REORDER)
+
+    def path_mtu_lowered(self, mss: int) -> int:
+        """RFC 1191 6.5 (and Linux's tcp_simple_retransmit): the path takes no segment longer
+        than ``mss`` any more, so every one still in the network that is longer was dropped by
+        a router for its size. They are marked lost, to go again at once -- the sender cuts
+        them to the new MSS -- and the first even if cwnd is full; there is no congestion
+        response and no change of loss state, for nothing says the path is congested.
+        Returns how many were marked."""
+        self.mss = mss
+        marked = 0
+        for rec in self.board.records:
+            if (
+                not rec.sacked
+                and not (rec.lost and not rec.retrans)  # already waiting to go again
+                and rec.end - rec.start - (1 if rec.fin else 0) > mss
+            ):
+                self._mark_lost(rec)
+                marked += 1
+        if marked:
+            self.force_rtx = True
+        return marked
 
     def _trace(self, event: str, pipe: int, reason: str) -> None:
         assert self.trace is not None

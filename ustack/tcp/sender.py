@@ -17,6 +17,12 @@ window and the congestion budget the connection passes in; a short segment waits
 (3.7.4) or, when only the window keeps it short, sender SWS avoidance (3.8.6.2.1) unless the
 persist timer's override is due. A zero (or too small) window with nothing in flight starts the
 persist timer, whose probes back off like the RTO.
+
+The user timeout (RFC 9293 3.10.1, RFC 5482) has Linux's TCP_USER_TIMEOUT meaning (tcp(7)): the
+longest that transmitted data may stay unacknowledged, or queued data untransmitted behind a zero
+window. :attr:`waiting_since` is when the current such wait began -- the first byte sent into an
+empty flight, the last ACK of new data, the start of a zero-window episode -- so the deadline can
+be re-armed when the timeout is changed on a live connection.
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ class Sender:
         "timers",
         "trace",
         "una",
+        "user_timeout",
+        "waiting_since",
         "write_blocked",
     )
 
@@ -114,6 +122,8 @@ class Sender:
         self.force_send = False  # the persist timer's SWS override (3.8.6.2.1 (4))
         self.persist_backoff = 0
         self.persist_unanswered = 0
+        self.user_timeout = config.user_timeout  # per connection: Connection.set_user_timeout
+        self.waiting_since = 0.0  # see the module docstring
         self.write_blocked = False
         self.limit = LIMIT_NONE
         self.cwnd_limited = False  # the last output stopped at cwnd with data waiting
@@ -291,6 +301,12 @@ class Sender:
         base = rto * (1 << min(self.persist_backoff, 30))
         return min(max(base, cfg.persist_min), cfg.persist_max)
 
+    def start_wait(self, now: float) -> None:
+        """A wait the user timeout bounds begins now (see the module docstring)."""
+        self.waiting_since = now
+        if self.user_timeout is not None:
+            self.timers.set(Timer.USER_TIMEOUT, now + self.user_timeout)
+
     def persist_timeout(self, now: float) -> bool | None:
         """The persist timer fired: True if a one-byte probe of the zero window is due
         (3.8.6.1), False if instead the SWS override lets the small window be used
@@ -299,7 +315,12 @@ class Sender:
             return None
         self.persist_unanswered += 1
         self.persist_backoff += 1
-        self.timers.set(Timer.PERSIST, now + self.persist_interval(self.rtt.rto))
+        timers = self.timers
+        timers.set(Timer.PERSIST, now + self.persist_interval(self.rtt.rto))
+        if self.user_timeout is not None and not timers.armed(Timer.USER_TIMEOUT):
+            # the peer took an earlier probe's byte (an ACK emptied the flight and with it
+            # the user timeout) but the window is still shut: a new wait starts here
+            self.start_wait(now)
         if self.snd_wnd == 0:
             self.stats.tcp_window_probes += 1
             return True
@@ -320,6 +341,10 @@ class Sender:
             and self.nxt == self.una
         ):
             timers.set(Timer.PERSIST, now + self.persist_interval(rto))
+            # tcp(7) TCP_USER_TIMEOUT: queued data held back by a zero window counts too (Linux
+            # measures it from the first probe, resetting only when the window opens, so a
+            # peer that answers every probe with a zero window cannot hold us forever)
+            self.start_wait(now)
 
     # -- output (RFC 6675 NextSeg, the probes) -----------------------------------------------
 
@@ -436,9 +461,12 @@ class Sender:
         if fin:
             flags |= FIN
         out.append(OutSegment(self.wrap(start), self.rcv.rcv_nxt, flags, win, opts, payload))
-        user_timeout = self.config.user_timeout
-        if self.flight == 0 and user_timeout is not None:
-            self.timers.set(Timer.USER_TIMEOUT, now + user_timeout)
+        if self.flight == 0:
+            # a wait the user timeout bounds begins (start_wait, inline: every send into an
+            # empty flight passes here)
+            self.waiting_since = now
+            if self.user_timeout is not None:
+                self.timers.set(Timer.USER_TIMEOUT, now + self.user_timeout)
         self.recovery.sent_new(start, end, now, tsval, fin)
         self.advance(end)
         if n:

@@ -18,12 +18,14 @@ and calls through every row, and the README's table and diagram are generated fr
 
 Triggers name the input, not the detail: ``rcv_syn`` is a SYN without ACK, ``rcv_syn_ack`` a SYN
 with an acceptable ACK, ``rcv_ack`` an ACK that acknowledges our SYN or FIN, ``rcv_fin`` the peer's
-FIN reaching RCV.NXT, ``rcv_rst`` an acceptable reset, ``close`` the application's shutdown or
-close, ``abort`` an abort (or a close with unread data, or data for an orphan), ``timeout`` any
-timer that gives up (SYN/SYN-ACK/data retries, user timeout, keep-alive, FIN-WAIT-2, 2*MSL; the
-reason is a :class:`TimeoutReason`). One row carries a guard: a RST in SYN-RECEIVED returns a
-passive open to LISTEN but refuses an active one (3.10.7.4), so that row is keyed on how the
-connection was opened as well.
+FIN reaching RCV.NXT, ``rcv_cookie_ack`` an ACK to a listener that returns a valid SYN cookie
+(RFC 4987 3.6: the host answered the SYN statelessly, so the TCB is born from the ACK straight
+into ESTABLISHED, where RFC 9293 3.10.7.2 alone would send a RST), ``rcv_rst`` an acceptable
+reset, ``close`` the application's shutdown or close, ``abort`` an abort (or a close with
+unread data, or data for an orphan), ``timeout`` any timer that gives up (SYN/SYN-ACK/data
+retries, user timeout, keep-alive, FIN-WAIT-2, 2*MSL; the reason is a :class:`TimeoutReason`).
+One row carries a guard: a RST in SYN-RECEIVED returns a passive open to LISTEN but refuses an
+active one (3.10.7.4), so that row is keyed on how the connection was opened as well.
 
 A FIN that also acknowledges our FIN in FIN-WAIT-1 is two rows (``rcv_ack`` to FIN-WAIT-2, then
 ``rcv_fin`` to TIME-WAIT) because the ACK is processed before the FIN (RFC 9293 3.10.7.4, fifth
@@ -82,6 +84,7 @@ class Trigger(StrEnum):
     RCV_SYN = "rcv_syn"
     RCV_SYN_ACK = "rcv_syn_ack"
     RCV_ACK = "rcv_ack"
+    RCV_COOKIE_ACK = "rcv_cookie_ack"
     RCV_FIN = "rcv_fin"
     RCV_RST = "rcv_rst"
     CLOSE = "close"
@@ -117,6 +120,13 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.CLOSED, T.OPEN_ACTIVE, S.SYN_SENT, "3.10.1", "active OPEN sends SYN"),
     Transition(S.CLOSED, T.OPEN_PASSIVE, S.LISTEN, "3.10.1", "passive OPEN waits for a SYN"),
     Transition(S.LISTEN, T.RCV_SYN, S.SYN_RECEIVED, "3.10.7.2", "SYN arrives; send SYN,ACK"),
+    Transition(
+        S.LISTEN,
+        T.RCV_COOKIE_ACK,
+        S.ESTABLISHED,
+        "3.10.7.2",
+        "ACK returns a valid SYN cookie (RFC 4987 3.6)",
+    ),
     Transition(S.LISTEN, T.CLOSE, S.CLOSED, "3.10.4", "CLOSE of a listening TCB"),
     Transition(S.LISTEN, T.ABORT, S.CLOSED, "3.10.5", "ABORT of a listening TCB"),
     Transition(S.SYN_SENT, T.RCV_SYN_ACK, S.ESTABLISHED, "3.10.7.3", "SYN,ACK acks our SYN"),

@@ -56,6 +56,7 @@ class Stats:
     tcp_quick_acks: int = 0  # immediate ACKs for out-of-order data or filling a hole
     tcp_window_updates: int = 0  # ACKs sent because the receive window opened
     tcp_rsts_sent: int = 0
+    tcp_timeout_rsts: int = 0  # RST sent because a synchronized connection gave up (ABORT)
     tcp_challenge_acks: int = 0  # RFC 5961
     tcp_challenge_acks_suppressed: int = 0  # over the RFC 5961 7 rate limit
     # retransmission and congestion control
@@ -114,6 +115,14 @@ class Stats:
     tcp_drop_data_after_fin: int = 0  # payload after the peer's FIN
     tcp_rst_data_after_close: int = 0  # data for an orphaned connection -> RST (as Linux)
     tcp_drop_unexpected: int = 0  # the machine's `case _:`
+    # ICMP errors about our segments, validated by the host (RFC 5927, RFC 1122 4.2.3.9)
+    tcp_icmp_refused: int = 0  # port/protocol unreachable aborted a connection in SYN-SENT
+    tcp_icmp_synrcvd_dropped: int = 0  # hard error dropped a listener's half-open connection
+    tcp_icmp_soft_errors: int = 0  # remembered; reported only if the connection times out
+    tcp_pmtu_lowered: int = 0  # RFC 1191 6.1: a smaller path MTU lowered the send MSS
+    tcp_pmtu_not_lower: int = 0  # RFC 1191 6.1: next-hop MTU not below the path MTU, ignored
+    tcp_pmtu_clamped: int = 0  # next-hop MTU below 576 raised to it (MSS 536)
+    tcp_pmtu_retransmits: int = 0  # sent segments (a super-segment once) too big, to go again
 
     # --- host (ustack/stack): IPv4, ICMP, demux and listeners; appended by the host, one
     # counter per decision the host takes before (or instead of) handing a segment to a
@@ -132,7 +141,18 @@ class Stats:
     ip_malformed: int = 0  # any other IPv4 parse error
     ip_not_for_us: int = 0  # destination is none of our addresses
     ip_bad_source: int = 0  # zero, broadcast, multicast or loopback source (RFC 1122 3.2.1.3)
-    ip_fragment: int = 0  # fragments are dropped: ustack does not reassemble
+    # IPv4 reassembly (ustack/stack/reassembly.py): each fragment is counted once in
+    # ip_reasm_fragments and, if not held, once more by the reason it was dropped
+    ip_reasm_fragments: int = 0  # fragments that reached reassembly
+    ip_reasm_ok: int = 0  # datagrams reassembled and passed on as if they had arrived whole
+    ip_reasm_timeout: int = 0  # datagram incomplete after HostConfig.reasm_timeout, discarded
+    ip_reasm_overlap: int = 0  # fragment overlapping another or moving the end: datagram dropped
+    ip_reasm_discarded: int = 0  # fragment of a datagram already dropped, until it times out
+    ip_reasm_duplicate: int = 0  # exact copy of a fragment already held, dropped alone
+    ip_reasm_bad_length: int = 0  # empty fragment, or a non-final one not a multiple of 8
+    ip_reasm_too_long: int = 0  # would reassemble to over 65,535 octets: datagram dropped
+    ip_reasm_evicted: int = 0  # oldest datagram dropped to stay under reasm_max_bytes
+    ip_reasm_per_source_limit: int = 0  # a source's oldest datagram dropped for its newest
     ip_unknown_protocol: int = 0  # answered with ICMP protocol unreachable (rate limited)
     icmp_rx: int = 0
     icmp_bad_checksum: int = 0
@@ -141,7 +161,19 @@ class Stats:
     icmp_ignored: int = 0  # a valid message of a type the host does not act on
     icmp_echo_replies: int = 0  # echo request answered
     icmp_unreach_sent: int = 0  # protocol unreachable sent
+    icmp_time_exceeded_sent: int = 0  # fragment reassembly time exceeded (RFC 792 code 1)
     icmp_rate_limited: int = 0  # an ICMP error not sent because of the rate limit
+    # ICMP errors received, routed to the connection they quote (ustack/stack/icmp_errors.py)
+    icmp_source_quench: int = 0  # ignored (RFC 6633 deprecates source quench)
+    icmp_quote_malformed: int = 0  # quoted datagram truncated or unparseable
+    icmp_quote_not_ours: int = 0  # quoted source is none of our addresses: not ours
+    icmp_quote_not_tcp: int = 0  # quoted protocol is not TCP (ustack sends nothing else)
+    icmp_error_no_connection: int = 0  # RFC 5927 4.1: no connection on the quoted 4-tuple
+    icmp_error_out_of_window: int = 0  # RFC 5927 4.1: quoted SEQ not in SND.UNA..SND.NXT
+    icmp_error_time_wait: int = 0  # about a TIME-WAIT connection: nothing left to tell
+    icmp_error_delivered: int = 0  # unreachable, time exceeded or parameter problem taken
+    icmp_frag_needed: int = 0  # RFC 1191 fragmentation needed taken by a connection
+    icmp_frag_needed_plateau: int = 0  # next-hop MTU 0: RFC 1191 7 plateau used instead
     tcp_rx: int = 0  # segments that reached TCP parsing
     tcp_truncated: int = 0
     tcp_bad_data_offset: int = 0
@@ -154,7 +186,11 @@ class Stats:
     rst_sent_closed_port: int = 0  # RFC 9293 3.10.7.1 reply for a segment to no connection
     rst_closed_port_ignored: int = 0  # a RST to no connection is never answered
     listen_syn: int = 0  # SYN to a listener that created a SYN-RECEIVED connection
-    listen_syn_queue_overflow: int = 0  # SYN dropped: SYN-RECEIVED queue full (no cookies)
+    # SYN dropped: SYN-RECEIVED queue full and no cookie sent (syn_cookies="never", or no key)
+    listen_syn_queue_overflow: int = 0
+    syncookies_sent: int = 0  # SYN answered with a SYN cookie SYN,ACK, no state kept (RFC 4987)
+    syncookies_accepted: int = 0  # ACK returned a valid cookie: connection made in ESTABLISHED
+    syncookies_failed: int = 0  # ACK to a listener using cookies, cookie invalid -> RST
     listen_accept_queue_overflow: int = 0  # handshake ACK dropped: accept queue full
     listen_rst_for_ack: int = 0  # ACK to a listener without a connection -> RST (3.10.7.2)
     listen_drop_rst: int = 0  # RST to a listener without a connection is ignored

@@ -74,7 +74,7 @@ class IPv4Packet:
 
     @property
     def is_fragment(self) -> bool:
-        """True for any piece of a fragmented datagram; ustack does not reassemble."""
+        """True for any piece of a fragmented datagram (the host reassembles them)."""
         return self.more_fragments or self.frag_offset != 0
 
 
