@@ -50,7 +50,7 @@ import _common as c
 
 from ustack.stack.host import Host
 from ustack.tcp.timewait import TimeWait
-from ustack.wire import ipv4, tcp
+from ustack.wire import checksum, ipv4, tcp
 
 CONNECTIONS = 10_000
 QUICK_CONNECTIONS = 1_000
@@ -101,8 +101,7 @@ class _Peer:
         tcp.emit(
             buf,
             ipv4.HEADER_LEN,
-            src,
-            self.host_addr,
+            pseudo=checksum.ipv4_pseudo_header_sum(src, self.host_addr, tcp.PROTO, 0),
             src_port=sport,
             dst_port=7,
             seq=seq,
@@ -119,7 +118,12 @@ def _synack(host: Any, now: float) -> tuple[int, int]:
     """The SYN,ACK the host just made: (its sequence number, its TSval)."""
     [p] = host.packets_to_send(now)
     pkt = ipv4.parse(p)
-    synack = tcp.parse(pkt.payload, pkt.src, pkt.dst)
+    synack = tcp.parse(
+        pkt.payload,
+        pkt.src,
+        pkt.dst,
+        pseudo=checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, tcp.PROTO, 0),
+    )
     assert synack.control is tcp.Control.SYN and synack.options.timestamps is not None
     return synack.seq, synack.options.timestamps[0]
 

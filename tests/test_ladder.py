@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ustack.ladder import INBOUND, OUTBOUND, Ladder
-from ustack.wire import ipv4, virtio
+from ustack.wire import checksum, ipv4, virtio
 from ustack.wire import tcp as tcpw
 
 KERNEL = ipv4.addr_to_int("10.7.0.1")
@@ -31,7 +31,7 @@ def packet(
     encoded = options.encode()
     buf = bytearray(ipv4.HEADER_LEN + tcpw.HEADER_LEN + len(encoded) + len(payload))
     n = tcpw.emit(
-        buf, ipv4.HEADER_LEN, src, dst, src_port=sport, dst_port=dport, seq=seq, ack=ack,
+        buf, ipv4.HEADER_LEN, pseudo=checksum.ipv4_pseudo_header_sum(src, dst, tcpw.PROTO, 0), src_port=sport, dst_port=dport, seq=seq, ack=ack,
         flags=flags, window=65535, options=encoded, payload=payload,
     )  # fmt: skip
     ipv4.emit(buf, 0, src=src, dst=dst, proto=ipv4.PROTO_TCP, payload_len=n)
@@ -116,7 +116,12 @@ class TimestampedLadder(Ladder):
 
     def packet(self, now: float, direction: str, raw: bytes | bytearray | memoryview) -> None:
         ip = ipv4.parse(raw)
-        seg = tcpw.parse(ip.payload, ip.src, ip.dst)
+        seg = tcpw.parse(
+            ip.payload,
+            ip.src,
+            ip.dst,
+            pseudo=checksum.ipv4_pseudo_header_sum(ip.src, ip.dst, tcpw.PROTO, 0),
+        )
         other = OUTBOUND if direction == INBOUND else INBOUND
         base = K_TS if direction == INBOUND else S_TS
         tsval = (base + round(now * 1000)) & 0xFFFFFFFF

@@ -291,7 +291,8 @@ class Checker:
             if ip.is_fragment or ip.header_length != _IP:
                 return None, "output: a fragment or IP options"
             try:
-                tcp.parse(ip.payload, ip.src, ip.dst)
+                ph = ipv4_pseudo_header_sum(ip.src, ip.dst, ipv4.PROTO_TCP, 0)
+                tcp.parse(ip.payload, ip.src, ip.dst, pseudo=ph)
             except ParseError as e:
                 return None, f"output: a bad TCP segment ({e.reason})"
             return None, "output: a TCP segment the fast parser refuses"
@@ -1074,8 +1075,7 @@ class Fuzzer:
         tcp.emit(
             p,
             _IP,
-            peer,
-            haddr,
+            pseudo=ipv4_pseudo_header_sum(peer, haddr, ipv4.PROTO_TCP, 0),
             src_port=pport,
             dst_port=hport,
             seq=seq & _MASK,

@@ -157,7 +157,8 @@ class Ladder:
             ip = ipv4.parse(packet)
             if ip.proto != ipv4.PROTO_TCP:
                 return
-            seg = tcpw.parse(ip.payload, ip.src, ip.dst, verify_checksum=False)
+            # The ladder draws what crossed the link, unverified: no pseudo-header sum needed.
+            seg = tcpw.parse(ip.payload, ip.src, ip.dst, pseudo=0, verify_checksum=False)
         except ParseError:
             return
         if self._t0 is None:

@@ -140,7 +140,12 @@ def test_kernel_syn_read_and_our_rst_refuses_connect(ns: NetNamespace) -> None:
 
         _, packet = read_until(link, lambda p: p.proto == ipv4.PROTO_TCP)
         assert (packet.src, packet.dst) == (kernel, peer)
-        syn = tcp.parse(packet.payload, packet.src, packet.dst)
+        syn = tcp.parse(
+            packet.payload,
+            packet.src,
+            packet.dst,
+            pseudo=checksum.ipv4_pseudo_header_sum(packet.src, packet.dst, tcp.PROTO, 0),
+        )
         assert syn.control == tcp.Control.SYN and not syn.has_ack
         assert syn.dst_port == 8080
         assert syn.options.mss is not None
@@ -150,8 +155,7 @@ def test_kernel_syn_read_and_our_rst_refuses_connect(ns: NetNamespace) -> None:
         n = tcp.emit(
             out,
             ipv4.HEADER_LEN,
-            peer,
-            kernel,
+            pseudo=checksum.ipv4_pseudo_header_sum(peer, kernel, tcp.PROTO, 0),
             src_port=8080,
             dst_port=syn.src_port,
             seq=0,
@@ -276,7 +280,8 @@ def frame(
     tcp_len = tcp.HEADER_LEN + len(options) + len(payload)
     buf = bytearray(virtio.HEADER_LEN + ipv4.HEADER_LEN + tcp_len)
     at = virtio.HEADER_LEN + ipv4.HEADER_LEN
-    tcp.emit(buf, at, src, dst, src_port=sport, dst_port=dport, seq=seq, ack=ack, flags=flags,
+    pseudo = checksum.ipv4_pseudo_header_sum(src, dst, tcp.PROTO, 0)
+    tcp.emit(buf, at, pseudo=pseudo, src_port=sport, dst_port=dport, seq=seq, ack=ack, flags=flags,
              window=65535, options=options, payload=payload)  # fmt: skip
     ipv4.emit(buf, virtio.HEADER_LEN, src=src, dst=dst, proto=ipv4.PROTO_TCP, payload_len=tcp_len)
     if gso_size:
@@ -317,9 +322,19 @@ def test_offload_super_segments_cross_both_ways(ns: NetNamespace) -> None:
         assert (hdr.flags, hdr.gso_type) == (virtio.F_NEEDS_CSUM, virtio.GSO_NONE)
         assert (hdr.csum_start, hdr.csum_offset) == (ipv4.HEADER_LEN, virtio.TCP_CSUM_OFFSET)
         with pytest.raises(ParseError, match="tcp_bad_checksum"):
-            tcp.parse(packet.payload, packet.src, packet.dst)
+            tcp.parse(
+                packet.payload,
+                packet.src,
+                packet.dst,
+                pseudo=checksum.ipv4_pseudo_header_sum(packet.src, packet.dst, tcp.PROTO, 0),
+            )
         # ... and completing it the way a NIC would makes it right.
-        syn = tcp.parse(memoryview(finish_checksum(packet)), packet.src, packet.dst)
+        syn = tcp.parse(
+            memoryview(finish_checksum(packet)),
+            packet.src,
+            packet.dst,
+            pseudo=checksum.ipv4_pseudo_header_sum(packet.src, packet.dst, tcp.PROTO, 0),
+        )
         assert syn.control == tcp.Control.SYN
 
         # Our SYN,ACK with MSS 1460 and no other option, so every segment carries 1460 bytes.
@@ -341,7 +356,13 @@ def test_offload_super_segments_cross_both_ways(ns: NetNamespace) -> None:
         deadline = time.monotonic() + WAIT
         while len(received) < sent and time.monotonic() < deadline:
             for hdr, packet in read_frames(link):
-                seg = tcp.parse(packet.payload, packet.src, packet.dst, verify_checksum=False)
+                seg = tcp.parse(
+                    packet.payload,
+                    packet.src,
+                    packet.dst,
+                    pseudo=checksum.ipv4_pseudo_header_sum(packet.src, packet.dst, tcp.PROTO, 0),
+                    verify_checksum=False,
+                )
                 offset = (seg.seq - syn.seq - 1) % 2**32
                 if not seg.payload or offset != len(received):
                     continue
@@ -407,7 +428,15 @@ def test_offload_refused_by_the_kernel_falls_back_or_fails_clearly(
         client.setblocking(False)
         client.connect_ex((PEER, 8080))
         _, packet = read_until(link, lambda p: p.proto == ipv4.PROTO_TCP)
-        assert tcp.parse(packet.payload, packet.src, packet.dst).control == tcp.Control.SYN
+        assert (
+            tcp.parse(
+                packet.payload,
+                packet.src,
+                packet.dst,
+                pseudo=checksum.ipv4_pseudo_header_sum(packet.src, packet.dst, tcp.PROTO, 0),
+            ).control
+            == tcp.Control.SYN
+        )
     finally:
         client.close()
         link.close()

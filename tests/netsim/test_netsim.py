@@ -9,7 +9,7 @@ from ustack.link.fault import FaultConfig, FaultModel
 from ustack.netsim import Network, SimLink
 from ustack.stack.host import Host
 from ustack.tcp.events import Established
-from ustack.wire import icmp, ipv4, tcp
+from ustack.wire import checksum, icmp, ipv4, tcp
 
 
 def test_link_serialises_at_bandwidth_then_adds_delay() -> None:
@@ -38,7 +38,7 @@ def _segment(payload: bytes, options: bytes = b"", flags: int = tcp.ACK) -> byte
     size = tcp.HEADER_LEN + len(options) + len(payload)
     buf = bytearray(ipv4.HEADER_LEN + size)
     ipv4.emit(buf, 0, src=A, dst=B, proto=ipv4.PROTO_TCP, payload_len=size)
-    tcp.emit(buf, ipv4.HEADER_LEN, A, B, src_port=1, dst_port=2, seq=0, ack=0, flags=flags,
+    tcp.emit(buf, ipv4.HEADER_LEN, pseudo=checksum.ipv4_pseudo_header_sum(A, B, tcp.PROTO, 0), src_port=1, dst_port=2, seq=0, ack=0, flags=flags,
              window=1000, options=options, payload=payload)  # fmt: skip
     return buf
 

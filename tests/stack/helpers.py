@@ -5,7 +5,7 @@ from __future__ import annotations
 from ustack.stack.host import Host
 from ustack.stack.isn import fixed_isn
 from ustack.tcp.config import TcpConfig
-from ustack.wire import ipv4, tcp
+from ustack.wire import checksum, ipv4, tcp
 from ustack.wire.tcp import TcpSegment
 
 HOST = ipv4.addr_to_int("10.7.0.2")
@@ -39,8 +39,7 @@ def tcp_packet(
     tcp.emit(
         buf,
         ipv4.HEADER_LEN,
-        src,
-        dst,
+        pseudo=checksum.ipv4_pseudo_header_sum(src, dst, tcp.PROTO, 0),
         src_port=sport,
         dst_port=dport,
         seq=seq,
@@ -59,5 +58,12 @@ def segments(host: Host, now: float = 0.0) -> list[TcpSegment]:
     for p in host.packets_to_send(now):
         pkt = ipv4.parse(p)
         assert pkt.proto == ipv4.PROTO_TCP and pkt.dst == PEER and pkt.dont_fragment
-        out.append(tcp.parse(bytes(pkt.payload), pkt.src, pkt.dst))
+        out.append(
+            tcp.parse(
+                bytes(pkt.payload),
+                pkt.src,
+                pkt.dst,
+                pseudo=checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, tcp.PROTO, 0),
+            )
+        )
     return out

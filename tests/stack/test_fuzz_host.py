@@ -15,7 +15,7 @@ from ustack.stack.host import Host
 from ustack.tcp.connection import Connection
 from ustack.tcp.recovery import Scoreboard, Sent
 from ustack.tcp.state import State
-from ustack.wire import ipv4, tcp
+from ustack.wire import checksum, ipv4, tcp
 
 SEED = 10
 PACKETS = 50_000
@@ -124,7 +124,7 @@ def _ack(seq: int, ack: int, window: int, flags: int = tcp.ACK) -> bytearray:
     buf = bytearray(ipv4.HEADER_LEN + length)
     ipv4.emit(buf, 0, src=HOST, dst=PEER, proto=ipv4.PROTO_TCP, payload_len=length)
     tcp.emit(
-        buf, ipv4.HEADER_LEN, HOST, PEER, src_port=80, dst_port=40000, seq=seq, ack=ack,
+        buf, ipv4.HEADER_LEN, pseudo=checksum.ipv4_pseudo_header_sum(HOST, PEER, tcp.PROTO, 0), src_port=80, dst_port=40000, seq=seq, ack=ack,
         flags=flags, window=window,
     )  # fmt: skip
     return buf

@@ -68,7 +68,12 @@ def kernel_segment(packet: bytes | bytearray) -> list[bytearray]:
             struct.pack_into("!H", p, ihl + 16, checksum.internet_checksum(memoryview(p)[ihl:]))
     for p in pieces:
         pkt = ipv4.parse(p)  # valid IPv4 ...
-        tcp.parse(pkt.payload, pkt.src, pkt.dst)  # ... and valid TCP, checksum included
+        tcp.parse(
+            pkt.payload,
+            pkt.src,
+            pkt.dst,
+            pseudo=checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, tcp.PROTO, 0),
+        )  # ... and valid TCP, checksum included
     return pieces
 
 
@@ -97,7 +102,15 @@ def run_transfer(size: int) -> tuple[Host, Host, bytes, bytes, list[int]]:
         for p in client.packets_to_send(now):
             pkt = ipv4.parse(memoryview(p)[V:])
             lengths.append(
-                len(tcp.parse(pkt.payload, pkt.src, pkt.dst, verify_checksum=False).payload)
+                len(
+                    tcp.parse(
+                        pkt.payload,
+                        pkt.src,
+                        pkt.dst,
+                        pseudo=checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, tcp.PROTO, 0),
+                        verify_checksum=False,
+                    ).payload
+                )
             )
             server.receive_packet(p, now)
         if accepted is None:
@@ -183,7 +196,12 @@ def test_every_offloaded_tcp_packet_leaves_the_checksum_to_the_kernel() -> None:
     pkt = ipv4.parse(memoryview(p)[V:])
     field = struct.unpack_from("!H", pkt.payload, 16)[0]
     assert field == checksum.ipv4_pseudo_header_sum(HOST, PEER, tcp.PROTO, len(pkt.payload))
-    seg = tcp.parse(kernel_segment(p)[0][20:], HOST, PEER)
+    seg = tcp.parse(
+        kernel_segment(p)[0][20:],
+        HOST,
+        PEER,
+        pseudo=checksum.ipv4_pseudo_header_sum(HOST, PEER, tcp.PROTO, 0),
+    )
     assert seg.control is tcp.Control.SYN and seg.has_ack
 
 

@@ -20,7 +20,7 @@ from ustack.stack.config import HostConfig
 from ustack.stack.reassembly import DATAGRAM_COST, PIECE_COST, Reassembler
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
-from ustack.wire import icmp, ipv4, tcp
+from ustack.wire import checksum, icmp, ipv4, tcp
 
 A_HOST = ipv4.int_to_addr(HOST)
 A_PEER = ipv4.int_to_addr(PEER)
@@ -453,7 +453,15 @@ def test_a_fragment_is_never_parsed_as_a_tcp_segment() -> None:
     piece = raw(IP(src=A_PEER, dst=A_HOST, id=3, flags="MF") / TCP(dport=81, flags="S") / b"abcd")
     assert (len(piece) - 20) % 8 == 0
     pkt = ipv4.parse(piece)
-    assert tcp.parse(pkt.payload, pkt.src, pkt.dst).control is tcp.Control.SYN
+    assert (
+        tcp.parse(
+            pkt.payload,
+            pkt.src,
+            pkt.dst,
+            pseudo=checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, tcp.PROTO, 0),
+        ).control
+        is tcp.Control.SYN
+    )
     assert tcp.parse_ipv4(piece) is None  # the fast path leaves it to the general path
     h = make_host()
     h.receive_packet(piece, 0.0)

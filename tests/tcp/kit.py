@@ -16,6 +16,7 @@ from ustack.tcp.connection import Connection, OutSegment
 from ustack.tcp.events import DataReceived, Event
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
+from ustack.wire import checksum
 from ustack.wire import seq as sq
 from ustack.wire import tcp as wt
 
@@ -55,8 +56,7 @@ def seg(
     n = wt.emit(
         buf,
         0,
-        src,
-        dst,
+        pseudo=checksum.ipv4_pseudo_header_sum(src, dst, wt.PROTO, 0),
         src_port=src_port,
         dst_port=dst_port,
         seq=seq & 0xFFFFFFFF,
@@ -67,7 +67,9 @@ def seg(
         payload=payload,
         urgent=urgent,
     )
-    return wt.parse(memoryview(buf)[:n], src, dst)
+    return wt.parse(
+        memoryview(buf)[:n], src, dst, pseudo=checksum.ipv4_pseudo_header_sum(src, dst, wt.PROTO, 0)
+    )
 
 
 def wire(conn: Connection, o: OutSegment) -> wt.TcpSegment:
@@ -76,8 +78,7 @@ def wire(conn: Connection, o: OutSegment) -> wt.TcpSegment:
     n = wt.emit(
         buf,
         0,
-        conn.local_addr,
-        conn.remote_addr,
+        pseudo=checksum.ipv4_pseudo_header_sum(conn.local_addr, conn.remote_addr, wt.PROTO, 0),
         src_port=conn.local_port,
         dst_port=conn.remote_port,
         seq=o.seq,
@@ -87,7 +88,12 @@ def wire(conn: Connection, o: OutSegment) -> wt.TcpSegment:
         options=o.options,
         payload=o.payload,
     )
-    return wt.parse(memoryview(buf)[:n], conn.local_addr, conn.remote_addr)
+    return wt.parse(
+        memoryview(buf)[:n],
+        conn.local_addr,
+        conn.remote_addr,
+        pseudo=checksum.ipv4_pseudo_header_sum(conn.local_addr, conn.remote_addr, wt.PROTO, 0),
+    )
 
 
 def out(conn: Connection, now: float) -> list[wt.TcpSegment]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import inspect
+import ipaddress
 import mmap
 import os
 import random
@@ -41,6 +42,7 @@ PUBLIC = (
     "internet_checksum",
     "finish",
     "ipv4_pseudo_header_sum",
+    "ipv6_pseudo_header_sum",
     "tcp_checksum",
     "verify_tcp",
     "update16",
@@ -420,6 +422,117 @@ def _addr(value: int) -> str:
     return ".".join(str(b) for b in value.to_bytes(4, "big"))
 
 
+# -- the IPv6 pseudo-header (RFC 8200 8.1) ----------------------------------------------------
+
+U128 = 2**128 - 1
+
+
+def ipv6_pseudo_header(src: int, dst: int, next_header: int, length: int) -> bytes:
+    """RFC 8200 8.1's layout: source, destination, 32-bit upper-layer length, 24 zero bits,
+    next header."""
+    return (
+        src.to_bytes(16, "big")
+        + dst.to_bytes(16, "big")
+        + struct.pack("!I3xB", length, next_header)
+    )
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "next_header", "length"),
+    [
+        (0, 0, 0, 0),  # everything zero: the only zero sum
+        (U128, U128, 0, 0),  # all-ones addresses: each word is 0xFFFF
+        (U128, U128, 255, 2**32 - 1),
+        (U128, 0, 0, 0),
+        (0, 0, 6, 0),  # what TCP is handed: the sum with its length field 0
+        (0, 0, 0, 2**32 - 1),  # the length's high word counts too
+        (0, 0, 0, 0x10000),
+        (1, 2**127, 58, 1280),
+        (
+            0xFD00_0007_0000_0000_0000_0000_0000_0001,
+            0xFD00_0007_0000_0000_0000_0000_0000_0002,
+            6,
+            40,
+        ),
+        (0xFFFF_0000_0000_0000_FFFF_0000_0000_0001, 2**64 - 1, 17, 65535),
+    ],
+)
+def test_ipv6_pseudo_header_sum_edges(
+    checksum_impl: ModuleType, src: int, dst: int, next_header: int, length: int
+) -> None:
+    expected = reference_sum(ipv6_pseudo_header(src, dst, next_header, length))
+    assert checksum_impl.ipv6_pseudo_header_sum(src, dst, next_header, length) == expected
+
+
+addr128 = st.one_of(
+    st.integers(0, U128),
+    st.sampled_from([0, 1, U128, 2**64 - 1, 2**64, U128 - 2**64 + 1]),
+    # The 64-bit halves, the C extension's unit, at their extremes.
+    st.tuples(st.sampled_from([0, 1, 2**64 - 1]), st.sampled_from([0, 1, 2**64 - 1])).map(
+        lambda hl: (hl[0] << 64) | hl[1]
+    ),
+)
+
+
+@PROPERTY
+@given(
+    src=addr128,
+    dst=addr128,
+    next_header=st.integers(0, 255),
+    length=st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 0xFFFF, 0x10000, 2**32 - 1])),
+)
+def test_property_ipv6_pseudo_header_sum_matches_its_bytes_and_python(
+    checksum_impl: ModuleType, src: int, dst: int, next_header: int, length: int
+) -> None:
+    got = checksum_impl.ipv6_pseudo_header_sum(src, dst, next_header, length)
+    assert got == reference_sum(ipv6_pseudo_header(src, dst, next_header, length))
+    assert got == _checksum_py.ipv6_pseudo_header_sum(src, dst, next_header, length)
+
+
+def test_ipv6_c_and_python_agree_on_many_random_inputs() -> None:
+    c = c_module()
+    if c is None:
+        pytest.skip("C extension not built")
+    rng = random.Random(8200)
+    for _ in range(20_000):
+        args = (rng.getrandbits(128), rng.getrandbits(128), rng.getrandbits(8), rng.getrandbits(32))
+        assert c.ipv6_pseudo_header_sum(*args) == _checksum_py.ipv6_pseudo_header_sum(*args), args
+
+
+def _addr6(value: int) -> str:
+    return str(ipaddress.IPv6Address(value))
+
+
+def test_agrees_with_scapy_tcp_over_ipv6(checksum_impl: ModuleType) -> None:
+    pytest.importorskip("scapy")
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+
+    rng = random.Random(2460)
+    addresses = [U128, 0, 2**64 - 1, 0xFD00_0007 << 96 | 1, 0xFE80 << 112 | rng.getrandbits(64)]
+    for i in range(40):
+        src = addresses[i] if i < len(addresses) else rng.getrandbits(128)
+        dst = addresses[-1 - i] if i < len(addresses) else rng.getrandbits(128)
+        payload = rng.randbytes(rng.choice([0, 1, 7, 1220, 1440, rng.randrange(2000)]))
+        options = [("MSS", 1440), ("NOP", None), ("WScale", 7)] if i % 2 else []
+        pkt = IPv6(src=_addr6(src), dst=_addr6(dst)) / TCP(
+            sport=rng.getrandbits(16),
+            dport=rng.getrandbits(16),
+            seq=rng.getrandbits(32),
+            ack=rng.getrandbits(32),
+            flags="PA",
+            window=rng.getrandbits(16),
+            options=options,
+        )
+        raw = bytes(pkt / payload)
+        segment = bytearray(raw[40:])  # no extension headers: TCP follows the fixed header
+        ph = checksum_impl.ipv6_pseudo_header_sum(src, dst, 6, len(segment))
+        assert checksum_impl.internet_checksum(segment, ph) == 0  # verifies as received
+        scapy_sum = IPv6(raw)[TCP].chksum
+        segment[16:18] = b"\0\0"
+        assert checksum_impl.internet_checksum(segment, ph) == scapy_sum
+
+
 # -- errors, signatures, no copies ----------------------------------------------------------
 
 
@@ -456,6 +569,13 @@ def test_strided_or_released_views_are_refused(checksum_impl: ModuleType) -> Non
         ("ipv4_pseudo_header_sum", (0, -1, 6, 0)),
         ("ipv4_pseudo_header_sum", (0, 0, 256, 0)),
         ("ipv4_pseudo_header_sum", (0, 0, 6, 65536)),
+        ("ipv6_pseudo_header_sum", (2**128, 0, 6, 0)),
+        ("ipv6_pseudo_header_sum", (0, 2**200, 6, 0)),
+        ("ipv6_pseudo_header_sum", (-1, 0, 6, 0)),
+        ("ipv6_pseudo_header_sum", (0, -(2**100), 6, 0)),
+        ("ipv6_pseudo_header_sum", (0, 0, 256, 0)),
+        ("ipv6_pseudo_header_sum", (0, 0, -1, 0)),
+        ("ipv6_pseudo_header_sum", (0, 0, 6, 2**32)),
         ("tcp_checksum", (2**32, 0, b"")),
         ("tcp_checksum", (0, 0, bytes(65536))),
         ("verify_tcp", (0, 0, bytearray(70000))),
@@ -487,6 +607,11 @@ def test_out_of_range_raises_value_error(
         ("finish", (), {"total": 1}),
         ("ipv4_pseudo_header_sum", (1.0, 0, 6, 0), {}),
         ("ipv4_pseudo_header_sum", (0, 0, 6), {}),
+        ("ipv6_pseudo_header_sum", (1.0, 0, 6, 0), {}),
+        ("ipv6_pseudo_header_sum", (0, b"\0" * 16, 6, 0), {}),
+        ("ipv6_pseudo_header_sum", (0, 0, 6), {}),
+        ("ipv6_pseudo_header_sum", (0, 0, 6, 0, 0), {}),
+        ("ipv6_pseudo_header_sum", (0, 0), {"next_header": 6, "length": 0}),
         ("update16", (0, 0), {}),
         ("update32", (0, 0, None), {}),
     ],
@@ -507,6 +632,27 @@ def test_initial_by_keyword_and_int_like(checksum_impl: ModuleType) -> None:
             return 3
 
     assert checksum_impl.update16(Index(), 0, 0) == checksum_impl.update16(3, 0, 0)
+
+    class Wide:
+        def __index__(self) -> int:
+            return 2**100 + 3
+
+    wide = checksum_impl.ipv6_pseudo_header_sum(Wide(), True, Index(), Index())
+    assert wide == checksum_impl.ipv6_pseudo_header_sum(2**100 + 3, 1, 3, 3)
+
+
+def test_ipv6_range_errors_are_identical() -> None:
+    c = c_module()
+    if c is None:
+        pytest.skip("C extension not built")
+    for args in [(2**128, 0, 6, 0), (0, -1, 6, 0), (0, 0, 256, 0), (0, 0, 6, 2**32)]:
+        messages = []
+        for impl in (c, _checksum_py):
+            with pytest.raises(ValueError) as e:
+                impl.ipv6_pseudo_header_sum(*args)
+            messages.append(str(e.value))
+        assert messages[0] == messages[1], args
+    assert messages[0] == "length must be in 0..4294967295"
 
 
 def test_signatures_are_identical() -> None:

@@ -26,7 +26,15 @@ def tcp_packet(flags: int, options: bytes = b"", payload: bytes = b"", **kw: int
     buf = bytearray(20 + n)
     ipv4.emit(buf, 0, src=A, dst=B, proto=ipv4.PROTO_TCP, payload_len=n)
     fields = {"src_port": 40000, "dst_port": 80, "seq": 1, "ack": 0, "window": 64240} | kw
-    tcp.emit(buf, 20, A, B, flags=flags, options=options, payload=payload, **fields)
+    tcp.emit(
+        buf,
+        20,
+        pseudo=checksum.ipv4_pseudo_header_sum(A, B, tcp.PROTO, 0),
+        flags=flags,
+        options=options,
+        payload=payload,
+        **fields,
+    )
     return buf
 
 

@@ -40,7 +40,10 @@ def parse_everything(buf: bytes) -> None:
         pkt = parse_or_reject(ipv4.parse, buf, verify_checksum=verify)
         if pkt is not None:
             body = pkt.payload
-            parse_or_reject(tcp.parse, body, pkt.src, pkt.dst, verify_checksum=verify)
+            pseudo = checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, tcp.PROTO, 0)
+            parse_or_reject(
+                tcp.parse, body, pkt.src, pkt.dst, pseudo=pseudo, verify_checksum=verify
+            )
             msg = parse_or_reject(icmp.parse, body, verify_checksum=verify)
             if msg is not None:
                 parse_or_reject(icmp.parse_quoted, msg)

@@ -3,13 +3,17 @@ scapy as an oracle in both directions, and segments captured from Linux."""
 
 from __future__ import annotations
 
+import inspect
+import ipaddress
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
 from ustack.wire import checksum, ipv4, tcp
@@ -19,6 +23,8 @@ from ustack.wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Control, Tcp
 GOLDEN = Path(__file__).parent / "golden"
 SRC = ipv4.addr_to_int("10.7.0.1")
 DST = ipv4.addr_to_int("10.7.0.2")
+# What the network layer hands TCP: the IPv4 pseudo-header sum with its length field 0.
+PSEUDO = checksum.ipv4_pseudo_header_sum(SRC, DST, tcp.PROTO, 0)
 
 
 def golden(name: str) -> bytes:
@@ -27,13 +33,15 @@ def golden(name: str) -> bytes:
 
 def golden_segment(name: str) -> tcp.TcpSegment:
     p = ipv4.parse(golden(name))
-    return tcp.parse(p.payload, p.src, p.dst)
+    return tcp.parse(
+        p.payload, p.src, p.dst, pseudo=checksum.ipv4_pseudo_header_sum(p.src, p.dst, tcp.PROTO, 0)
+    )
 
 
 def segment(flags: int = ACK, options: bytes = b"", payload: bytes = b"", **kw: int) -> bytearray:
     buf = bytearray(20 + len(options) + len(payload))
     fields = {"src_port": 40000, "dst_port": 80, "seq": 1, "ack": 2, "window": 1000} | kw
-    tcp.emit(buf, 0, SRC, DST, flags=flags, options=options, payload=payload, **fields)
+    tcp.emit(buf, 0, pseudo=PSEUDO, flags=flags, options=options, payload=payload, **fields)
     return buf
 
 
@@ -63,7 +71,7 @@ def raw_segment(options: bytes, flags: int = ACK) -> bytes:
     ],
 )
 def test_control_is_classified_once(flags: int, control: Control) -> None:
-    seg = tcp.parse(segment(flags), SRC, DST)
+    seg = tcp.parse(segment(flags), SRC, DST, pseudo=PSEUDO)
     assert seg.control is control
     assert seg.has_ack == bool(flags & ACK)
     assert seg.flags == flags
@@ -75,15 +83,15 @@ def test_control_is_classified_once(flags: int, control: Control) -> None:
 )
 def test_impossible_combinations_are_rejected(flags: int) -> None:
     with pytest.raises(ParseError) as e:
-        tcp.parse(segment(flags), SRC, DST)
+        tcp.parse(segment(flags), SRC, DST, pseudo=PSEUDO)
     assert e.value.reason == "tcp_bad_flags" and not e.value.integrity
 
 
 def test_seg_len_counts_syn_and_fin() -> None:
-    assert tcp.parse(segment(SYN), SRC, DST).seg_len == 1
-    assert tcp.parse(segment(FIN | ACK, payload=b"abc"), SRC, DST).seg_len == 4
-    assert tcp.parse(segment(ACK, payload=b"abc"), SRC, DST).seg_len == 3
-    assert tcp.parse(segment(RST), SRC, DST).seg_len == 0
+    assert tcp.parse(segment(SYN), SRC, DST, pseudo=PSEUDO).seg_len == 1
+    assert tcp.parse(segment(FIN | ACK, payload=b"abc"), SRC, DST, pseudo=PSEUDO).seg_len == 4
+    assert tcp.parse(segment(ACK, payload=b"abc"), SRC, DST, pseudo=PSEUDO).seg_len == 3
+    assert tcp.parse(segment(RST), SRC, DST, pseudo=PSEUDO).seg_len == 0
 
 
 # --- header checks ----------------------------------------------------------------------------
@@ -92,25 +100,30 @@ def test_seg_len_counts_syn_and_fin() -> None:
 def test_truncated_and_bad_offset() -> None:
     good = segment(ACK, options=TcpOptions(mss=1460).encode(), payload=b"xyz")
     with pytest.raises(ParseError, match="tcp_truncated"):
-        tcp.parse(good[:19], SRC, DST)
+        tcp.parse(good[:19], SRC, DST, pseudo=PSEUDO)
     with pytest.raises(ParseError, match="tcp_truncated"):
-        tcp.parse(good[:23], SRC, DST, verify_checksum=False)  # data offset says 24
+        tcp.parse(good[:23], SRC, DST, pseudo=PSEUDO, verify_checksum=False)  # data offset says 24
     bad = bytearray(good)
     bad[12] = 4 << 4  # 16-byte header
     with pytest.raises(ParseError, match="tcp_bad_data_offset"):
-        tcp.parse(bad, SRC, DST, verify_checksum=False)
+        tcp.parse(bad, SRC, DST, pseudo=PSEUDO, verify_checksum=False)
 
 
 def test_bad_checksum_is_an_integrity_error() -> None:
     buf = segment(ACK, payload=b"hello")
     buf[-1] ^= 0x20
     with pytest.raises(ParseError) as e:
-        tcp.parse(buf, SRC, DST)
+        tcp.parse(buf, SRC, DST, pseudo=PSEUDO)
     assert e.value.reason == "tcp_bad_checksum" and e.value.integrity
-    assert bytes(tcp.parse(buf, SRC, DST, verify_checksum=False).payload) == b"hellO"
+    assert bytes(tcp.parse(buf, SRC, DST, pseudo=PSEUDO, verify_checksum=False).payload) == b"hellO"
     # The pseudo-header binds the addresses: the same bytes between other hosts fail.
     with pytest.raises(ParseError, match="tcp_bad_checksum"):
-        tcp.parse(segment(ACK), SRC, DST + 1)
+        tcp.parse(
+            segment(ACK),
+            SRC,
+            DST + 1,
+            pseudo=checksum.ipv4_pseudo_header_sum(SRC, DST + 1, tcp.PROTO, 0),
+        )
 
 
 def test_every_prefix_raises_parse_error_only() -> None:
@@ -119,13 +132,13 @@ def test_every_prefix_raises_parse_error_only() -> None:
     for n in range(len(full)):
         for verify in (True, False):
             with pytest.raises(ParseError):
-                tcp.parse(full[:n], SRC, DST, verify_checksum=verify)
-    tcp.parse(full, SRC, DST)
+                tcp.parse(full[:n], SRC, DST, pseudo=PSEUDO, verify_checksum=verify)
+    tcp.parse(full, SRC, DST, pseudo=PSEUDO)
 
 
 def test_payload_is_a_view_not_a_copy() -> None:
     buf = segment(ACK, payload=b"abcd")
-    seg = tcp.parse(buf, SRC, DST)
+    seg = tcp.parse(buf, SRC, DST, pseudo=PSEUDO)
     buf[-1] = ord("Z")
     assert bytes(seg.payload) == b"abcZ"
 
@@ -146,31 +159,34 @@ def test_each_option_alone() -> None:
         ),
     ]
     for raw, expected in cases:
-        assert tcp.parse(raw_segment(raw), SRC, DST).options == expected
+        assert tcp.parse(raw_segment(raw), SRC, DST, pseudo=PSEUDO).options == expected
         assert tcp.parse_options(memoryview(raw)) == expected
 
 
 def test_no_options_is_the_shared_constant() -> None:
-    assert tcp.parse(segment(ACK), SRC, DST).options is tcp.NO_OPTIONS
-    assert tcp.parse(raw_segment(b"\x01\x01\x01\x00"), SRC, DST).options is tcp.NO_OPTIONS
+    assert tcp.parse(segment(ACK), SRC, DST, pseudo=PSEUDO).options is tcp.NO_OPTIONS
+    assert (
+        tcp.parse(raw_segment(b"\x01\x01\x01\x00"), SRC, DST, pseudo=PSEUDO).options
+        is tcp.NO_OPTIONS
+    )
 
 
 def test_eol_ends_the_list() -> None:
     # After EOL the rest is padding, even if it looks like an (invalid) option.
     raw = b"\x02\x04\x05\xb4" + b"\x00\x02\x00\x00"
-    assert tcp.parse(raw_segment(raw), SRC, DST).options == TcpOptions(mss=1460)
+    assert tcp.parse(raw_segment(raw), SRC, DST, pseudo=PSEUDO).options == TcpOptions(mss=1460)
 
 
 def test_unknown_options_are_skipped_by_length() -> None:
     raw = b"\xfd\x06abcd" + b"\x02\x04\x05\xb4" + b"\x1e\x02" + b"\x01\x01\x04\x02"
-    assert tcp.parse(raw_segment(raw), SRC, DST).options == TcpOptions(
+    assert tcp.parse(raw_segment(raw), SRC, DST, pseudo=PSEUDO).options == TcpOptions(
         mss=1460, sack_permitted=True
     )
 
 
 def test_wscale_above_14_is_treated_as_14() -> None:
     assert (
-        tcp.parse(raw_segment(b"\x01\x03\x03\x0f"), SRC, DST).options.wscale == 14
+        tcp.parse(raw_segment(b"\x01\x03\x03\x0f"), SRC, DST, pseudo=PSEUDO).options.wscale == 14
     )  # RFC 7323 2.3
 
 
@@ -194,7 +210,7 @@ def test_wscale_above_14_is_treated_as_14() -> None:
 )
 def test_malformed_options_are_rejected(raw: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as e:
-        tcp.parse(raw_segment(raw), SRC, DST)
+        tcp.parse(raw_segment(raw), SRC, DST, pseudo=PSEUDO)
     assert e.value.reason == reason and not e.value.integrity
 
 
@@ -212,8 +228,7 @@ def test_emit_rejects_a_short_buffer_without_growing_it() -> None:
         tcp.emit(
             buf,
             0,
-            SRC,
-            DST,
+            pseudo=PSEUDO,
             src_port=1,
             dst_port=2,
             seq=0,
@@ -227,8 +242,7 @@ def test_emit_rejects_a_short_buffer_without_growing_it() -> None:
         tcp.emit(
             buf,
             0,
-            SRC,
-            DST,
+            pseudo=PSEUDO,
             src_port=1,
             dst_port=2,
             seq=0,
@@ -241,7 +255,7 @@ def test_emit_rejects_a_short_buffer_without_growing_it() -> None:
 
 def test_emit_at_an_offset_leaves_the_rest_alone() -> None:
     buf = bytearray(b"\xaa" * 50)
-    n = tcp.emit(buf, 20, SRC, DST, src_port=1, dst_port=2, seq=3, ack=4, flags=SYN, window=5)
+    n = tcp.emit(buf, 20, pseudo=PSEUDO, src_port=1, dst_port=2, seq=3, ack=4, flags=SYN, window=5)
     assert n == 20 and buf[:20] == b"\xaa" * 20 and buf[40:] == b"\xaa" * 10
     assert checksum.verify_tcp(SRC, DST, buf[20:40])
 
@@ -271,16 +285,23 @@ def test_flag_string_in_tcpdump_order(flags: int, text: str) -> None:
 
 def test_format_line() -> None:
     opts = TcpOptions(mss=1460, sack_permitted=True, timestamps=(7, 0), wscale=7).encode()
-    seg = tcp.parse(segment(SYN, opts, seq=1, window=64240), SRC, DST)
+    seg = tcp.parse(segment(SYN, opts, seq=1, window=64240), SRC, DST, pseudo=PSEUDO)
     assert tcp.format(seg) == (
         "Flags [S], seq 1, win 64240, options [mss 1460,sackOK,TS val 7 ecr 0,wscale 7], length 0"
     )
-    seg = tcp.parse(segment(PSH | ACK, payload=b"hello", seq=2**32 - 2, ack=9, window=3), SRC, DST)
+    seg = tcp.parse(
+        segment(PSH | ACK, payload=b"hello", seq=2**32 - 2, ack=9, window=3),
+        SRC,
+        DST,
+        pseudo=PSEUDO,
+    )
     assert tcp.format(seg) == "Flags [P.], seq 4294967294:3, ack 9, win 3, length 5"
-    seg = tcp.parse(segment(URG | ACK, urgent=1, ack=1, window=3), SRC, DST)
+    seg = tcp.parse(segment(URG | ACK, urgent=1, ack=1, window=3), SRC, DST, pseudo=PSEUDO)
     assert tcp.format(seg) == "Flags [.U], seq 1, ack 1, win 3, urg 1, length 0"
     blocks = TcpOptions(sack_blocks=((1, 2), (3, 4))).encode()
-    assert "options [sack 1:2 3:4]" in tcp.format(tcp.parse(segment(ACK, blocks), SRC, DST))
+    assert "options [sack 1:2 3:4]" in tcp.format(
+        tcp.parse(segment(ACK, blocks), SRC, DST, pseudo=PSEUDO)
+    )
 
 
 # --- round trips and the scapy oracle ---------------------------------------------------------
@@ -332,8 +353,7 @@ def test_round_trip(
     n = tcp.emit(
         buf,
         offset,
-        SRC,
-        DST,
+        pseudo=PSEUDO,
         src_port=sport,
         dst_port=dport,
         seq=seq,
@@ -345,7 +365,7 @@ def test_round_trip(
         urgent=urg,
     )
     assert n == len(buf) - offset
-    seg = tcp.parse(memoryview(buf)[offset:], SRC, DST)
+    seg = tcp.parse(memoryview(buf)[offset:], SRC, DST, pseudo=PSEUDO)
     assert (seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, seg.urgent) == (
         sport,
         dport,
@@ -390,8 +410,7 @@ def test_scapy_parses_what_ustack_emits(
     tcp.emit(
         buf,
         20,
-        SRC,
-        DST,
+        pseudo=PSEUDO,
         src_port=sport,
         dst_port=dport,
         seq=seq,
@@ -463,7 +482,9 @@ def test_ustack_parses_what_scapy_builds(
     raw = bytes(pkt)
     assume(IP(raw)[TCP].dataofs * 4 - 20 == len(raw) - 40 - len(data))  # scapy fit it in 40 bytes
     p = ipv4.parse(raw)
-    seg = tcp.parse(p.payload, p.src, p.dst)
+    seg = tcp.parse(
+        p.payload, p.src, p.dst, pseudo=checksum.ipv4_pseudo_header_sum(p.src, p.dst, tcp.PROTO, 0)
+    )
     assert (seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window) == (
         sport,
         dport,
@@ -474,6 +495,128 @@ def test_ustack_parses_what_scapy_builds(
     )
     assert seg.options == o
     assert bytes(seg.payload) == data
+
+
+# --- the pseudo-header sum is the network layer's ----------------------------------------------
+
+SRC6 = 0xFD00_0007_0000_0000_0000_0000_0000_0001  # fd00:7::1
+DST6 = 0xFD00_0007_0000_0000_0000_0000_0000_0002  # fd00:7::2
+PSEUDO6 = checksum.ipv6_pseudo_header_sum(SRC6, DST6, tcp.PROTO, 0)
+_IPV6_FIXED = struct.Struct("!IHBB16s16s")  # RFC 8200 3: version/class/label, length, NH, hops
+
+
+def test_parse_and_emit_take_no_ip_addresses_for_the_checksum() -> None:
+    # emit needs no addresses at all; parse keeps them only for the record (demultiplexing).
+    assert "src" not in inspect.signature(tcp.emit).parameters
+    assert "dst" not in inspect.signature(tcp.emit).parameters
+    assert inspect.signature(tcp.emit).parameters["pseudo"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert inspect.signature(tcp.parse).parameters["pseudo"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@settings(max_examples=200, deadline=None)
+@given(u16, u16, u32, u32, flag_bytes, u16, options(), st.binary(max_size=60))
+def test_scapy_checks_what_ustack_emits_over_ipv6(
+    sport: int, dport: int, seq: int, ack: int, flags: int, win: int, o: TcpOptions, data: bytes
+) -> None:
+    enc = o.encode()
+    seg_len = 20 + len(enc) + len(data)
+    buf = bytearray(40 + seg_len)
+    _IPV6_FIXED.pack_into(
+        buf, 0, 6 << 28, seg_len, tcp.PROTO, 64, SRC6.to_bytes(16, "big"), DST6.to_bytes(16, "big")
+    )
+    n = tcp.emit(
+        buf,
+        40,
+        pseudo=PSEUDO6,
+        src_port=sport,
+        dst_port=dport,
+        seq=seq,
+        ack=ack,
+        flags=flags,
+        window=win,
+        options=enc,
+        payload=data,
+    )
+    assert n == seg_len
+    t = IPv6(bytes(buf))[TCP]
+    assert (t.sport, t.dport, t.seq, t.ack, int(t.flags), t.window) == (
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        win,
+    )
+    rebuilt = IPv6(bytes(buf))
+    del rebuilt[TCP].chksum
+    assert IPv6(bytes(rebuilt))[TCP].chksum == t.chksum  # scapy's own TCP-over-IPv6 checksum
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**128 - 1), st.integers(0, 2**128 - 1), u32, st.binary(max_size=60))
+def test_ustack_verifies_what_scapy_builds_over_ipv6(
+    src: int, dst: int, seq: int, data: bytes
+) -> None:
+    raw = bytes(
+        IPv6(src=str(ipaddress.IPv6Address(src)), dst=str(ipaddress.IPv6Address(dst)))
+        / TCP(sport=443, dport=50000, seq=seq, flags="PA", options=[("Timestamp", (1, 2))])
+        / Raw(data)
+    )
+    body = raw[40:]
+    pseudo = checksum.ipv6_pseudo_header_sum(src, dst, tcp.PROTO, 0)
+    seg = tcp.parse(body, src, dst, pseudo=pseudo)
+    assert (seg.src, seg.dst, seg.seq, bytes(seg.payload)) == (src, dst, seq, data)
+    assert seg.options.timestamps == (1, 2)
+    # The sum binds the addresses: another destination's pseudo-header fails the same bytes ...
+    other = checksum.ipv6_pseudo_header_sum(src, dst ^ 1, tcp.PROTO, 0)
+    with pytest.raises(ParseError, match="tcp_bad_checksum"):
+        tcp.parse(body, src, dst, pseudo=other)
+    # ... and is not read when the checksum is not verified (an offloaded segment).
+    assert tcp.parse(body, src, dst, pseudo=other, verify_checksum=False).seq == seq
+
+
+@pytest.mark.parametrize(
+    ("pseudo", "full"),
+    [
+        (PSEUDO, lambda n: checksum.ipv4_pseudo_header_sum(SRC, DST, tcp.PROTO, n)),
+        (PSEUDO6, lambda n: checksum.ipv6_pseudo_header_sum(SRC6, DST6, tcp.PROTO, n)),
+        # A sum that with the length comes to 0xFFFF: written so (one's-complement zero is
+        # never 0 in a partial sum), as the checksum module writes it.
+        (0xFFFF - 25, lambda n: 0xFFFF),
+    ],
+)
+def test_partial_checksum_holds_the_pseudo_header_sum_with_the_length(
+    pseudo: int, full: Callable[[int], int]
+) -> None:
+    buf = bytearray(25)
+    n = tcp.emit(
+        buf,
+        0,
+        pseudo=pseudo,
+        src_port=1,
+        dst_port=2,
+        seq=3,
+        ack=4,
+        flags=PSH | ACK,
+        window=5,
+        payload=b"hello",
+        partial_checksum=True,
+    )
+    assert n == 25
+    field = struct.unpack_from("!H", buf, tcp.OFF_CHECKSUM)[0]
+    assert field == full(n)
+    # A device completes it over the segment, field included (virtio NEEDS_CSUM) ...
+    struct.pack_into("!H", buf, tcp.OFF_CHECKSUM, checksum.internet_checksum(buf))
+    # ... and the segment then verifies against the same pseudo-header sum.
+    assert bytes(tcp.parse(buf, 0, 0, pseudo=pseudo).payload) == b"hello"
+
+
+@pytest.mark.parametrize("pseudo", [-1, 0x10000, 2**128])
+def test_emit_refuses_a_pseudo_sum_that_is_not_a_partial_sum(pseudo: int) -> None:
+    buf = bytearray(b"\xaa" * 20)
+    with pytest.raises(ValueError, match="pseudo"):
+        tcp.emit(buf, 0, pseudo=pseudo, src_port=1, dst_port=2, seq=0, ack=0, flags=ACK, window=0)
+    assert buf == b"\xaa" * 20
 
 
 # --- Linux's own segments ---------------------------------------------------------------------
@@ -530,8 +673,7 @@ def test_linux_segments_re_emit_byte_for_byte(name: str) -> None:
     tcp.emit(
         buf,
         0,
-        SRC,
-        DST,
+        pseudo=PSEUDO,
         src_port=seg.src_port,
         dst_port=seg.dst_port,
         seq=seg.seq,
@@ -578,8 +720,7 @@ def test_emit_ipv4_writes_what_the_two_emitters_write(
     tcp.emit(
         want,
         ipv4.HEADER_LEN,
-        src,
-        dst,
+        pseudo=checksum.ipv4_pseudo_header_sum(src, dst, tcp.PROTO, 0),
         src_port=ports[0],
         dst_port=ports[1],
         seq=seq,

@@ -74,7 +74,7 @@ from ustack.tcp.receiver import MAX_WINDOW_FIELD
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
 from ustack.tcp.timewait import TimeWait, pack_key
-from ustack.wire import icmp, ipv4, seq, tcp, virtio
+from ustack.wire import checksum, icmp, ipv4, seq, tcp, virtio
 from ustack.wire.errors import ParseError
 from ustack.wire.tcp import NO_OPTIONS, Control
 
@@ -644,7 +644,13 @@ class Host:
     def _receive_tcp(self, pkt: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
         stats = self.stats
         stats.tcp_rx += 1
-        self._demux(tcp.parse(pkt.payload, pkt.src, pkt.dst, verify_checksum=not trusted), now)
+        src, dst = pkt.src, pkt.dst
+        # TCP is given the IPv4 pseudo-header sum (length 0, see wire/tcp.py); it is needed only
+        # to verify, and a trusted (offloaded) segment's checksum is the kernel's business.
+        pseudo = 0 if trusted else checksum.ipv4_pseudo_header_sum(src, dst, ipv4.PROTO_TCP, 0)
+        self._demux(
+            tcp.parse(pkt.payload, src, dst, pseudo=pseudo, verify_checksum=not trusted), now
+        )
 
     def _demux(self, seg: tcp.TcpSegment, now: float) -> None:
         stats = self.stats

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
+_U128 = (1 << 128) - 1
 # RFC 9293 3.1: the pseudo-header's TCP length is a 16-bit field.
 _TCP_MAX_LENGTH = 0xFFFF
 _PROTO_TCP = 6
@@ -132,6 +133,25 @@ def ipv4_pseudo_header_sum(src: int, dst: int, proto: int, length: int, /) -> in
     if type(length) is not int or (length & _U16) != length:
         length = _checked(length, _U16, "length")
     total = (src >> 16) + (src & _U16) + (dst >> 16) + (dst & _U16) + proto + length
+    s = total % _U16
+    return s if s or not total else _U16
+
+
+def ipv6_pseudo_header_sum(src: int, dst: int, next_header: int, length: int, /) -> int:
+    """Partial sum of the IPv6 pseudo-header (RFC 8200 8.1); addresses are 128-bit host-order
+    ints, ``length`` is the 32-bit upper-layer packet length."""
+    if type(src) is not int or (src & _U128) != src:
+        src = _checked(src, _U128, "src")
+    if type(dst) is not int or (dst & _U128) != dst:
+        dst = _checked(dst, _U128, "dst")
+    if type(next_header) is not int or (next_header & 0xFF) != next_header:
+        next_header = _checked(next_header, 0xFF, "next_header")
+    if type(length) is not int or (length & _U32) != length:
+        length = _checked(length, _U32, "length")
+    # Each address is the sum of its eight 16-bit words times powers of 2**16, and 2**16 is 1
+    # modulo 0xFFFF, so the plain integer sum is the word sum modulo 0xFFFF; likewise for the
+    # 32-bit length. The 24 zero bits add nothing.
+    total = src + dst + next_header + length
     s = total % _U16
     return s if s or not total else _U16
 

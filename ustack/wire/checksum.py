@@ -11,6 +11,14 @@ received segment including its checksum field: a correct one sums to 0xFFFF, i.e
 ``update16``/``update32`` patch a checksum after a field changes (RFC 1624 eqn. 3) without
 touching the rest of the packet.
 
+A transport checksum starts from its pseudo-header's partial sum: ``ipv4_pseudo_header_sum``
+(RFC 9293 3.1: 32-bit addresses, protocol, 16-bit length) and ``ipv6_pseudo_header_sum``
+(RFC 8200 8.1: 128-bit addresses, 32-bit upper-layer length, next header), addresses as
+host-order ints of their width. Because 2**16 is 1 modulo 0xFFFF, an integer sums like its 16-bit
+words, so a length can be added later as a plain integer: :mod:`ustack.wire.tcp` is handed the sum
+with length 0 and adds the segment's own. ``tcp_checksum``/``verify_tcp`` are the IPv4 shortcut
+(pseudo-header and segment in one call) for the IPv4 fast paths.
+
 Two implementations provide the same API: the C extension ``ustack.wire._checksum`` (chosen
 when it is built; an AVX2 or a portable kernel picked for the CPU) and the pure-Python
 ``ustack.wire._checksum_py``. ``USTACK_PUREPYTHON=1`` forces the Python one;
@@ -32,6 +40,7 @@ __all__ = [
     "finish",
     "internet_checksum",
     "ipv4_pseudo_header_sum",
+    "ipv6_pseudo_header_sum",
     "partial_sum",
     "tcp_checksum",
     "update16",
@@ -54,6 +63,7 @@ if not _fallback_reason:
             finish,
             internet_checksum,
             ipv4_pseudo_header_sum,
+            ipv6_pseudo_header_sum,
             partial_sum,
             tcp_checksum,
             update16,
@@ -67,6 +77,7 @@ if _fallback_reason:
         finish,
         internet_checksum,
         ipv4_pseudo_header_sum,
+        ipv6_pseudo_header_sum,
         partial_sum,
         tcp_checksum,
         update16,

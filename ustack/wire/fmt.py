@@ -9,7 +9,7 @@ dropped. It is meant for the slow path only (callers guard it with ``isEnabledFo
 
 from __future__ import annotations
 
-from ustack.wire import icmp, ipv4, tcp
+from ustack.wire import checksum, icmp, ipv4, tcp
 from ustack.wire.errors import ParseError
 from ustack.wire.ipv4 import int_to_addr
 
@@ -32,7 +32,8 @@ def format_packet(buf: bytes | bytearray | memoryview) -> str:
         )
     if pkt.proto == ipv4.PROTO_TCP:
         try:
-            seg = tcp.parse(pkt.payload, pkt.src, pkt.dst)
+            pseudo = checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, ipv4.PROTO_TCP, 0)
+            seg = tcp.parse(pkt.payload, pkt.src, pkt.dst, pseudo=pseudo)
         except ParseError as e:
             return f"IP {src} > {dst}: tcp bad segment ({e.reason}), {len(pkt.payload)} bytes"
         return f"IP {src}.{seg.src_port} > {dst}.{seg.dst_port}: {tcp.format(seg)}"

@@ -6,6 +6,17 @@ impossible combinations) and returns a :class:`TcpSegment` whose ``payload`` is 
 caller's buffer -- nothing is copied. :func:`emit` writes a header (with options) and payload into
 a preallocated buffer and fills in the checksum. The state machine never looks at flag bits; it
 matches on ``control`` and ``has_ack``.
+
+:func:`parse` and :func:`emit` know nothing of IP versions: the network layer that carries the
+segment hands them ``pseudo``, the partial sum of its pseudo-header (RFC 9293 3.1 for IPv4,
+RFC 8200 8.1 for IPv6; see :mod:`ustack.wire.checksum`) computed with the length field 0, and
+they add the segment's length, which only they know when emitting. The length is one 16-bit word
+of the IPv4 pseudo-header and a 32-bit field of the IPv6 one, and either way it adds the integer
+itself to a one's-complement sum (2**16 is 1 modulo 0xFFFF), so one rule serves both families;
+and a connection's length-less sum never changes, so its owner may compute it once. The segment
+record keeps the addresses as plain ints for demultiplexing only. :func:`emit_ipv4`,
+:func:`parse_ipv4` and :func:`cut_ipv4` are the IPv4 fast paths (both headers in one pack or
+unpack) and compute the IPv4 sum themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ _CSUM = struct.Struct("!H")
 _IPV4_TCP = struct.Struct("!BBHHHBBHII" + "HHIIBBHHH")
 _IPV4_VERSION_IHL = 0x45
 _IP_TCP_MIN = 40
+_U16 = 0xFFFF
 HEADER_LEN = 20
 MAX_HEADER_LEN = 60
 OFF_CHECKSUM = 16
@@ -147,7 +159,8 @@ class TcpSegment:
     options: TcpOptions
     payload: memoryview
     header_length: int
-    # the IPv4 addresses it was carried between (0 for a segment made by hand)
+    # the network addresses it was carried between, as the network layer gave them; TCP only
+    # demultiplexes on them (0 for a segment made by hand)
     src: int = 0
     dst: int = 0
 
@@ -259,11 +272,18 @@ def _read_options(mv: memoryview, hlen: int) -> TcpOptions:
 
 
 def parse(
-    buf: bytes | bytearray | memoryview, src: int, dst: int, *, verify_checksum: bool = True
+    buf: bytes | bytearray | memoryview,
+    src: int,
+    dst: int,
+    *,
+    pseudo: int,
+    verify_checksum: bool = True,
 ) -> TcpSegment:
     """Parse a TCP segment (header + payload) carried from ``src`` to ``dst``.
 
-    ``buf`` must be exactly the IP payload; the pseudo-header length is ``len(buf)``.
+    ``buf`` must be exactly the IP payload; ``pseudo`` is the partial sum of the pseudo-header
+    with its length field 0, and ``len(buf)`` is added to it here (see the module docstring).
+    ``pseudo`` is not read when ``verify_checksum`` is false.
     """
     mv = buf if isinstance(buf, memoryview) else memoryview(buf)
     n = len(mv)
@@ -275,9 +295,7 @@ def parse(
         raise ParseError("tcp_bad_data_offset")
     if hlen > n:
         raise ParseError("tcp_truncated")
-    if verify_checksum and _cs.internet_checksum(
-        mv, _cs.ipv4_pseudo_header_sum(src, dst, PROTO, n)
-    ):
+    if verify_checksum and _cs.internet_checksum(mv, pseudo + n):
         raise ParseError("tcp_bad_checksum", integrity=True)
     control = _CONTROL_BY_BITS[flags & 0x07]
     if control is None:
@@ -304,9 +322,8 @@ def parse(
 def emit(
     buf: bytearray | memoryview,
     offset: int,
-    src: int,
-    dst: int,
     *,
+    pseudo: int,
     src_port: int,
     dst_port: int,
     seq: int,
@@ -320,8 +337,10 @@ def emit(
 ) -> int:
     """Write a TCP segment at ``buf[offset:]`` with its checksum; return its length.
 
-    ``options`` is a :class:`TcpOptions` (encoded here, the one place options become bytes) or,
-    for hand-made test packets, raw option bytes that are a multiple of 4 long.
+    ``pseudo`` is the partial sum of the carrying network layer's pseudo-header with its length
+    field 0; the segment's length is added here (see the module docstring). ``options`` is a
+    :class:`TcpOptions` (encoded here, the one place options become bytes) or, for hand-made
+    test packets, raw option bytes that are a multiple of 4 long.
     ``partial_checksum`` leaves the sum over the segment to the device (checksum offload,
     ``virtio.F_NEEDS_CSUM``): the field then holds only the pseudo-header sum, not inverted.
     """
@@ -329,6 +348,8 @@ def emit(
     olen = len(raw)
     if olen & 3 or olen > MAX_HEADER_LEN - HEADER_LEN:
         raise ValueError("encoded TCP options must be a multiple of 4 and at most 40 bytes")
+    if pseudo < 0 or pseudo > _U16:
+        raise ValueError("pseudo must be a 16-bit partial sum (see ustack.wire.checksum)")
     hlen = HEADER_LEN + olen
     total = hlen + len(payload)
     # A bytearray would silently grow under the slice assignments below; a short buffer is a
@@ -342,11 +363,12 @@ def emit(
         buf[offset + HEADER_LEN : offset + hlen] = raw
     if payload:
         buf[offset + hlen : offset + total] = payload
-    pseudo = _cs.ipv4_pseudo_header_sum(src, dst, PROTO, total)
     if partial_checksum:
-        csum = pseudo
+        # The pseudo-header sum with the length, in the canonical form the checksum module
+        # gives (1..0xFFFF: the sum is never zero, as it includes the length).
+        csum = (pseudo + total) % _U16 or _U16
     else:
-        csum = _cs.internet_checksum(memoryview(buf)[offset : offset + total], pseudo)
+        csum = _cs.internet_checksum(memoryview(buf)[offset : offset + total], pseudo + total)
     _CSUM.pack_into(buf, offset + OFF_CHECKSUM, csum)
     return total
 

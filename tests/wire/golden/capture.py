@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from ustack.wire import icmp, ipv4, tcp  # noqa: E402
+from ustack.wire import checksum, icmp, ipv4, tcp  # noqa: E402
 
 IFNAME = "ustk0"
 LOCAL = "10.7.0.1"  # the kernel
@@ -93,7 +93,12 @@ class Tun:
 def tcp_of(pkt: ipv4.IPv4Packet) -> tcp.TcpSegment | None:
     if pkt.proto != ipv4.PROTO_TCP:
         return None
-    return tcp.parse(pkt.payload, pkt.src, pkt.dst)
+    return tcp.parse(
+        pkt.payload,
+        pkt.src,
+        pkt.dst,
+        pseudo=checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, tcp.PROTO, 0),
+    )
 
 
 def ip_packet(src: str, dst: str, proto: int, body: bytes, ident: int) -> bytes:
@@ -124,8 +129,9 @@ def tcp_packet(
     tcp.emit(
         seg,
         0,
-        ipv4.addr_to_int(PEER),
-        ipv4.addr_to_int(LOCAL),
+        pseudo=checksum.ipv4_pseudo_header_sum(
+            ipv4.addr_to_int(PEER), ipv4.addr_to_int(LOCAL), tcp.PROTO, 0
+        ),
         src_port=sport,
         dst_port=dport,
         seq=seq,
@@ -180,7 +186,12 @@ def capture() -> tuple[dict[str, tuple[str, Packet]], list[tuple[str, str]], dic
 
     syn = tun.expect("SYN", is_syn_to_80)
     out["tcp_syn"] = ("kernel SYN from connect() to 10.7.0.2:80, MTU 1500", syn)
-    syn_seg = tcp.parse(memoryview(syn)[20:], local, peer)
+    syn_seg = tcp.parse(
+        memoryview(syn)[20:],
+        local,
+        peer,
+        pseudo=checksum.ipv4_pseudo_header_sum(local, peer, tcp.PROTO, 0),
+    )
     cport = syn_seg.src_port
     peer_iss = 5000
     ts = syn_seg.options.timestamps
