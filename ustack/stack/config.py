@@ -13,9 +13,13 @@ EPHEMERAL_HIGH = 65535
 # are a token bucket of icmp_msgs_per_sec=1000 with icmp_msgs_burst=50.
 ICMP_ERROR_RATE = 1000.0
 ICMP_ERROR_BURST = 50
-# IPv4 reassembly bounds (see ustack/stack/reassembly.py). RFC 791 3.2 suggests a reassembly
+# Reassembly bounds (see ustack/stack/reassembly.py); the byte and per-source bounds are shared by
+# IPv4 and IPv6, the timeout is per family. RFC 791 3.2 suggests an IPv4 reassembly
 # timer of 15 s and RFC 1122 3.3.2 a fixed 60-120 s; Linux's ipfrag_time is 30 s, which we follow.
 REASM_TIMEOUT = 30.0
+# RFC 8200 4.5: an IPv6 packet not reassembled "within 60 seconds of the reception of the
+# first-arriving fragment of that packet" is abandoned (Linux's ip6frag_time is 60 s too).
+REASM_TIMEOUT6 = 60.0
 # Memory charged to datagrams in reassembly, all sources together: Linux's ipfrag_high_thresh.
 REASM_MAX_BYTES = 4 * 1024 * 1024
 # Datagrams in reassembly per source address, so one source (or one spoofing a source) cannot
@@ -31,6 +35,7 @@ class HostConfig:
     icmp_error_rate: float = ICMP_ERROR_RATE  # tokens per second
     icmp_error_burst: int = ICMP_ERROR_BURST
     reasm_timeout: float = REASM_TIMEOUT  # seconds from a datagram's first fragment
+    reasm_timeout6: float = REASM_TIMEOUT6  # the same for IPv6 packets
     reasm_max_bytes: int = REASM_MAX_BYTES  # data plus a fixed cost per piece and per datagram
     reasm_max_per_source: int = REASM_MAX_PER_SOURCE
 
@@ -39,5 +44,10 @@ class HostConfig:
             raise ValueError(f"bad ephemeral port range {self.ephemeral_low}-{self.ephemeral_high}")
         if not 1 <= self.ttl <= 255:
             raise ValueError(f"bad TTL {self.ttl}")
-        if not self.reasm_timeout > 0 or self.reasm_max_bytes < 0 or self.reasm_max_per_source < 1:
+        if (
+            not self.reasm_timeout > 0
+            or not self.reasm_timeout6 > 0
+            or self.reasm_max_bytes < 0
+            or self.reasm_max_per_source < 1
+        ):
             raise ValueError("bad reassembly bounds")

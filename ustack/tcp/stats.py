@@ -153,6 +153,20 @@ class Stats:
     ip_reasm_too_long: int = 0  # would reassemble to over 65,535 octets: datagram dropped
     ip_reasm_evicted: int = 0  # oldest datagram dropped to stay under reasm_max_bytes
     ip_reasm_per_source_limit: int = 0  # a source's oldest datagram dropped for its newest
+    # IPv6 reassembly (same module, same bounds; per family as Linux's Ip6Reasm* in snmp6): the
+    # same meanings as the ip_reasm_* above, plus RFC 6946 atomic fragments and RFC 7112
+    ip6_reasm_fragments: int = 0  # fragments that reached reassembly (atomic ones not counted)
+    ip6_reasm_ok: int = 0  # packets reassembled and passed on to be parsed from the top
+    ip6_reasm_timeout: int = 0  # incomplete after HostConfig.reasm_timeout6 (RFC 8200 4.5: 60 s)
+    ip6_reasm_overlap: int = 0  # overlap or a moved end: packet dropped silently (RFC 5722)
+    ip6_reasm_discarded: int = 0  # fragment of a packet already dropped, until it times out
+    ip6_reasm_duplicate: int = 0  # exact copy of a fragment already held, dropped alone
+    ip6_reasm_bad_length: int = 0  # empty, or M set and not a multiple of 8 (Parameter Problem)
+    ip6_reasm_too_long: int = 0  # reassembled Payload Length over 65,535: packet dropped
+    ip6_reasm_evicted: int = 0  # oldest packet dropped to stay under reasm_max_bytes
+    ip6_reasm_per_source_limit: int = 0  # a source's oldest packet dropped for its newest
+    ip6_reasm_incomplete_chain: int = 0  # first fragment without the whole header chain (RFC 7112)
+    ip6_reasm_atomic: int = 0  # atomic fragment (offset 0, M clear) taken alone (RFC 6946)
     ip_unknown_protocol: int = 0  # answered with ICMP protocol unreachable (rate limited)
     icmp_rx: int = 0
     icmp_bad_checksum: int = 0
