@@ -110,14 +110,14 @@ def test_gso_really_forms_super_segments() -> None:
     net.set_app(client, source)
     source.add(client.connect(B, PORT, 0.0))
     longest = 0
-    cut = client._cut_segment
+    cut = client.demux._cut_segment
 
     def spy(key, s, mss, out):  # type: ignore[no-untyped-def]
         nonlocal longest
         longest = max(longest, len(s.payload))
         cut(key, s, mss, out)
 
-    client._cut_segment = spy  # type: ignore[method-assign]
+    client.demux._cut_segment = spy  # type: ignore[method-assign]
     assert net.run(lambda: any(r.eof_at for r in sink.results.values()), max_time=60.0)
     assert longest > 2 * client.config.mss
 

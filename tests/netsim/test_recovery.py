@@ -251,21 +251,21 @@ def test_a_receiver_that_reneges_gets_its_data_again() -> None:
                 reneged.append(server_conns[0].rcv.renege())  # type: ignore[attr-defined]
         return None
 
-    from ustack.stack import host as host_module
+    from ustack.stack.tcp_demux import TcpDemux
 
-    real = host_module.Host._new_connection
+    real = TcpDemux._new_connection
 
-    def remember(self: host_module.Host, key: object, now: float) -> object:
+    def remember(self: TcpDemux, key: object, now: float) -> object:
         conn = real(self, key, now)  # type: ignore[arg-type]
         if conn.local_port == 5001:
             server_conns.append(conn)
         return conn
 
-    host_module.Host._new_connection = remember  # type: ignore[method-assign]
+    TcpDemux._new_connection = remember  # type: ignore[method-assign]
     try:
         o = transfer(drop_then_renege)
     finally:
-        host_module.Host._new_connection = real  # type: ignore[method-assign]
+        TcpDemux._new_connection = real  # type: ignore[method-assign]
     assert len(reneged) == 2 and reneged[1] > 10 * MSS  # it held (and dropped) SACKed data
     st = o.client.stats
     assert st.tcp_sack_reneging >= 1
@@ -285,16 +285,16 @@ def test_paws_drops_an_old_duplicate() -> None:
 
 def test_timestamps_that_wrap_keep_working(monkeypatch: pytest.MonkeyPatch) -> None:
     # Both clocks start 50 ms (50 ticks) before 2**32; the transfer (~0.1 s) crosses the wrap.
-    from ustack.stack import host as host_module
+    from ustack.stack.tcp_demux import TcpDemux
 
-    real = host_module.Host._new_connection
+    real = TcpDemux._new_connection
 
-    def near_wrap(self: host_module.Host, key: object, now: float) -> object:
+    def near_wrap(self: TcpDemux, key: object, now: float) -> object:
         conn = real(self, key, now)  # type: ignore[arg-type]
         conn._ts_offset = (1 << 32) - 50
         return conn
 
-    monkeypatch.setattr(host_module.Host, "_new_connection", near_wrap)
+    monkeypatch.setattr(TcpDemux, "_new_connection", near_wrap)
     seen: list[int] = []
 
     def watch(seg: Seg, now: float) -> list[float] | None:

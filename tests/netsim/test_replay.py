@@ -83,9 +83,9 @@ def test_the_hosts_cached_next_deadline_is_always_the_fresh_one() -> None:
 
         def next_deadline() -> float | None:
             nonlocal checks, records
-            records = max(records, len(host._timewait))
+            records = max(records, len(host.demux._timewait))
             answer = cached()
-            host._next_ok = False
+            host.demux._next_ok = False
             assert answer == cached(), "stale cached deadline"
             checks += 1
             return answer
@@ -117,4 +117,4 @@ def test_the_hosts_cached_next_deadline_is_always_the_fresh_one() -> None:
     assert net.run(lambda: False, max_time=net.now + 120.0) is False  # through every TIME-WAIT
     assert checks > 1000 and records > 0
     assert client.stats.tcp_time_wait_expired + server.stats.tcp_time_wait_expired == CONNECTIONS
-    assert not client._timewait and not server._timewait
+    assert not client.demux._timewait and not server.demux._timewait

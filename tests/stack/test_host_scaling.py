@@ -90,7 +90,7 @@ def test_heap_does_not_grow_without_bound() -> None:
         h.receive_packet(tcp_packet(80, conn.local_port, 778, SERVER_ISN + 2 + i, tcp.ACK), t)
         h.packets_to_send(t)
         assert h.next_deadline() == pytest.approx(1.0)
-    assert len(h._heap) <= 2 * len(h.connections) + 65
+    assert len(h.demux._heap) <= 2 * len(h.connections) + 65
 
 
 def test_on_deadline_skips_connections_whose_timer_moved(calls: Counter[str]) -> None:

@@ -125,7 +125,7 @@ def run_transfer(size: int) -> tuple[Host, Host, bytes, bytes, list[int]]:
             (d for d in (client.next_deadline(), server.next_deadline()) if d is not None),
             default=None,
         )
-        if not any(client._want_output) and not any(server._want_output) and deadline:
+        if not any(client.demux.want_output) and not any(server.demux.want_output) and deadline:
             now = max(now, deadline)
             client.on_deadline(now)
             server.on_deadline(now)

@@ -168,7 +168,7 @@ def test_record_is_refused_while_an_ack_is_owed() -> None:
 
 
 def _established(h: Host, sport: int = 40000, now: float = 0.0) -> Connection:
-    listener = h._listeners.get(80) or h.listen(80)
+    listener = h.demux._listeners.get(80) or h.listen(80)
     h.receive_packet(tcp_packet(sport, 80, CLIENT_ISN), now)
     segments(h, now)
     h.receive_packet(tcp_packet(sport, 80, CLIENT_ISN + 1, SERVER_ISN + 1, tcp.ACK), now)
@@ -288,7 +288,7 @@ def test_record_expires_after_2msl_without_an_event_and_frees_the_port() -> None
     assert deadline == pytest.approx(0.1 + 2 * h.config.msl)
     h.on_deadline(deadline)
     assert h.connections == [] and h.next_event() is None and h.next_deadline() is None
-    assert h.stats.tcp_time_wait_expired == 1 and h._ports_in_use == {}
+    assert h.stats.tcp_time_wait_expired == 1 and h.demux._ports_in_use == {}
     assert h.connect(PEER, 80, deadline, local_port=50000).state is State.SYN_SENT
 
 

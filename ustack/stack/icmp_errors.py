@@ -4,9 +4,11 @@ Theory of operation. An ICMP error (destination unreachable, time exceeded, para
 quotes the IP header and the first 8 octets of the datagram it is about (RFC 792), which for
 TCP are the ports and the sequence number. The host routes such an error to the connection the
 quote names -- quoted destination and port are the remote end, quoted source and port ours --
-after the checks here and in ``Host._receive_icmp_error``: the quote must be of a TCP segment
-*we* sent (its source one of our addresses), the connection must exist, and RFC 5927 4.1's
-check must pass -- the quoted sequence number lies in SND.UNA =< SEG.SEQ < SND.NXT, so a blind
+after the checks here and in two layers: the network layer (``IpLayer._receive_icmp_error``)
+makes sure the quote is of a TCP segment *we* sent (its source one of our addresses) and hands
+the TCP layer the type, code, MTU, quoted 4-tuple and quoted sequence number; the demux
+(``TcpDemux.icmp_error``) makes sure the connection exists and that RFC 5927 4.1's check
+passes -- the quoted sequence number lies in SND.UNA =< SEG.SEQ < SND.NXT, so a blind
 attacker has to guess a sequence number in the send window to be believed. Every message that
 fails a check is dropped with a counter of its own. The connection then decides what the error
 means (``Connection.icmp_error``): a smaller path MTU, a hard error that aborts an opening
