@@ -11,7 +11,10 @@ duplication, delay and reordering -- each with its own counter in :class:`FaultS
 Reordering is modelled as extra delay for a chosen packet, long enough for the packets behind it
 to overtake it; jitter reorders too, as on a real path. Corruption flips one bit of one delivered
 copy, anywhere in the packet, so the receiver's IPv4 or TCP checksum (or its header sanity
-checks) must catch it.
+checks) must catch it. The model never reads a header field, so it treats IPv4 and IPv6 alike;
+IPv6 has no header checksum, so a flipped bit there is caught by the TCP/ICMPv6 checksum (whose
+pseudo-header covers the addresses), by a length or version check, or not at all (traffic class,
+flow label, hop limit), as on a real path.
 """
 
 from __future__ import annotations

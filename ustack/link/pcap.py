@@ -4,9 +4,10 @@ Format (the "libpcap" file format, as documented by tcpdump.org and the IETF pca
 24-byte global header -- magic ``0xa1b2c3d4`` (microsecond timestamps), version 2.4, zone 0,
 sigfigs 0, snaplen, link type -- then per packet a 16-byte record header (seconds,
 microseconds, captured length, original length) and the captured bytes. Link type 101,
-``LINKTYPE_RAW``, means each record starts directly with an IPv4 header, which is exactly what
-a TUN device with ``IFF_NO_PI`` carries. Everything is written little-endian; readers detect
-the byte order from the magic.
+``LINKTYPE_RAW``, means each record starts directly with an IP header, IPv4 or IPv6 (readers
+tell them apart by the version nibble), which is exactly what a TUN device with ``IFF_NO_PI``
+carries; so a capture of both families needs nothing per family. Everything is written
+little-endian; readers detect the byte order from the magic.
 
 Timestamps are wall-clock time, because a capture is for humans and Wireshark, not for the
 protocol core. Records are gathered in a bounded in-memory buffer and written out when it
@@ -17,7 +18,7 @@ passes ``buffer_size`` bytes, on ``flush()`` and on ``close()``, so capturing co
 handed to ``write`` (before the inner link may drop them) and packets returned by
 ``read_batch``. Where it sits decides what it sees: ``PcapTap(FaultyLink(tun))`` records what
 the host sent and received, ``FaultyLink(PcapTap(tun))`` what actually crossed the device.
-Over a link with TUN offloads on, the tap drops the virtio-net header and records the IPv4
+Over a link with TUN offloads on, the tap drops the virtio-net header and records the IP
 packet behind it; a super-segment stays one packet of up to 64 KB, which is what tcpdump shows
 on an interface with GRO/TSO.
 """
