@@ -6,6 +6,14 @@ passes in, and ``F`` is a keyed hash, here BLAKE2s keyed with the host's secret.
 therefore gets its own sequence-number space that an off-path attacker cannot guess, while the
 ISNs of successive incarnations of one 4-tuple still increase with time, which is what keeps
 old duplicates out of a new connection (RFC 9293 3.4.1).
+
+Addresses are the core's ints: an IPv4 address is its 32-bit value, an IPv6 address is tagged
+``addr | 1 << 128`` (129 bits, the family is ``addr >> 128``). F() is a function of the 4-tuple
+whatever its family: an IPv4 tuple is hashed as 12 bytes, four fields in network order (the
+bytes, and so the ISNs, ustack has always used), and any other as 38 bytes, each address in 17
+bytes with its tag. Inputs of different lengths are different messages, so an IPv6 tuple never
+shares its hash with the IPv4 tuple of the same low bits. :func:`pack_four_tuple` is also what
+the SYN cookies (``syncookie.py``) hash.
 """
 
 from __future__ import annotations
@@ -18,7 +26,23 @@ IsnSource = Callable[[int, int, int, int, float], int]
 """``(local_addr, local_port, remote_addr, remote_port, now) -> ISN``."""
 
 TICKS_PER_SECOND = 250_000  # RFC 6528 3: M is a 4-microsecond timer
-_TUPLE = struct.Struct("!IHIH")
+_TUPLE = struct.Struct("!IHIH")  # an IPv4 4-tuple
+_V4_END = 1 << 32  # addresses below are IPv4 (RFC 791: 32 bits)
+_WIDE_ADDR_BYTES = 17  # a tagged IPv6 address: 128 bits (RFC 8200) and the family bit
+
+
+def pack_four_tuple(local_addr: int, local_port: int, remote_addr: int, remote_port: int) -> bytes:
+    """The 4-tuple as the bytes F() hashes: 12 for IPv4, 38 for a tagged IPv6 tuple."""
+    if local_addr < _V4_END and remote_addr < _V4_END:
+        return _TUPLE.pack(local_addr, local_port, remote_addr, remote_port)
+    return b"".join(
+        (
+            local_addr.to_bytes(_WIDE_ADDR_BYTES, "big"),
+            local_port.to_bytes(2, "big"),
+            remote_addr.to_bytes(_WIDE_ADDR_BYTES, "big"),
+            remote_port.to_bytes(2, "big"),
+        )
+    )
 
 
 class Rfc6528Isn:
@@ -34,7 +58,7 @@ class Rfc6528Isn:
     def hash(self, local_addr: int, local_port: int, remote_addr: int, remote_port: int) -> int:
         """F(): the keyed hash of the 4-tuple, 32 bits."""
         digest = hashlib.blake2s(
-            _TUPLE.pack(local_addr, local_port, remote_addr, remote_port),
+            pack_four_tuple(local_addr, local_port, remote_addr, remote_port),
             digest_size=4,
             key=self._secret,
         ).digest()

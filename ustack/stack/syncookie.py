@@ -25,7 +25,10 @@ which covers the whole counter. ``mss`` indexes :data:`MSS_TABLE`, the largest e
 the MSS the SYN offered: only two bits of the peer's MSS survive, as on Linux. The hash is
 BLAKE2s in its keyed mode: a MAC by construction (no HMAC double pass needed), fast on inputs
 this short, in the standard library, and the same primitive the RFC 6528 ISNs use; an attacker
-who cannot see the SYN,ACK must guess 27 bits per forged ACK.
+who cannot see the SYN,ACK must guess 27 bits per forged ACK. The 4-tuple enters the hash as the
+ISNs' F() packs it (:func:`~ustack.stack.isn.pack_four_tuple`): the same 12 bytes as ever for
+IPv4, 38 with the tagged addresses for IPv6, so a cookie made for one family never checks out
+for the other.
 
 What else the SYN said is lost, except through timestamps: when the SYN carried one and we use
 them, the low :data:`TS_OPT_BITS` bits of our TSval in the SYN,ACK hold the peer's window shift
@@ -46,6 +49,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from typing import Final
+
+from ustack.stack.isn import pack_four_tuple
 
 # Linux's IPv4 table (net/ipv4/syncookies.c): the MSS values most SYNs carry. Index 0 is also
 # the floor: RFC 9293 3.7.1 lets every host send 536 bytes to a peer that said nothing (one
@@ -72,7 +77,8 @@ _T_SHIFT: Final = 29
 _MSS_SHIFT: Final = 27
 _MSS_MASK: Final = 0x3
 _HASH_MASK: Final = (1 << _MSS_SHIFT) - 1
-_INPUT = struct.Struct("!IHIHIIB")
+# After the 4-tuple: peer ISN, t, MSS index (with an IPv4 tuple, "!IHIHIIB" as ever).
+_INPUT_TAIL = struct.Struct("!IIB")
 _MASK32: Final = 0xFFFFFFFF
 
 
@@ -104,9 +110,8 @@ class SynCookies:
         t: int,
         index: int,
     ) -> int:
-        data = _INPUT.pack(
-            local_addr, local_port, remote_addr, remote_port, peer_isn, t & _MASK32, index
-        )
+        data = pack_four_tuple(local_addr, local_port, remote_addr, remote_port)
+        data += _INPUT_TAIL.pack(peer_isn, t & _MASK32, index)
         digest = hashlib.blake2s(data, digest_size=4, key=self._key).digest()
         return int.from_bytes(digest, "big") & _HASH_MASK
 

@@ -65,27 +65,52 @@ _TS_STALE = 4  # TS.Recent idle for 24 days, no longer compared with (RFC 7323 5
 # chal_count, window, snd_wscale, flags, ts_recent_age, chal_start
 _TCB = struct.Struct("<IIIIIIIIIIHBBdd")
 
-_KEY_PORT_BITS = 16
-_KEY_ADDR_BITS = 32
+# The packed 4-tuple (pack_key), low bits first: local port, the low 32 bits of the local
+# address, remote port, the low 32 bits of the remote address -- an IPv4 key ends there, 96
+# bits, as it always has -- then the high bits of the local and the remote address, zero for
+# IPv4 and holding the rest of an IPv6 address tagged ``addr | 1 << 128`` (129 bits, the family
+# bit included). Splitting the addresses keeps IPv4 keys at 96 bits, the int of 40 bytes a
+# TIME-WAIT record has always held, where two whole 129-bit fields would push them to 193 bits.
+_KEY_PORT_BITS = 16  # RFC 9293 3.1: ports are 16 bits
+_KEY_ADDR_BITS = 129  # an IPv6 address (RFC 8200: 128 bits) and its family tag bit
+_KEY_LOW_BITS = 32  # an IPv4 address (RFC 791: 32 bits): the part of each address in the low key
+_KEY_HIGH_BITS = _KEY_ADDR_BITS - _KEY_LOW_BITS
+_KEY_LOW_END = 2 * (_KEY_PORT_BITS + _KEY_LOW_BITS)  # 96: where the high address bits start
+_KEY_LOW_MASK = (1 << _KEY_LOW_BITS) - 1
+_KEY_HIGH_MASK = (1 << _KEY_HIGH_BITS) - 1
+_KEY_PORT_MASK = (1 << _KEY_PORT_BITS) - 1
 
 
 def pack_key(remote_addr: int, remote_port: int, local_addr: int, local_port: int) -> int:
-    """The 4-tuple as one int (40 bytes, where a tuple of four ints takes about 190)."""
-    return (
-        ((remote_addr << _KEY_PORT_BITS | remote_port) << _KEY_ADDR_BITS | local_addr)
-        << _KEY_PORT_BITS
-    ) | local_port
+    """The 4-tuple as one int (40 bytes for IPv4, where a tuple of four ints takes about 190);
+    addresses are IPv4 ints or tagged IPv6 ints (at most 129 bits)."""
+    if remote_addr <= _KEY_LOW_MASK and local_addr <= _KEY_LOW_MASK:
+        # IPv4, the per-segment case while records exist: no high bits to place.
+        return (
+            (remote_addr << _KEY_PORT_BITS | remote_port) << _KEY_LOW_BITS | local_addr
+        ) << _KEY_PORT_BITS | local_port
+    low = (
+        ((remote_addr & _KEY_LOW_MASK) << _KEY_PORT_BITS | remote_port) << _KEY_LOW_BITS
+        | local_addr & _KEY_LOW_MASK
+    ) << _KEY_PORT_BITS | local_port
+    high = remote_addr >> _KEY_LOW_BITS << _KEY_HIGH_BITS | local_addr >> _KEY_LOW_BITS
+    return high << _KEY_LOW_END | low
 
 
 def unpack_key(key: int) -> tuple[int, int, int, int]:
     """``(remote_addr, remote_port, local_addr, local_port)`` from :func:`pack_key`."""
-    port_mask = (1 << _KEY_PORT_BITS) - 1
-    addr_mask = (1 << _KEY_ADDR_BITS) - 1
-    local_port = key & port_mask
+    local_port = key & _KEY_PORT_MASK
     key >>= _KEY_PORT_BITS
-    local_addr = key & addr_mask
-    key >>= _KEY_ADDR_BITS
-    return key >> _KEY_PORT_BITS, key & port_mask, local_addr, local_port
+    local_addr = key & _KEY_LOW_MASK
+    key >>= _KEY_LOW_BITS
+    remote_port = key & _KEY_PORT_MASK
+    key >>= _KEY_PORT_BITS
+    remote_addr = key & _KEY_LOW_MASK
+    high = key >> _KEY_LOW_BITS
+    if high:  # IPv6: put the high bits of each address back
+        local_addr |= (high & _KEY_HIGH_MASK) << _KEY_LOW_BITS
+        remote_addr |= (high >> _KEY_HIGH_BITS) << _KEY_LOW_BITS
+    return remote_addr, remote_port, local_addr, local_port
 
 
 class _Tcb:
