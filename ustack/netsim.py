@@ -46,7 +46,8 @@ from ustack.tcp.events import (
     TimedOut,
     WriteSpace,
 )
-from ustack.wire import icmp, ipv4
+from ustack.wire import icmp, icmpv6, ipv4, ipv6
+from ustack.wire.addr import V6
 from ustack.wire.fmt import format_packet
 
 App = Callable[[Event | HostEvent, float], None]
@@ -57,6 +58,14 @@ _WAKE = 2
 # A host whose deadline does not move forward after on_deadline would spin forever at one
 # instant; this many actions at the same virtual time is treated as that bug.
 _MAX_ACTIONS_PER_INSTANT = 100_000
+
+
+def destination(packet: bytes | bytearray) -> int:
+    """A datagram's destination as the core's int: IPv4 octets 16-20; IPv6 octets 24-40,
+    tagged (see :mod:`ustack.wire.addr`); 0 for a packet too short to say."""
+    if len(packet) >= ipv6.HEADER_LEN and packet[0] >> 4 == 6:
+        return int.from_bytes(packet[ipv6.OFF_DST : ipv6.HEADER_LEN], "big") | V6
+    return int.from_bytes(packet[16:20], "big") if len(packet) >= ipv4.HEADER_LEN else 0
 
 
 @dataclass(slots=True)
@@ -143,10 +152,15 @@ class SimLink:
         # Only the two header lengths are read (no checksum, no options): a drop is rare next
         # to a send, and a packet too short for its own headers simply does not count.
         n = len(packet)
-        if n < 40 or packet[0] >> 4 != 4 or packet[9] != 6:  # IPv4 carrying TCP
+        if n >= 60 and packet[0] >> 4 == 6 and packet[ipv6.OFF_NEXT_HEADER] == ipv6.PROTO_TCP:
+            # IPv6 carrying TCP right behind the fixed header (ustack sends no extension headers)
+            ihl = ipv6.HEADER_LEN
+            total = min(n, ihl + int.from_bytes(packet[4:6], "big"))
+        elif n < 40 or packet[0] >> 4 != 4 or packet[9] != 6:  # IPv4 carrying TCP
             return
-        ihl = (packet[0] & 0x0F) * 4
-        total = min(n, int.from_bytes(packet[2:4], "big"))
+        else:
+            ihl = (packet[0] & 0x0F) * 4
+            total = min(n, int.from_bytes(packet[2:4], "big"))
         if ihl < 20 or total < ihl + 20:
             return
         data_offset = (packet[ihl + 12] >> 4) * 4
@@ -162,12 +176,21 @@ class MtuLink(SimLink):
     A datagram longer than that with DF set is dropped, and the router answers it as RFC 1191 4
     says: ICMP "fragmentation needed" from ``router`` to the datagram's source, quoting it, with
     ``next_hop_mtu`` in the MTU field (``mtu`` unless given; 0 plays a router from before RFC
-    1191). The answer arrives ``delay`` after the datagram was offered (the way back). A long
+    1191). An IPv6 packet (routers never fragment one) is answered with an ICMPv6 Packet Too
+    Big (RFC 4443 3.2, RFC 8201 4) from ``router6`` (a tagged address). The answer arrives ``delay`` after the datagram was offered (the way back). A long
     datagram without DF is dropped too (this router does not fragment), counted apart. Put it
     in with :meth:`Network.add_link`; ``network`` is where the answers are delivered.
     """
 
-    __slots__ = ("frag_needed_sent", "mtu", "network", "next_hop_mtu", "no_df_drops", "router")
+    __slots__ = (
+        "frag_needed_sent",
+        "mtu",
+        "network",
+        "next_hop_mtu",
+        "no_df_drops",
+        "router",
+        "router6",
+    )
 
     def __init__(
         self,
@@ -176,6 +199,7 @@ class MtuLink(SimLink):
         *,
         mtu: int,
         router: int,
+        router6: int = 0,
         next_hop_mtu: int | None = None,
         bandwidth: float | None = None,
         delay: float = 0.0,
@@ -190,6 +214,7 @@ class MtuLink(SimLink):
         self.network = network
         self.mtu = mtu
         self.router = router
+        self.router6 = router6
         self.next_hop_mtu = mtu if next_hop_mtu is None else next_hop_mtu
         self.frag_needed_sent = 0
         self.no_df_drops = 0
@@ -201,6 +226,9 @@ class MtuLink(SimLink):
         stats.packets += 1
         stats.bytes += len(packet)
         self._count_lost(packet)
+        if packet[0] >> 4 == 6:
+            self._packet_too_big(packet, now)
+            return []
         if not packet[6] & 0x40:  # DF (RFC 791): without it a router would fragment
             self.no_df_drops += 1
             return []
@@ -222,6 +250,25 @@ class MtuLink(SimLink):
         )
         self.network.inject(bytes(answer), now + self.delay, self.name)
         return []
+
+    def _packet_too_big(self, packet: bytes | bytearray, now: float) -> None:
+        self.frag_needed_sent += 1
+        length = icmpv6.HEADER_LEN + icmpv6.quote_length(packet)
+        answer = bytearray(ipv6.HEADER_LEN + length)
+        src = self.router6 & (V6 - 1)
+        dst = int.from_bytes(packet[ipv6.OFF_SRC : ipv6.OFF_DST], "big")
+        ipv6.emit(answer, 0, src=src, dst=dst, next_header=ipv6.PROTO_ICMPV6, payload_len=length)
+        icmpv6.emit_error(
+            answer,
+            ipv6.HEADER_LEN,
+            type=icmpv6.PACKET_TOO_BIG,
+            code=0,
+            value=self.next_hop_mtu,
+            original=packet,
+            src=src,
+            dst=dst,
+        )
+        self.network.inject(bytes(answer), now + self.delay, self.name)
 
 
 @dataclass(slots=True)
@@ -301,7 +348,7 @@ class Network:
     def inject(self, packet: bytes, at: float, link: str = "inject") -> None:
         """Deliver ``packet`` at time ``at`` to the host owning its destination address, from
         outside any host (an :class:`MtuLink`'s router answering)."""
-        dst = self._routes.get(int.from_bytes(packet[16:20], "big"))
+        dst = self._routes.get(destination(packet))
         if dst is None:
             self.no_route += 1
             return
@@ -387,8 +434,7 @@ class Network:
             self._push(d, _DEADLINE, host, b"")
 
     def _send(self, src: Host, packet: bytes | bytearray, now: float) -> None:
-        dst_addr = int.from_bytes(packet[16:20], "big") if len(packet) >= 20 else 0
-        dst = self._routes.get(dst_addr)
+        dst = self._routes.get(destination(packet))
         link = self._links.get((id(src), id(dst))) if dst is not None else None
         if dst is None or link is None:
             self.no_route += 1

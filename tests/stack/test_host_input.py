@@ -159,7 +159,8 @@ BAD_PACKETS = {
     "ip_bad_checksum": lambda: _mutate(tcp_packet(40000, 81, 1), 8, 3),  # TTL changed
     "ip_truncated": lambda: tcp_packet(40000, 81, 1)[:30],
     "ip_truncated_header": lambda: tcp_packet(40000, 81, 1)[:12],
-    "ip_bad_version": lambda: _fix_ip_checksum(_mutate(tcp_packet(40000, 81, 1), 0, 0x65)),
+    # version 5: neither IPv4 nor IPv6 (a 6 there is an IPv6 packet now)
+    "ip_bad_version": lambda: _fix_ip_checksum(_mutate(tcp_packet(40000, 81, 1), 0, 0x55)),
     "ip_bad_ihl": lambda: _fix_ip_checksum(_mutate(tcp_packet(40000, 81, 1), 0, 0x44)),
     "ip_bad_total_length": lambda: _fix_ip_checksum(_mutate(tcp_packet(40000, 81, 1), 3, 10)),
     "ip_not_for_us": lambda: tcp_packet(40000, 81, 1, dst=HOST + 1),

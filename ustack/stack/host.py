@@ -1,15 +1,16 @@
 """The sans-IO host: a network layer and a TCP demultiplexer behind one small API.
 
-Theory of operation. A :class:`Host` owns one or more IPv4 addresses, the connections and
-listeners on them, and one :class:`~ustack.tcp.stats.Stats`. The driver feeds it packets with
+Theory of operation. A :class:`Host` owns one or more IPv4 and IPv6 addresses (ints, IPv6 ones
+tagged, see :mod:`ustack.wire.addr`; text is accepted too), the connections and listeners on
+them, and one :class:`~ustack.tcp.stats.Stats`. The driver feeds it packets with
 ``receive_packet(buf, now)``, pulls what to transmit with ``packets_to_send(now)``, asks
 ``next_deadline()`` and calls ``on_deadline(now)`` then, and pops events with ``next_event()``.
 
 Inside, it is two layers sharing the one ``Stats``:
 
-* the network layer, :class:`~ustack.stack.network.IpLayer` (``host.ip``): IPv4 in and out,
-  ICMP, reassembly, offloads; it parses TCP segments with the pseudo-header sum and builds the
-  datagrams that carry them (see :mod:`ustack.stack.network`);
+* the network layer, :class:`~ustack.stack.network.IpLayer` (``host.ip``): IPv4 and IPv6 in
+  and out, ICMP and ICMPv6, reassembly, offloads; it parses TCP segments with the
+  pseudo-header sum and builds the datagrams that carry them (see :mod:`ustack.stack.network`);
 * the TCP demultiplexer, :class:`~ustack.stack.tcp_demux.TcpDemux` (``host.demux``):
   connections by 4-tuple, listeners with their SYN and accept queues and SYN cookies, TIME-WAIT
   records, the timers, the events (see :mod:`ustack.stack.tcp_demux`).
@@ -26,31 +27,35 @@ when an application call left something to send or a new deadline, so the driver
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterable
 
 from ustack.stack.config import HostConfig
 from ustack.stack.events import HostEvent
 from ustack.stack.isn import IsnSource
-from ustack.stack.network import TSO_MAX, IpLayer, Key, OutPacket
+from ustack.stack.network import TSO_MAX, TSO_MAX6, IpLayer, Key, OutPacket
 from ustack.stack.tcp_demux import Listener, TcpDemux
 from ustack.tcp.config import TcpConfig
 from ustack.tcp.connection import Connection, Tracer
 from ustack.tcp.events import Event
 from ustack.tcp.stats import Stats
 from ustack.tcp.timewait import TimeWait
+from ustack.wire import addr
 
-__all__ = ["TSO_MAX", "Host", "Key", "Listener", "OutPacket"]
+__all__ = ["TSO_MAX", "TSO_MAX6", "Host", "Key", "Listener", "OutPacket"]
+
+_FLOW_KEY_LABEL = b"ustack flow label key"  # derives the RFC 6437 flow label key from secret
 
 
 class Host:
     """One IP host with TCP; see the module docstring."""
 
     receive_packet: Callable[[bytes | bytearray | memoryview, float], None]
-    """``receive_packet(buf, now)``: take one IPv4 datagram from the link. Never raises for bad
+    """``receive_packet(buf, now)``: take one IPv4 or IPv6 datagram from the link. Never raises for bad
     input (:meth:`IpLayer.receive_packet <ustack.stack.network.IpLayer.receive_packet>`)."""
 
     packets_to_send: Callable[[float], list[OutPacket]]
-    """``packets_to_send(now)``: every IPv4 datagram ready to go, each in its own buffer (or,
+    """``packets_to_send(now)``: every datagram ready to go, each in its own buffer (or,
     with ``scatter``, a super-segment as its headers and its payload, for a gathered write)."""
 
     next_event: Callable[[], Event | HostEvent | None]
@@ -59,7 +64,7 @@ class Host:
 
     def __init__(
         self,
-        addresses: Iterable[int] | int,
+        addresses: Iterable[int | str] | int | str,
         *,
         config: TcpConfig | None = None,
         host_config: HostConfig | None = None,
@@ -75,14 +80,18 @@ class Host:
     ) -> None:
         self.host_config = host_config if host_config is not None else HostConfig()
         self.stats = Stats()
+        given = [addresses] if isinstance(addresses, int | str) else list(addresses)
         self.ip = ip = IpLayer(
-            [addresses] if isinstance(addresses, int) else list(addresses),
+            [addr.from_text(a) if isinstance(a, str) else a for a in given],
             stats=self.stats,
             host_config=self.host_config,
             mtu=mtu,
             now=now,
             offload=offload,
             scatter=scatter,
+            flow_secret=(
+                hashlib.blake2s(_FLOW_KEY_LABEL, key=secret).digest() if secret is not None else b""
+            ),
         )
         base = config if config is not None else TcpConfig()
         # RFC 9293 3.7.1: the MSS we advertise is what fits the link without fragmenting; a
@@ -93,6 +102,18 @@ class Host:
             mss=min(base.mss, ip.link_mss) if base.mss else ip.link_mss,
             tso_max=TSO_MAX if offload or gso else 0,
         )
+        # The same for connections over IPv6: MSS = MTU - 60 (RFC 8200 header, 40 octets) and
+        # the IPv6 Payload Length's limit on super-segments. (An IPv4-only host may have an MTU
+        # too small for IPv6, and never makes such a connection.)
+        self.config6 = (
+            dataclasses.replace(
+                base,
+                mss=min(base.mss, ip.link_mss6) if base.mss else ip.link_mss6,
+                tso_max=TSO_MAX6 if offload or gso else 0,
+            )
+            if ip.addresses6
+            else self.config
+        )
         self.demux = demux = TcpDemux(
             ip,
             config=self.config,
@@ -102,6 +123,7 @@ class Host:
             isn=isn,
             cookie_secret=cookie_secret,
             tracer=tracer,
+            config6=self.config6,
         )
         ip.attach(demux)
         self.receive_packet = ip.receive_packet

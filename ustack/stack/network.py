@@ -1,4 +1,5 @@
-"""The host's network layer: IPv4 in and out, ICMP, reassembly; TCP segments to and from the demux.
+"""The host's network layer: IPv4 and IPv6 in and out, ICMP and ICMPv6, reassembly; TCP segments
+to and from the demux.
 
 Theory of operation. An :class:`IpLayer` owns the host's IPv4 addresses and MTU. Input
 (``receive_packet``): the IPv4 header is parsed and checked (checksum, length, destination is
@@ -27,21 +28,38 @@ checksum verification (the kernel made it or checked it), and a GSO super-segmen
 TCP segment. Out, TCP packets are NEEDS_CSUM with only the pseudo-header sum in the checksum
 field, and connections send segments of up to ``TSO_MAX`` bytes, marked GSO with the connection's
 MSS so the kernel cuts them for the wire (or delivers them whole).
+
+IPv6 (RFC 8200) beside IPv4, on the same input and output. Addresses are the core's ints (see
+:mod:`ustack.wire.addr`): IPv4 plain, IPv6 tagged with bit 128, so one address set and one
+4-tuple key serve both and the IPv4 fast path is untouched. Input dispatches on the version
+nibble once the IPv4 fast parse has declined a packet; ``ipv6.parse`` walks the extension
+headers, and where RFC 8200 wants a Parameter Problem the answer is sent (rate limited like
+every error), as it is for an unrecognised Next Header; fragments (atomic ones too) go to the
+same reassembler, and the packet it completes is parsed again from the top, at most
+``_MAX_REASSEMBLY_NESTING`` times over. TCP gets the RFC 8200 8.1 pseudo-header sum; ICMPv6
+echo requests are answered; ICMPv6 errors about our TCP segments go up to the TCP layer in
+ICMP's words (Packet Too Big as "fragmentation needed", its MTU never below 1280); Neighbour
+Discovery and MLD are counted and dropped -- TUN is a layer-3 point-to-point link. Output for an
+IPv6 key writes the fixed header (hop limit from ``HostConfig.ttl``, an RFC 6437 flow label per
+connection) and TCP with its pseudo-header sum; offload marks super-segments ``GSO_TCPV6``;
+without it, software GSO emits one segment per MSS (no gathered writes for IPv6 yet).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 from collections.abc import Sized
 from typing import Final, Protocol
 
 from ustack.stack import icmp_errors
 from ustack.stack.config import HostConfig
-from ustack.stack.reassembly import Reassembler
+from ustack.stack.reassembly import ParamProblem, Reassembler
 from ustack.tcp.connection import OutSegment
 from ustack.tcp.stats import Stats
-from ustack.wire import checksum, icmp, ipv4, tcp, virtio
+from ustack.wire import checksum, icmp, icmpv6, ipv4, ipv6, seq, tcp, virtio
+from ustack.wire.addr import V6
 from ustack.wire.errors import ParseError
 
 # The host's log keeps the name it had before the split (ustack.fuzz and log configurations
@@ -89,13 +107,28 @@ _PARSE_COUNTERS: Final = {
     "tcp_bad_checksum": "tcp_bad_checksum",
     "tcp_bad_flags": "tcp_bad_flags",
     "virtio_truncated": "offload_malformed",
+    "ipv6_truncated": "ip6_truncated",
+    "ipv6_bad_version": "ip6_bad_version",
+    "ipv6_jumbogram_unsupported": "ip6_jumbogram",
+    "ipv6_jumbo_bad_length": "ip6_jumbogram",
+    "ipv6_hop_by_hop_not_first": "ip6_ext_header_malformed",
+    "ipv6_too_many_ext_headers": "ip6_ext_header_malformed",
+    "ipv6_too_many_options": "ip6_option_dropped",
+    "icmpv6_truncated": "icmp6_truncated",
+    "icmpv6_bad_checksum": "icmp6_bad_checksum",
 }
 _PARSE_FALLBACK: Final = (
     ("tcp_option", "tcp_bad_options"),
     ("tcp", "tcp_malformed"),
+    ("icmpv6_quote", "icmp6_quote_malformed"),
+    ("icmpv6", "icmp6_malformed"),
     ("icmp_quote", "icmp_quote_malformed"),
     ("icmp", "icmp_malformed"),
     ("ipv4", "ip_malformed"),
+    ("ipv6_ext_header", "ip6_ext_header_malformed"),
+    ("ipv6_option", "ip6_option_dropped"),
+    ("ipv6_routing", "ip6_routing_dropped"),
+    ("ipv6", "ip6_malformed"),
 )
 
 _IP_MAX_ID = 0xFFFF
@@ -106,9 +139,64 @@ _LOOPBACK_NET = 127
 _BROADCAST = 0xFFFFFFFF
 _MULTICAST_PREFIX = 0xE  # 224.0.0.0/4
 
+# The same for IPv6: the Payload Length counts everything after the 40-byte fixed header, so a
+# super-segment's TCP payload is 65,535 octets less the longest TCP header (RFC 8200 3).
+TSO_MAX6 = ipv6.MAX_PAYLOAD_LEN - tcp.MAX_HEADER_LEN
+_IPV6 = 6  # the version nibble
+_UNTAG = V6 - 1  # a tagged IPv6 address -> the 128-bit value the wire modules take
+_V6_MULTICAST = 0xFF  # ff00::/8, the top octet (RFC 4291 2.7)
+_V6_LOOPBACK = 1  # ::1 (RFC 4291 2.5.3); 0 is the unspecified address (2.5.2)
+# A connection counts its path MTU as its MSS plus IPv4's 40 octets of IP and TCP header (see
+# Connection._lower_path_mtu); an IPv6 header is 20 octets longer, so an IPv6 path MTU goes up
+# to the connection less these 20, and the MSS it computes is the IPv6 MTU less 60.
+_V6_EXTRA_HEADER = ipv6.HEADER_LEN - ipv4.HEADER_LEN
+# A reassembled IPv6 packet is parsed again from the top, and may be a fragment again (RFC 8200
+# does not forbid fragments of fragments); that many levels and no more, so a crafted packet
+# cannot make the input recurse without bound.
+_MAX_REASSEMBLY_NESTING = 2
+# Flow labels are a keyed hash per 4-tuple (RFC 6437 3), remembered for this many flows; the
+# memo is simply emptied when full (a label is recomputed the same, so nothing changes).
+_FLOW_LABEL_MEMO = 4096
+
+# ICMPv6 errors in the vocabulary of ICMP for IPv4 that the TCP layer speaks (RFC 4443 3.1):
+# "port unreachable" is the hard error it is for IPv4 (RFC 1122 4.2.3.9); "no route" is a
+# network unreachable; every other code (administratively prohibited, beyond scope, address
+# unreachable, source policy, reject route) means the host cannot be reached: soft.
+_UNREACH6_AS_ICMP: Final = {
+    icmpv6.NO_ROUTE: icmp.NET_UNREACH,
+    icmpv6.PORT_UNREACH: icmp.PORT_UNREACH,
+}
+_ICMP6_ERRORS: Final = frozenset(
+    {icmpv6.DEST_UNREACH, icmpv6.PACKET_TOO_BIG, icmpv6.TIME_EXCEEDED, icmpv6.PARAM_PROBLEM}
+)
+# Neighbour Discovery (RFC 4861) and MLD (RFC 2710, RFC 3810): TUN is a point-to-point layer-3
+# link with no link-layer addresses to resolve and no router to learn from, so none is answered.
+_ICMP6_LINK_TYPES: Final = frozenset(
+    {
+        icmpv6.MLD_QUERY,
+        icmpv6.MLD_REPORT,
+        icmpv6.MLD_DONE,
+        icmpv6.ROUTER_SOLICITATION,
+        icmpv6.ROUTER_ADVERTISEMENT,
+        icmpv6.NEIGHBOR_SOLICITATION,
+        icmpv6.NEIGHBOR_ADVERTISEMENT,
+        icmpv6.REDIRECT,
+        icmpv6.MLD2_REPORT,
+    }
+)
+
+
+def _unicast6(addr: int) -> bool:
+    """A tagged IPv6 address a host can have or talk to: not unspecified, loopback or
+    multicast."""
+    value = addr & _UNTAG
+    return (
+        addr >> 128 == 1 and value != 0 and value != _V6_LOOPBACK and value >> 120 != _V6_MULTICAST
+    )
+
 
 class IpLayer:
-    """The IPv4 network layer of one host; see the module docstring."""
+    """The IPv4 and IPv6 network layer of one host; see the module docstring."""
 
     def __init__(
         self,
@@ -120,16 +208,34 @@ class IpLayer:
         now: float,
         offload: bool,
         scatter: bool,
+        flow_secret: bytes = b"",
     ) -> None:
-        if not addresses or not all(isinstance(a, int) and 0 < a < _BROADCAST for a in addresses):
-            raise ValueError("a host needs at least one IPv4 address (host-order int)")
+        v4 = [a for a in addresses if isinstance(a, int) and 0 < a < _BROADCAST]
+        v6 = [a for a in addresses if isinstance(a, int) and _unicast6(a)]
+        if not addresses or len(v4) + len(v6) != len(addresses):
+            raise ValueError(
+                "a host needs at least one address: IPv4 as a host-order int, IPv6 as a "
+                "tagged int (ustack.wire.addr)"
+            )
         if not ipv4.HEADER_LEN + tcp.HEADER_LEN < mtu <= ipv4.MAX_TOTAL_LEN:
             raise ValueError(f"bad MTU {mtu}")
+        if v6 and mtu < ipv6.MIN_MTU:
+            raise ValueError(f"IPv6 needs an MTU of at least {ipv6.MIN_MTU} (RFC 8200 5)")
         self.addresses: tuple[int, ...] = tuple(addresses)
+        self.addresses4: tuple[int, ...] = tuple(v4)
+        self.addresses6: tuple[int, ...] = tuple(v6)
+        # Both families in one set: a tagged IPv6 int never equals an IPv4 one.
         self._address_set = frozenset(addresses)
         self.mtu = mtu
-        # RFC 9293 3.7.1: the MSS that fits the link without fragmenting.
+        # RFC 9293 3.7.1: the MSS that fits the link without fragmenting, per family (an IPv6
+        # header is 40 octets: MTU - 60).
         self.link_mss = mtu - ipv4.HEADER_LEN - tcp.HEADER_LEN
+        self.link_mss6 = mtu - ipv6.HEADER_LEN - tcp.HEADER_LEN
+        # RFC 6437 3: a flow's label is a hash of its 4-tuple under a host secret, the same for
+        # every packet of the connection and hard to guess from outside (an empty secret --
+        # a host given only an ISN source -- still gives stable labels, just guessable ones).
+        self._flow_secret = flow_secret
+        self._flow_labels: dict[Key, int] = {}
         self.stats = stats
         self.host_config = host_config
         # Offload: every packet in and out starts with a virtio-net header (see the module
@@ -162,14 +268,24 @@ class IpLayer:
 
     def source_for(self, remote_addr: int, local_addr: int | None) -> int:
         """The local address of a connection to ``remote_addr``: ``local_addr`` if it is ours
-        (else EADDRNOTAVAIL), by default the first address; ValueError for a remote address no
-        host can have."""
-        if not 0 < remote_addr < _BROADCAST:
+        and of the remote's family (else EADDRNOTAVAIL), by default the first address of that
+        family; ValueError for a remote address no host can have."""
+        if remote_addr >> 128:
+            if not _unicast6(remote_addr):
+                raise ValueError("bad remote address or port")
+            family = self.addresses6
+        elif 0 < remote_addr < _BROADCAST:
+            family = self.addresses4
+        else:
             raise ValueError("bad remote address or port")
         if local_addr is None:
-            return self.addresses[0]
-        if local_addr not in self._address_set:
-            raise OSError(errno.EADDRNOTAVAIL, "local address is not one of this host's")
+            if not family:
+                raise OSError(errno.EADDRNOTAVAIL, "this host has no address of that family")
+            return family[0]
+        if local_addr not in family:
+            raise OSError(
+                errno.EADDRNOTAVAIL, "local address is not one of this host's (of that family)"
+            )
         return local_addr
 
     @property
@@ -180,7 +296,7 @@ class IpLayer:
     # -- input ------------------------------------------------------------------------------
 
     def receive_packet(self, buf: bytes | bytearray | memoryview, now: float) -> None:
-        """Take one IPv4 datagram from the link. Never raises for bad input."""
+        """Take one IPv4 or IPv6 datagram from the link. Never raises for bad input."""
         self.stats.ip_rx += 1
         try:
             if self._hdr:
@@ -228,6 +344,10 @@ class IpLayer:
             else:
                 stats.tcp_rx += 1
                 self._segment(seg, now)
+            return
+        if len(buf) and buf[0] >> 4 == _IPV6:
+            stats.ip6_rx += 1
+            self._receive6(buf, now, trusted, 0)
             return
         pkt = ipv4.parse(buf)
         if pkt.dst not in self._address_set:
@@ -333,6 +453,165 @@ class IpLayer:
             tcp.parse(pkt.payload, src, dst, pseudo=pseudo, verify_checksum=not trusted), now
         )
 
+    # -- IPv6 input -------------------------------------------------------------------------
+
+    def _receive6(
+        self, buf: bytes | bytearray | memoryview, now: float, trusted: bool, nesting: int
+    ) -> None:
+        """One IPv6 packet (RFC 8200): parsed and its extension headers walked by
+        :func:`ustack.wire.ipv6.parse`; the checks of the IPv4 path (destination ours, source
+        one we could answer), then fragments to reassembly and the upper layer by Next Header.
+        ``nesting`` counts how many reassemblies made this packet."""
+        stats = self.stats
+        try:
+            pkt = ipv6.parse(buf)
+        except ipv6.ParameterProblem as exc:
+            # RFC 8200 4, 4.2, 4.4: discard it and answer with a Parameter Problem pointing at
+            # the field (the fixed header is whole: only the walk raises these).
+            self._count_parse(exc)
+            mv = memoryview(buf)
+            src = int.from_bytes(mv[ipv6.OFF_SRC : ipv6.OFF_DST], "big") | V6
+            dst = int.from_bytes(mv[ipv6.OFF_DST : ipv6.HEADER_LEN], "big") | V6
+            if dst in self._address_set and _unicast6(src):
+                self._send_icmp6_error(
+                    icmpv6.PARAM_PROBLEM, exc.code, exc.pointer, dst, src, buf, now
+                )
+            return
+        dst = pkt.dst | V6
+        if dst not in self._address_set:
+            stats.ip6_not_for_us += 1
+            return
+        src = pkt.src | V6
+        if not _unicast6(src):
+            # RFC 4291 2.5.2, 2.7: never the source of a packet a host could answer.
+            stats.ip6_bad_source += 1
+            return
+        if pkt.fragment is not None:
+            self._receive_fragment6(pkt, buf, src, dst, now, nesting)
+            return
+        proto = pkt.proto
+        if proto == ipv6.PROTO_TCP:
+            stats.tcp_rx += 1
+            # TCP is given the RFC 8200 8.1 pseudo-header sum with length 0 (see wire/tcp.py).
+            pseudo = 0 if trusted else ipv6.pseudo_header_sum(pkt.src, pkt.dst, ipv6.PROTO_TCP, 0)
+            self._segment(
+                tcp.parse(pkt.payload, src, dst, pseudo=pseudo, verify_checksum=not trusted), now
+            )
+        elif proto == ipv6.PROTO_ICMPV6:
+            self._receive_icmp6(pkt, src, dst, now)
+        elif proto == ipv6.NO_NEXT_HEADER:
+            stats.ip6_no_next_header += 1  # RFC 8200 4.7: nothing follows to deliver
+        else:
+            # RFC 8200 4: "an unrecognized Next Header value ... should send an ICMP Parameter
+            # Problem message ... with an ICMP Code value of 1 ... pointing to" that field.
+            stats.ip6_unknown_next_header += 1
+            self._send_icmp6_error(
+                icmpv6.PARAM_PROBLEM,
+                icmpv6.UNRECOGNIZED_NEXT_HEADER,
+                pkt.proto_pointer,
+                dst,
+                src,
+                buf,
+                now,
+            )
+
+    def _receive_fragment6(
+        self,
+        pkt: ipv6.IPv6Packet,
+        buf: bytes | bytearray | memoryview,
+        src: int,
+        dst: int,
+        now: float,
+        nesting: int,
+    ) -> None:
+        """A packet with a Fragment header: held for reassembly (an atomic fragment comes back
+        at once, RFC 6946); the packet it completes is parsed again from the top."""
+        if nesting >= _MAX_REASSEMBLY_NESTING:
+            self.stats.ip6_reasm_nested += 1
+            return
+        result = self._reasm.add6(buf, pkt, now)
+        if result is None:
+            return
+        if isinstance(result, ParamProblem):
+            # RFC 8200 4.5, RFC 7112 5: the fragment is dropped and its source told why.
+            self._send_icmp6_error(
+                icmpv6.PARAM_PROBLEM, result.code, result.pointer, dst, src, buf, now
+            )
+            return
+        self._receive6(result, now, False, nesting + 1)
+
+    def _receive_icmp6(self, pkt: ipv6.IPv6Packet, src: int, dst: int, now: float) -> None:
+        stats = self.stats
+        stats.icmp6_rx += 1
+        # RFC 4443 2.3: the checksum covers the pseudo-header, so the parse needs the addresses.
+        msg = icmpv6.parse(pkt.payload, pkt.src, pkt.dst)
+        type_ = msg.type
+        if type_ == icmpv6.ECHO_REQUEST:
+            # RFC 4443 4.2: the reply carries the request's identifier, sequence and data.
+            length = icmpv6.HEADER_LEN + len(msg.payload)
+            buf, at = self._new_ip6(src=dst, dst=src, next_header=ipv6.PROTO_ICMPV6, length=length)
+            icmpv6.emit_echo_reply(
+                buf,
+                at,
+                ident=msg.ident,
+                sequence=msg.sequence,
+                payload=msg.payload,
+                src=pkt.dst,
+                dst=pkt.src,
+            )
+            self._out.append(buf)
+            stats.icmp6_echo_replies += 1
+        elif type_ in _ICMP6_ERRORS:
+            self._receive_icmp6_error(msg, now)
+        elif type_ in _ICMP6_LINK_TYPES:
+            stats.icmp6_nd_ignored += 1
+        else:
+            stats.icmp6_ignored += 1  # echo replies, unknown informational or error types
+
+    def _receive_icmp6_error(self, msg: icmpv6.Icmpv6Message, now: float) -> None:
+        """An ICMPv6 error about a TCP segment of ours goes up to the TCP layer as the IPv4
+        path's do (see :meth:`_receive_icmp_error`), its type and code put in ICMP's words; a
+        Packet Too Big becomes "fragmentation needed" with its MTU, never below 1280 (RFC 8201
+        4: "a node MUST NOT reduce its estimate of the Path MTU below the IPv6 minimum link
+        MTU")."""
+        stats = self.stats
+        q = icmpv6.parse_quoted(msg)
+        local = q.src | V6
+        if local not in self._address_set:
+            stats.icmp6_quote_not_ours += 1
+            return
+        if q.next_header != ipv6.PROTO_TCP:
+            stats.icmp6_quote_not_tcp += 1
+            return
+        type_ = msg.type
+        mtu = 0
+        clamped = False
+        if type_ == icmpv6.PACKET_TOO_BIG:
+            clamped = msg.mtu < ipv6.MIN_MTU
+            mtu = max(msg.mtu, ipv6.MIN_MTU) - _V6_EXTRA_HEADER
+            as_type, as_code = icmp.DEST_UNREACH, icmp.FRAG_NEEDED
+        elif type_ == icmpv6.DEST_UNREACH:
+            as_type = icmp.DEST_UNREACH
+            as_code = _UNREACH6_AS_ICMP.get(msg.code, icmp.HOST_UNREACH)
+        elif type_ == icmpv6.PARAM_PROBLEM and msg.code == icmpv6.UNRECOGNIZED_NEXT_HEADER:
+            # The peer does not know TCP: IPv6's protocol unreachable, a hard error.
+            as_type, as_code = icmp.DEST_UNREACH, icmp.PROTO_UNREACH
+        elif type_ == icmpv6.PARAM_PROBLEM:
+            as_type, as_code = icmp.PARAM_PROBLEM, 0
+        else:
+            # Hop limit or reassembly time exceeded: the same codes as ICMP's (RFC 4443 3.3).
+            as_type, as_code = icmp.TIME_EXCEEDED, msg.code
+        key = (q.dst | V6, q.dst_port, local, q.src_port)
+        if not self._icmp_error(as_type, as_code, mtu, key, q.seq, now):
+            return
+        # Counted only for errors a connection took.
+        if type_ == icmpv6.PACKET_TOO_BIG:
+            stats.icmp6_packet_too_big += 1
+            if clamped:
+                stats.icmp6_packet_too_big_clamped += 1
+        else:
+            stats.icmp6_error_delivered += 1
+
     def _count_parse(self, exc: ParseError) -> None:
         name = _PARSE_COUNTERS.get(exc.reason)
         if name is None:
@@ -349,6 +628,19 @@ class IpLayer:
         if not self._reasm:
             return
         for late in self._reasm.on_deadline(now):
+            if late.version == _IPV6:
+                # RFC 8200 4.5: "an ICMP Time Exceeded -- Fragment Reassembly Time Exceeded
+                # message should be sent to the source of that fragment" (fragment zero's).
+                self._send_icmp6_error(
+                    icmpv6.TIME_EXCEEDED,
+                    icmpv6.REASSEMBLY_TIME_EXCEEDED,
+                    0,
+                    late.dst | V6,
+                    late.src | V6,
+                    late.first,
+                    now,
+                )
+                continue
             # RFC 1122 3.3.2: "an ICMP Time Exceeded message sent to the source host (if
             # fragment zero has been received)".
             self._send_icmp_error(
@@ -402,6 +694,9 @@ class IpLayer:
         super-segment the kernel cuts into ``gso_size`` pieces (TSO); with ``scatter`` such a
         segment is returned as (headers, payload), so its payload is not copied again."""
         remote_addr, remote_port, local_addr, local_port = key
+        if remote_addr >> 128:
+            s_opts = tcp.encode_options(s.options)
+            return self._build6(key, s.seq, s.flags, s, s_opts, s.payload, gso_size)
         options = tcp.encode_options(s.options)
         payload = s.payload
         hlen = tcp.HEADER_LEN + len(options)
@@ -456,6 +751,9 @@ class IpLayer:
         last piece only. TCP formed the segment once; only the wire work is per packet."""
         remote_addr, remote_port, local_addr, local_port = key
         options = tcp.encode_options(s.options)
+        if remote_addr >> 128:
+            self._cut6(key, s, options, mss, out)
+            return
         payload = memoryview(s.payload)
         first = bytearray(ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options) + mss)
         ident = (self._ip_id + 1) & _IP_MAX_ID
@@ -482,6 +780,172 @@ class IpLayer:
         stats.tcp_segments_sent += pieces - 1
         stats.tcp_data_segments_sent += pieces - 1
 
+    # -- IPv6 output ------------------------------------------------------------------------
+
+    def _flow_label(self, key: Key) -> int:
+        """RFC 6437 3: the connection's 20-bit flow label, a keyed hash of its 4-tuple."""
+        label = self._flow_labels.get(key)
+        if label is None:
+            if len(self._flow_labels) >= _FLOW_LABEL_MEMO:
+                self._flow_labels.clear()
+            h = hashlib.blake2s(
+                f"{key[0]:x} {key[1]} {key[2]:x} {key[3]}".encode(),
+                digest_size=4,
+                key=self._flow_secret,
+            )
+            label = int.from_bytes(h.digest(), "big") & ipv6.FLOW_LABEL_MASK
+            self._flow_labels[key] = label
+        return label
+
+    def _new_ip6(
+        self, *, src: int, dst: int, next_header: int, length: int, flow_label: int = 0
+    ) -> tuple[bytearray, int]:
+        """A zeroed buffer for one packet with its IPv6 fixed header written (behind an
+        all-zero virtio-net header with offload); returns the buffer and where the payload
+        goes. ``src`` and ``dst`` are tagged."""
+        hdr = self._hdr
+        buf = bytearray(hdr + ipv6.HEADER_LEN + length)
+        ipv6.emit(
+            buf,
+            hdr,
+            src=src & _UNTAG,
+            dst=dst & _UNTAG,
+            next_header=next_header,
+            payload_len=length,
+            hop_limit=self._ttl,
+            flow_label=flow_label,
+        )
+        return buf, hdr + ipv6.HEADER_LEN
+
+    def _build6(
+        self,
+        key: Key,
+        seq_: int,
+        flags: int,
+        s: OutSegment,
+        options: bytes,
+        payload: bytes | bytearray | memoryview,
+        gso_size: int,
+    ) -> bytearray:
+        """One TCP segment over IPv6 (``build_segment``'s IPv6 half; the sequence number,
+        flags and payload given apart, for ``_cut6``). The hop limit is the host's TTL setting;
+        there is no identification to number. A super-segment is always copied whole: the
+        gathered write is for IPv4 only so far."""
+        remote_addr, remote_port, local_addr, local_port = key
+        hlen = tcp.HEADER_LEN + len(options)
+        length = hlen + len(payload)
+        buf, at = self._new_ip6(
+            src=local_addr,
+            dst=remote_addr,
+            next_header=ipv6.PROTO_TCP,
+            length=length,
+            flow_label=self._flow_label(key),
+        )
+        hdr = self._hdr
+        tcp.emit(
+            buf,
+            at,
+            pseudo=ipv6.pseudo_header_sum(
+                local_addr & _UNTAG, remote_addr & _UNTAG, ipv6.PROTO_TCP, 0
+            ),
+            src_port=local_port,
+            dst_port=remote_port,
+            seq=seq_,
+            ack=s.ack,
+            flags=flags,
+            window=s.window,
+            options=options,
+            payload=payload,
+            partial_checksum=hdr != 0,
+        )
+        if hdr:
+            if gso_size and len(payload) > gso_size:
+                self.stats.offload_tx_super += 1
+                virtio.emit(
+                    buf,
+                    flags=virtio.F_NEEDS_CSUM,
+                    gso_type=virtio.GSO_TCPV6,
+                    hdr_len=ipv6.HEADER_LEN + hlen,
+                    gso_size=gso_size,
+                    csum_start=ipv6.HEADER_LEN,
+                    csum_offset=virtio.TCP_CSUM_OFFSET,
+                )
+            else:
+                virtio.emit(
+                    buf,
+                    flags=virtio.F_NEEDS_CSUM,
+                    csum_start=ipv6.HEADER_LEN,
+                    csum_offset=virtio.TCP_CSUM_OFFSET,
+                )
+        return buf
+
+    def _cut6(
+        self, key: Key, s: OutSegment, options: bytes, mss: int, out: list[OutPacket]
+    ) -> None:
+        """Software GSO over IPv6: ``cut_segment``'s pieces, each built on its own (the same
+        headers, the sequence number advanced, PSH and FIN on the last piece only)."""
+        payload = memoryview(s.payload)
+        n = len(payload)
+        middle = s.flags & ~(tcp.PSH | tcp.FIN)
+        pieces = 0
+        for at in range(0, n, mss):
+            flags = s.flags if at + mss >= n else middle
+            piece = payload[at : at + mss]
+            out.append(self._build6(key, seq.add(s.seq, at), flags, s, options, piece, 0))
+            pieces += 1
+        stats = self.stats
+        # the counters count wire segments, as they would without GSO
+        stats.tcp_segments_sent += pieces - 1
+        stats.tcp_data_segments_sent += pieces - 1
+
+    def _send_icmp6_error(
+        self,
+        type_: int,
+        code: int,
+        value: int,
+        src: int,
+        dst: int,
+        original: bytes | bytearray | memoryview,
+        now: float,
+    ) -> None:
+        """An ICMPv6 error (parameter problem, time exceeded) from ``src`` to ``dst`` (tagged)
+        quoting ``original``, through the one token bucket (RFC 4443 2.4 (f) asks for a limit
+        as RFC 1812 does for IPv4)."""
+        if not self._icmp_token(now):
+            return
+        length = icmpv6.HEADER_LEN + icmpv6.quote_length(original)
+        buf, at = self._new_ip6(src=src, dst=dst, next_header=ipv6.PROTO_ICMPV6, length=length)
+        icmpv6.emit_error(
+            buf,
+            at,
+            type=type_,
+            code=code,
+            value=value,
+            original=original,
+            src=src & _UNTAG,
+            dst=dst & _UNTAG,
+        )
+        if type_ == icmpv6.TIME_EXCEEDED:
+            self.stats.icmp6_time_exceeded_sent += 1
+        else:
+            self.stats.icmp6_param_problem_sent += 1
+        self._out.append(buf)
+
+    def _icmp_token(self, now: float) -> bool:
+        """Take a token from the ICMP error bucket (RFC 1812 4.3.2.8), both families sharing
+        it; False (counted) when it is empty."""
+        cfg = self.host_config
+        self._icmp_tokens = min(
+            float(cfg.icmp_error_burst),
+            self._icmp_tokens + max(0.0, now - self._icmp_refill) * cfg.icmp_error_rate,
+        )
+        self._icmp_refill = max(now, self._icmp_refill)
+        if self._icmp_tokens < 1.0:
+            self.stats.icmp_rate_limited += 1
+            return False
+        self._icmp_tokens -= 1.0
+        return True
+
     def _send_unreachable(
         self,
         pkt: ipv4.IPv4Packet,
@@ -502,16 +966,8 @@ class IpLayer:
     ) -> None:
         """An ICMP error (destination unreachable or time exceeded) from ``src`` to ``dst``
         quoting ``original``, through the one token bucket of RFC 1812 4.3.2.8."""
-        cfg = self.host_config
-        self._icmp_tokens = min(
-            float(cfg.icmp_error_burst),
-            self._icmp_tokens + max(0.0, now - self._icmp_refill) * cfg.icmp_error_rate,
-        )
-        self._icmp_refill = max(now, self._icmp_refill)
-        if self._icmp_tokens < 1.0:
-            self.stats.icmp_rate_limited += 1
+        if not self._icmp_token(now):
             return
-        self._icmp_tokens -= 1.0
         length = icmp.HEADER_LEN + icmp.quote_length(original)
         buf, at = self._new_ip(src=src, dst=dst, proto=ipv4.PROTO_ICMP, payload_len=length)
         if type_ == icmp.TIME_EXCEEDED:

@@ -5,7 +5,9 @@ Theory of operation. A :class:`TcpDemux` holds a host's TCP: its connections, fi
 released connections in TIME-WAIT. The network layer below
 (:class:`~ustack.stack.network.IpLayer`) hands it each parsed segment (``segment``) and each ICMP
 error that quotes a TCP segment of ours (``icmp_error``); it knows nothing of IP beyond the
-addresses, plain ints in the key, and the pseudo-header sum that checked the segment. A segment
+addresses, plain ints in the key (an IPv6 one tagged, see :mod:`ustack.wire.addr`, which only
+picks the connection's config: the IPv6 MSS), and the pseudo-header sum that checked the
+segment. A segment
 is demultiplexed in one dict lookup; one for no connection goes to a TIME-WAIT record, else to
 the listener on its port (which creates a SYN-RECEIVED connection for a SYN), else gets the
 closed-port reply of RFC 9293 3.10.7.1. An ICMP error goes to the connection it quotes once RFC
@@ -194,8 +196,12 @@ class TcpDemux:
         isn: IsnSource | None,
         cookie_secret: bytes | None,
         tracer: Tracer | None,
+        config6: TcpConfig | None = None,
     ) -> None:
         self.config = config
+        # Connections over IPv6 (a tagged remote address, see ustack.wire.addr) get their own
+        # config: the same settings with the MSS and super-segment limit of the IPv6 header.
+        self.config6 = config6 if config6 is not None else config
         self.host_config = host_config
         self.stats = stats
         self._hasher: Rfc6528Isn | None = Rfc6528Isn(secret) if secret is not None else None
@@ -562,7 +568,7 @@ class TcpDemux:
         TSval carries them back (see :mod:`~ustack.stack.syncookie`)."""
         assert self._cookies is not None  # _cookie_mode is "never" without a key
         remote_addr, remote_port, local_addr, local_port = key
-        cfg = self.config
+        cfg = self.config6 if remote_addr >> 128 else self.config
         opts = seg.options
         wscale, sack, ts = negotiate(cfg, opts)
         timestamps = None
@@ -652,7 +658,7 @@ class TcpDemux:
         if iss is None:
             iss = self._isn(local_addr, local_port, remote_addr, remote_port, now) & 0xFFFFFFFF
         conn = Connection(
-            self.config,
+            self.config6 if remote_addr >> 128 else self.config,
             self.stats,
             local_addr=local_addr,
             local_port=local_port,

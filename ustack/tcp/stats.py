@@ -188,6 +188,36 @@ class Stats:
     icmp_error_delivered: int = 0  # unreachable, time exceeded or parameter problem taken
     icmp_frag_needed: int = 0  # RFC 1191 fragmentation needed taken by a connection
     icmp_frag_needed_plateau: int = 0  # next-hop MTU 0: RFC 1191 7 plateau used instead
+    # IPv6 (RFC 8200) and ICMPv6 (RFC 4443) input and output (ustack/stack/network.py); the
+    # datagram totals are ip_rx/ip_tx above, for both families
+    ip6_rx: int = 0  # IPv6 packets that reached the IPv6 parse
+    ip6_truncated: int = 0
+    ip6_bad_version: int = 0
+    ip6_ext_header_malformed: int = 0  # extension header truncated, too long, too many of them
+    ip6_option_dropped: int = 0  # an option that drops the packet (bad padding, unknown 01)
+    ip6_routing_dropped: int = 0  # Segments Left > 0, routing type 0 included (RFC 5095)
+    ip6_jumbogram: int = 0  # RFC 2675 jumbogram or Jumbo option: never on TUN, dropped
+    ip6_malformed: int = 0  # any other IPv6 parse error
+    ip6_not_for_us: int = 0  # destination is none of our IPv6 addresses
+    ip6_bad_source: int = 0  # unspecified, multicast or loopback source (RFC 4291 2.5.2, 2.7)
+    ip6_no_next_header: int = 0  # Next Header 59: nothing to deliver (RFC 8200 4.7)
+    ip6_unknown_next_header: int = 0  # answered with Parameter Problem code 1 (rate limited)
+    ip6_reasm_nested: int = 0  # a reassembled packet still a fragment after the nesting bound
+    icmp6_rx: int = 0
+    icmp6_bad_checksum: int = 0
+    icmp6_truncated: int = 0
+    icmp6_malformed: int = 0  # any other ICMPv6 parse error
+    icmp6_nd_ignored: int = 0  # ND, MLD, router messages: no ND on a layer-3 TUN link (RFC 4861)
+    icmp6_ignored: int = 0  # a valid message of a type the host does not act on
+    icmp6_echo_replies: int = 0  # echo request answered (RFC 4443 4.2)
+    icmp6_param_problem_sent: int = 0  # Parameter Problem sent (RFC 4443 3.4)
+    icmp6_time_exceeded_sent: int = 0  # fragment reassembly time exceeded (RFC 8200 4.5)
+    icmp6_quote_malformed: int = 0  # quoted packet truncated, not first fragment, unparseable
+    icmp6_quote_not_ours: int = 0  # quoted source is none of our addresses
+    icmp6_quote_not_tcp: int = 0  # quoted upper layer is not TCP
+    icmp6_error_delivered: int = 0  # unreachable, time exceeded or parameter problem taken
+    icmp6_packet_too_big: int = 0  # RFC 8201 Packet Too Big taken by a connection
+    icmp6_packet_too_big_clamped: int = 0  # MTU below 1280 raised to it (RFC 8201 4)
     tcp_rx: int = 0  # segments that reached TCP parsing
     tcp_truncated: int = 0
     tcp_bad_data_offset: int = 0
