@@ -62,6 +62,13 @@ def _ipv4(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
 
 
+def _ipv6(text: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv6 address: {text!r}") from None
+
+
 def _mtu(text: str) -> int:
     try:
         value = int(text)
@@ -146,10 +153,10 @@ class _Tracer:
         self.out = out
 
     def __call__(self, conn: Any, kind: str, detail: dict[str, Any]) -> None:
-        from ustack.wire.ipv4 import int_to_addr
+        from ustack.aio.transport import endpoint_text
 
-        local = f"{int_to_addr(conn.local_addr)}:{conn.local_port}"
-        remote = f"{int_to_addr(conn.remote_addr)}:{conn.remote_port}"
+        local = endpoint_text(conn.local_addr, conn.local_port)
+        remote = endpoint_text(conn.remote_addr, conn.remote_port)
         when = time.time()
         if self.fmt == "json":
             record: dict[str, Any] = {
@@ -273,23 +280,45 @@ def _offload_text(link: Any, reason: str = "") -> str:
     return f"offload: off ({reason or getattr(link, 'offload_reason', '') or 'not available'})"
 
 
-def _build_link(args: argparse.Namespace) -> tuple[Any, str]:
-    """The link ``serve`` runs on, and the words for its offload state."""
+def _open_tun(args: argparse.Namespace, offload: str) -> Any:
+    """The TUN device with both families unless ``--no-ipv6``. Where the kernel or the
+    namespace has IPv6 disabled (Docker's default) ``serve`` runs on IPv4 alone, saying why,
+    and ``args.ipv6`` is cleared so the rest of the startup knows."""
+    from ustack.link.errors import LinkError
     from ustack.link.tun import TunLink
 
+    def open_link(v6: bool) -> Any:
+        return TunLink.open(
+            args.name,
+            mtu=args.mtu,
+            address=args.peer,
+            peer=args.address,
+            prefixlen=args.prefixlen,
+            offload=offload,
+            address6=f"{args.peer6}/{args.prefixlen6}" if v6 else None,
+            peer6=args.address6 if v6 else None,
+        )
+
+    if not args.ipv6:
+        return open_link(False)
+    try:
+        return open_link(True)
+    except LinkError as exc:
+        if exc.errno != errno.EAFNOSUPPORT:
+            raise
+        print(f"ustack: warning: IPv4 only: {exc}", file=sys.stderr, flush=True)
+        args.ipv6 = False
+        return open_link(False)
+
+
+def _build_link(args: argparse.Namespace) -> tuple[Any, str]:
+    """The link ``serve`` runs on, and the words for its offload state."""
     faults = _faults(args)
     offload, reason = args.offload, ""
     if faults:
         # _cmd_serve refused "on" already.
         offload, reason = "off", FAULTS_NEED_PLAIN
-    link: Any = TunLink.open(
-        args.name,
-        mtu=args.mtu,
-        address=args.peer,
-        peer=args.address,
-        prefixlen=args.prefixlen,
-        offload=offload,
-    )
+    link = _open_tun(args, offload)
     described = _offload_text(link, reason)
     try:
         if faults:
@@ -353,6 +382,7 @@ async def _serve(
     stack = ustack.Stack(
         link,
         address=args.address,
+        address6=args.address6 if args.ipv6 else None,
         config=_tcp_config(args),
         tracer=tracer,
         busy_poll=args.busy_poll / 1e6,
@@ -372,9 +402,13 @@ async def _serve(
             servers.append(await ustack.start_server(handler, port=port, stack=stack))
         _settle_gc()
         listening = " ".join(f"{name}:{port}" for name, port in services)
+        addresses, kernel = args.address, f"{args.peer}/{args.prefixlen}"
+        if args.ipv6:
+            addresses += f" and {args.address6}"
+            kernel += f" and {args.peer6}/{args.prefixlen6}"
         print(
-            f"ustack {__version__}: serving {listening} on {args.address} "
-            f"(TUN {args.name}, kernel side {args.peer}/{args.prefixlen}, MTU {args.mtu}, "
+            f"ustack {__version__}: serving {listening} on {addresses} "
+            f"(TUN {args.name}, kernel side {kernel}, MTU {args.mtu}, "
             f"{offload}, {type(loop).__module__.split('.')[0]} loop{running_as}); "
             "Ctrl-C or SIGTERM to stop",
             file=sys.stderr,
@@ -420,6 +454,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.address == args.peer:
         return _fail(f"bad address: the stack and the kernel side both use {args.address}")
+    if args.ipv6 and args.address6 == args.peer6:
+        return _fail(f"bad address: the stack and the kernel side both use {args.address6}")
     if args.offload == "on" and _faults(args):
         return _fail(
             f"--offload on cannot be combined with --loss, --duplicate, --reorder, --corrupt "
@@ -457,6 +493,9 @@ async def _demo(args: argparse.Namespace) -> int:
 
     loop = asyncio.get_running_loop()
     address, peer = "10.7.0.2", "10.7.0.1"
+    address6, peer6 = "fd00:7::2", "fd00:7::1"
+    # With --ipv6 the fetches go to the IPv6 address, so the ladder shows IPv6 packets.
+    target = f"[{address6}]" if args.ipv6 else address
 
     def on_packet(direction: str, packet: bytes | bytearray | memoryview, _now: float) -> None:
         # One fine-grained clock for packets and state changes (uvloop's loop.time() moves in
@@ -479,12 +518,24 @@ async def _demo(args: argparse.Namespace) -> int:
     with NetNamespace(prefix="ustack-demo") as ns:
         print(f"created network namespace {ns.name}", file=sys.stderr)
         link = TunLink.open(
-            "ustack0", mtu=1500, address=peer, peer=address, netns=ns.name, offload=args.offload
+            "ustack0",
+            mtu=1500,
+            address=peer,
+            peer=address,
+            netns=ns.name,
+            offload=args.offload,
+            address6=f"{peer6}/64" if args.ipv6 else None,
+            peer6=address6 if args.ipv6 else None,
         )
         print(_offload_text(link), file=sys.stderr)
         ladder = Ladder(max_run=args.fold, timestamps=args.timestamps, header_len=link.header_len)
         stack = ustack.Stack(
-            link, address=address, config=config, tracer=tracer, on_packet=on_packet
+            link,
+            address=address,
+            address6=address6 if args.ipv6 else None,
+            config=config,
+            tracer=tracer,
+            on_packet=on_packet,
         )
         async with stack:
 
@@ -494,7 +545,7 @@ async def _demo(args: argparse.Namespace) -> int:
             server = await ustack.start_server(HttpApp(info=info), port=80, stack=stack)
             all_ok = True
             for path, size in (("/", None), (f"/bytes/{args.size}", args.size)):
-                body, client = await _fetch(ns, f"http://{address}{path}")
+                body, client = await _fetch(ns, f"http://{target}{path}")
                 line = f"GET {path}: {len(body)} bytes via {client}"
                 if size is not None:
                     ok = (
@@ -526,7 +577,7 @@ async def _fetch(ns: Any, url: str) -> tuple[bytes, str]:
     if shutil.which("curl"):
         proc = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", ns.name,
-            "curl", "-sS", "--max-time", "30", "-H", "Connection: close", url,
+            "curl", "-gsS", "--max-time", "30", "-H", "Connection: close", url,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -538,11 +589,12 @@ async def _fetch(ns: Any, url: str) -> tuple[bytes, str]:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    sock = ns.call(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
+    sock = ns.call(lambda: socket.socket(family, socket.SOCK_STREAM))
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port or 80))
     reader, writer = await asyncio.open_connection(sock=sock)
-    request = f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nConnection: close\r\n\r\n"
+    request = f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
     writer.write(request.encode())
     data = await asyncio.wait_for(reader.read(), 30)
     writer.close()
@@ -581,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the stack on a TUN device with the built-in services",
         description="Bring up a TUN device and answer on it with the built-in services "
-        "until SIGINT/SIGTERM. Then try: curl http://10.7.0.2/",
+        "until SIGINT/SIGTERM. Then try: curl http://10.7.0.2/ or curl -g 'http://[fd00:7::2]/'",
     )
     serve.add_argument("--name", default="ustack0", help="TUN device name (default ustack0)")
     serve.add_argument(
@@ -592,6 +644,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--prefixlen", type=int, choices=range(8, 31), default=24, metavar="N", help="(24)"
+    )
+    serve.add_argument(
+        "--address6", type=_ipv6, default="fd00:7::2", help="the stack's IPv6 address (fd00:7::2)"
+    )
+    serve.add_argument(
+        "--peer6",
+        type=_ipv6,
+        default="fd00:7::1",
+        help="the kernel side's IPv6 address (fd00:7::1)",
+    )
+    serve.add_argument(
+        "--prefixlen6", type=int, choices=range(8, 128), default=64, metavar="N", help="(64)"
+    )
+    serve.add_argument(
+        "--no-ipv6",
+        dest="ipv6",
+        action="store_false",
+        help="IPv4 only (IPv6 is also left out, with a warning, where the kernel has it disabled)",
     )
     serve.add_argument("--mtu", type=_mtu, default=1500, help="576-65535 (default 1500)")
     serve.add_argument(
@@ -701,6 +771,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=OFFLOAD_CHOICES,
         default="auto",
         help="TUN offloads: auto, on or off (default auto); super-segments show as one arrow",
+    )
+    demo.add_argument(
+        "--ipv6",
+        action="store_true",
+        help="fetch over IPv6 (http://[fd00:7::2]/) instead of IPv4",
     )
     demo.add_argument("--no-uvloop", action="store_true")
     demo.set_defaults(func=_cmd_demo)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -26,12 +27,16 @@ from typing import Any
 import pytest
 
 from ustack import Stack
+from ustack.link.errors import LinkError
 from ustack.link.netns import NetNamespace, have_net_admin
 from ustack.link.tun import TunLink
 from ustack.tcp.config import TcpConfig
 
 STACK = "10.7.0.2"
 KERNEL = "10.7.0.1"
+# With ``make_stack(ipv6=True)`` the device has both families: the kernel owns KERNEL6/64.
+STACK6 = "fd00:7::2"
+KERNEL6 = "fd00:7::1"
 TUN_NAME = "ustk0"
 SAFETY = 60.0  # seconds: bound on any single wait; a healthy run needs a fraction of it
 REPO = Path(__file__).resolve().parents[2]
@@ -75,21 +80,33 @@ async def make_stack(netns: NetNamespace) -> AsyncIterator[MakeStack]:
         wrap: Callable[[Any], Any] | None = None,
         name: str = TUN_NAME,
         offload: str | None = None,
+        ipv6: bool = False,
     ) -> Stack:
         if offload is None:
             # Fault injection works per wire packet, so a wrapped link goes without offloads;
             # USTACK_TEST_OFFLOAD=off|on runs the rest of the tier in the other mode too.
             offload = "off" if wrap is not None else os.environ.get("USTACK_TEST_OFFLOAD", "auto")
-        link: Any = TunLink.open(
-            name, mtu=mtu, address=KERNEL, peer=STACK, netns=netns.name, offload=offload
-        )
+        v6: dict[str, Any] = {"address6": f"{KERNEL6}/64", "peer6": STACK6} if ipv6 else {}
+        try:
+            link: Any = TunLink.open(
+                name, mtu=mtu, address=KERNEL, peer=STACK, netns=netns.name, offload=offload, **v6
+            )
+        except LinkError as exc:
+            if ipv6 and exc.errno == errno.EAFNOSUPPORT:
+                pytest.skip(f"IPv6 is not available here: {exc}")
+            raise
         if wrap is not None:
             try:
                 link = wrap(link)
             except BaseException:
                 link.close()
                 raise
-        stack = Stack(link, address=STACK, config=config or tun_config())
+        stack = Stack(
+            link,
+            address=STACK,
+            address6=STACK6 if ipv6 else None,
+            config=config or tun_config(),
+        )
         stacks.append(stack)
         stack.start()
         return stack
@@ -99,11 +116,13 @@ async def make_stack(netns: NetNamespace) -> AsyncIterator[MakeStack]:
         await stack.aclose(grace=1.0)
 
 
-def kernel_sockets(ns: NetNamespace, count: int = 1) -> list[socket.socket]:
+def kernel_sockets(
+    ns: NetNamespace, count: int = 1, family: int = socket.AF_INET
+) -> list[socket.socket]:
     """``count`` non-blocking TCP sockets that belong to ``ns`` (made in one helper thread)."""
 
     def make() -> list[socket.socket]:
-        socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+        socks = [socket.socket(family, socket.SOCK_STREAM) for _ in range(count)]
         for sock in socks:
             sock.setblocking(False)
         return socks
@@ -111,12 +130,24 @@ def kernel_sockets(ns: NetNamespace, count: int = 1) -> list[socket.socket]:
     return ns.call(make)
 
 
+async def startup_line(proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """Read a starting ``ustack serve``'s stderr up to its "serving" line: (what came before --
+    a warning such as the IPv4-only fallback where IPv6 is disabled, as under Docker -- and that
+    line). Fails with everything it read if the process ends first."""
+    assert proc.stderr is not None
+    before = b""
+    while b"serving" not in (line := await asyncio.wait_for(proc.stderr.readline(), SAFETY)):
+        assert line, before + await proc.stderr.read()
+        before += line
+    return before, line
+
+
 async def kernel_connect(
     ns: NetNamespace, port: int, host: str = STACK, sock: socket.socket | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A kernel TCP client in ``ns`` connected to ``host:port``, as asyncio streams."""
     if sock is None:
-        (sock,) = kernel_sockets(ns)
+        (sock,) = kernel_sockets(ns, family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), SAFETY)
@@ -134,7 +165,8 @@ async def kernel_server(
     """An asyncio server on a kernel socket bound to ``host`` inside ``ns``; returns its port."""
 
     def make() -> socket.socket:
-        sock = socket.create_server((host, 0), backlog=128)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, 0), family=family, backlog=128)
         sock.setblocking(False)
         return sock
 

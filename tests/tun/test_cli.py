@@ -17,7 +17,17 @@ import pytest
 from ustack.apps import pattern_bytes
 from ustack.link.netns import NetNamespace
 
-from .conftest import PYTHON, REPO, SAFETY, STACK, kernel_connect, needs_curl, needs_tun, run_in
+from .conftest import (
+    PYTHON,
+    REPO,
+    SAFETY,
+    STACK,
+    kernel_connect,
+    needs_curl,
+    needs_tun,
+    run_in,
+    startup_line,
+)
 
 pytestmark = [pytest.mark.tun, needs_tun]
 
@@ -36,9 +46,7 @@ async def serving(ns: NetNamespace, *args: str) -> AsyncIterator[asyncio.subproc
         cwd=REPO,
     )  # fmt: skip
     try:
-        assert proc.stderr is not None
-        line = await asyncio.wait_for(proc.stderr.readline(), SAFETY)
-        assert b"serving" in line, line + await proc.stderr.read()
+        await startup_line(proc)
         yield proc
     finally:
         if proc.returncode is None:

@@ -190,6 +190,8 @@ async def _serve_first_line(ns: NetNamespace, *args: str) -> str:
     try:
         assert proc.stderr is not None
         line = await asyncio.wait_for(proc.stderr.readline(), SAFETY)
+        while line.startswith(b"ustack: warning: IPv4 only"):  # IPv6 disabled (Docker)
+            line = await asyncio.wait_for(proc.stderr.readline(), SAFETY)
         if b"serving" in line:
             rc, _, err = await run_in(ns, "curl", "-sS", "--fail", f"{BASE}/bytes/1000000")
             assert rc == 0, err

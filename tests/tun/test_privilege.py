@@ -13,7 +13,7 @@ from ustack.link.errors import LinkError
 from ustack.link.netns import NetNamespace
 from ustack.link.privilege import resolve
 
-from .conftest import REPO, SAFETY, STACK, kernel_connect, needs_tun, run_in
+from .conftest import REPO, SAFETY, STACK, kernel_connect, needs_tun, run_in, startup_line
 from .test_cli import SERVE, serving
 
 NOBODY = 65534
@@ -92,7 +92,7 @@ async def test_serve_says_who_it_runs_as(netns: NetNamespace) -> None:
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        line = (await asyncio.wait_for(proc.stderr.readline(), SAFETY)).decode()
+        line = (await startup_line(proc))[1].decode()
         assert "serving echo:7" in line and "running as user nobody (uid 65534)" in line, line
     finally:
         proc.kill()

@@ -35,12 +35,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ustack.aio.driver import DEFAULT_BATCH, Driver, PacketObserver
-from ustack.aio.transport import TcpTransport
+from ustack.aio.transport import TcpTransport, endpoint_text
 from ustack.stack.host import Host
 from ustack.tcp.config import TcpConfig
 from ustack.tcp.connection import Connection, Tracer
 from ustack.tcp.state import State
-from ustack.wire.ipv4 import addr_to_int, int_to_addr
+from ustack.wire import addr
 
 if TYPE_CHECKING:
     from ustack.link.base import Link
@@ -59,18 +59,27 @@ ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitab
 _SETTLED = frozenset({State.CLOSED, State.TIME_WAIT, State.LISTEN})
 
 
+# ``host`` values that mean "every address of this stack", as the stdlib's wildcards do. A
+# listener in the host is per port, not per address or family (Host.listen), so all of them
+# accept connections of both families; listening on one family only is not supported yet.
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
 def _parse_address(address: str, what: str) -> int:
+    """An IPv4 (``"10.7.0.2"``) or IPv6 (``"fd00:7::2"``, no brackets, like ``socket``)
+    literal as the core's int (:mod:`ustack.wire.addr`); ValueError naming ``what``."""
     try:
-        return addr_to_int(address)
-    except (ValueError, TypeError, OSError):
-        raise ValueError(f"{what} must be a dotted-quad IPv4 address, got {address!r}") from None
+        return addr.from_text(address)
+    except (ValueError, TypeError):
+        raise ValueError(f"{what} must be an IPv4 or IPv6 address, got {address!r}") from None
 
 
 class Stack:
     """A userspace TCP/IP host on one link, driven by the running event loop.
 
     Use as ``async with Stack(link, address="10.7.0.2") as stack:``. The stack owns the link
-    and closes it in :meth:`aclose`.
+    and closes it in :meth:`aclose`. ``address6`` (e.g. ``"fd00:7::2"``) makes it dual-stack:
+    the host answers on both addresses, and connects from the one of the remote's family.
     """
 
     def __init__(
@@ -78,6 +87,7 @@ class Stack:
         link: Link,
         *,
         address: str,
+        address6: str | None = None,
         config: TcpConfig | None = None,
         batch: int = DEFAULT_BATCH,
         busy_poll: float = 0.0,
@@ -89,7 +99,12 @@ class Stack:
     ) -> None:
         self.link = link
         self.address = address
-        self._addr = _parse_address(address, "address")
+        self.address6 = address6
+        self._addrs = [_parse_address(address, "address")]
+        if address6 is not None:
+            self._addrs.append(_parse_address(address6, "address6"))
+            if not addr.is_v6(self._addrs[1]):
+                raise ValueError(f"address6 must be an IPv6 address, got {address6!r}")
         self.config = config if config is not None else TcpConfig()
         self.tracer = tracer
         self._batch = batch
@@ -124,10 +139,16 @@ class Stack:
         *,
         netns: str | None = None,
         offload: str = "auto",
+        address6: str | None = None,
+        peer6: str | None = None,
+        prefixlen6: int = 64,
         **kwargs: Any,
     ) -> Stack:
         """A stack on a new TUN device: the kernel side gets ``peer/prefixlen``, the stack
-        answers as ``address``. ``netns`` creates the device inside that namespace.
+        answers as ``address``; with ``address6`` and ``peer6`` (e.g. ``"fd00:7::2"`` and
+        ``"fd00:7::1"``) also ``peer6/prefixlen6`` and ``address6`` -- a ``LinkError`` with
+        errno ``EAFNOSUPPORT`` if the kernel or namespace has IPv6 disabled.
+        ``netns`` creates the device inside that namespace.
         ``offload`` (``"auto"``, ``"on"``, ``"off"``) chooses the virtio-net header with
         checksum offload and 64 KB super-segments both ways, see
         :meth:`~ustack.link.tun.TunLink.open`; ``stack.link.offload`` tells the outcome.
@@ -136,6 +157,8 @@ class Stack:
         """
         from ustack.link.tun import TunLink
 
+        if (address6 is None) != (peer6 is None):
+            raise ValueError("address6 and peer6 go together: give both or neither")
         link = TunLink.open(
             name,
             mtu=mtu,
@@ -144,16 +167,19 @@ class Stack:
             prefixlen=prefixlen,
             netns=netns,
             offload=offload,
+            address6=f"{peer6}/{prefixlen6}" if peer6 is not None else None,
+            peer6=address6,
         )
         try:
-            return cls(link, address=address, **kwargs)
+            return cls(link, address=address, address6=address6, **kwargs)
         except BaseException:
             link.close()
             raise
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._driver else "new"
-        return f"<Stack {self.address} {state} on {self.link!r}>"
+        both = self.address if self.address6 is None else f"{self.address} {self.address6}"
+        return f"<Stack {both} {state} on {self.link!r}>"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -188,7 +214,7 @@ class Stack:
         if self.tracer is not None:
             options["tracer"] = self.tracer
         self._host = Host(
-            self._addr,
+            self._addrs,
             config=self.config,
             mtu=self.link.mtu,
             secret=self._secret if self._secret is not None else secrets.token_bytes(16),
@@ -339,8 +365,8 @@ class Stack:
             if not isinstance(conn, Connection):
                 rows.append(
                     {
-                        "local": f"{int_to_addr(conn.local_addr)}:{conn.local_port}",
-                        "remote": f"{int_to_addr(conn.remote_addr)}:{conn.remote_port}",
+                        "local": endpoint_text(conn.local_addr, conn.local_port),
+                        "remote": endpoint_text(conn.remote_addr, conn.remote_port),
                         "state": str(conn.state),
                         "snd_una": conn.snd_una,
                         "snd_nxt": conn.snd_nxt,
@@ -351,8 +377,8 @@ class Stack:
                 continue
             rows.append(
                 {
-                    "local": f"{int_to_addr(conn.local_addr)}:{conn.local_port}",
-                    "remote": f"{int_to_addr(conn.remote_addr)}:{conn.remote_port}",
+                    "local": endpoint_text(conn.local_addr, conn.local_port),
+                    "remote": endpoint_text(conn.remote_addr, conn.remote_port),
                     "state": str(conn.state),  # RFC 9293 spelling: "TIME-WAIT"
                     "snd_una": conn.snd_una,
                     "snd_nxt": conn.snd_nxt,
@@ -436,7 +462,10 @@ class Stack:
         start_serving: bool = True,
     ) -> Server:
         """Listen on ``port``, like ``loop.create_server``; every completed connection gets a
-        protocol from ``protocol_factory``."""
+        protocol from ``protocol_factory``. ``host`` is None, a wildcard (``"0.0.0.0"``,
+        ``"::"``) or one of the stack's addresses (else ``EADDRNOTAVAIL``); in every case the
+        server accepts connections to all of the stack's addresses, IPv4 and IPv6 -- the
+        host's listeners are per port, so listening on one family only is not supported."""
         self._running()
         self._check_local(host)
         server = Server(self, protocol_factory, port, backlog)
@@ -471,10 +500,12 @@ class Stack:
         return Listener(self, port, backlog, limit)
 
     def _check_local(self, host: str | None) -> None:
-        if host is None or host in ("", "0.0.0.0"):
+        """``host`` must name this stack: a wildcard or one of its addresses. Either way the
+        listener takes connections to every address of both families (see _WILDCARDS)."""
+        if host is None or host in _WILDCARDS:
             return
-        if _parse_address(host, "host") != self._addr:
-            raise OSError(errno.EADDRNOTAVAIL, f"{host} is not this stack's address")
+        if _parse_address(host, "host") not in self._addrs:
+            raise OSError(errno.EADDRNOTAVAIL, f"{host} is not one of this stack's addresses")
 
     def _listen(self, port: int, backlog: int, owner: Server | Listener) -> Any:
         if not 0 < port < 65536:

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ustack.tcp import events as ev
-from ustack.wire.ipv4 import int_to_addr
+from ustack.wire import addr
 
 if TYPE_CHECKING:
     from ustack.aio.driver import Driver
@@ -55,6 +55,21 @@ _DEFAULT_LOW_WATER = DEFAULT_HIGH_WATER // 4
 # BaseTransport keeps "extra" in a dict; ours are computed on demand (get_extra_info), so every
 # transport shares this empty one instead of building its own.
 _NO_EXTRA: dict[str, Any] = {}
+
+
+def _sockaddr(address: int, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
+    """What ``getpeername``/``getsockname`` return: ``(host, port)`` for IPv4 and, like an
+    ``AF_INET6`` socket, ``(host, port, flowinfo, scope_id)`` for IPv6 -- both 0 here: no
+    flow information is reported to applications, and no scope (no link-local addresses)."""
+    if addr.is_v6(address):
+        return (addr.to_text(address), port, 0, 0)
+    return (addr.to_text(address), port)
+
+
+def endpoint_text(address: int, port: int) -> str:
+    """``10.7.0.2:80`` or, as URLs write it (RFC 3986 3.2.2), ``[fd00:7::2]:80``."""
+    text = addr.to_text(address)
+    return f"[{text}]:{port}" if addr.is_v6(address) else f"{text}:{port}"
 
 
 def _error(code: int, detail: str | None = None) -> OSError:
@@ -138,21 +153,24 @@ class TcpTransport(asyncio.Transport):
         driver.register(conn, self)
 
     def __repr__(self) -> str:
-        local = self.get_extra_info("sockname")
-        remote = self.get_extra_info("peername")
-        state = getattr(self._conn.state, "name", self._conn.state)
-        return f"<TcpTransport {local[0]}:{local[1]} -> {remote[0]}:{remote[1]} {state}>"
+        conn = self._conn
+        state = getattr(conn.state, "name", conn.state)
+        return (
+            f"<TcpTransport {endpoint_text(conn.local_addr, conn.local_port)} -> "
+            f"{endpoint_text(conn.remote_addr, conn.remote_port)} {state}>"
+        )
 
     # -- asyncio.BaseTransport -----------------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``peername`` and ``sockname`` (``(host, port)``), ``ustack_connection`` (the
+        """``peername`` and ``sockname`` (``(host, port)``, or for IPv6 ``(host, port, 0, 0)``
+        as an ``AF_INET6`` socket gives them), ``ustack_connection`` (the
         :class:`~ustack.tcp.connection.Connection`), ``socket`` (None: there is none)."""
         conn = self._conn
         if name == "peername":
-            return (int_to_addr(conn.remote_addr), conn.remote_port)
+            return _sockaddr(conn.remote_addr, conn.remote_port)
         if name == "sockname":
-            return (int_to_addr(conn.local_addr), conn.local_port)
+            return _sockaddr(conn.local_addr, conn.local_port)
         if name == "ustack_connection":
             return conn
         if name == "socket":
