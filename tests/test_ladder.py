@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
+from scapy.compat import raw
+from scapy.layers.inet import TCP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, fragment6
+from scapy.packet import Raw
 
 from ustack.ladder import INBOUND, OUTBOUND, Ladder
-from ustack.wire import checksum, ipv4, virtio
+from ustack.netsim import Network, TransferApp
+from ustack.stack.host import Host
+from ustack.wire import addr, checksum, ipv4, ipv6, virtio
 from ustack.wire import tcp as tcpw
 
 KERNEL = ipv4.addr_to_int("10.7.0.1")
@@ -352,3 +359,173 @@ def test_a_frame_shorter_than_its_header_is_ignored() -> None:
     ladder.packet(0.0, INBOUND, b"\x00" * 9)
     ladder.packet(0.0, INBOUND, packet(INBOUND, tcpw.SYN, K_ISN))  # read as if framed: garbage
     assert ladder.render() == ""
+
+
+# -- IPv6: the same ladders, over the other family ------------------------------------------------
+
+K6, S6 = addr.from_text("fd00:7::1"), addr.from_text("fd00:7::2")
+TO_V6 = {KERNEL: K6, STACK: S6}
+
+
+def as_ipv6(packet4: bytes) -> bytes:
+    """The same TCP segment carried by IPv6 between K6 and S6, checksum recomputed over the
+    IPv6 pseudo-header (RFC 8200 8.1)."""
+    ip = ipv4.parse(packet4)
+    src, dst = addr.untag(TO_V6[ip.src]), addr.untag(TO_V6[ip.dst])
+    segment = bytearray(ip.payload)
+    segment[16:18] = b"\0\0"
+    pseudo = checksum.ipv6_pseudo_header_sum(src, dst, tcpw.PROTO, len(segment))
+    segment[16:18] = checksum.internet_checksum(segment, pseudo).to_bytes(2, "big")
+    buf = bytearray(ipv6.HEADER_LEN) + segment
+    ipv6.emit(buf, 0, src=src, dst=dst, next_header=ipv6.PROTO_TCP, payload_len=len(segment))
+    return bytes(buf)
+
+
+class V6Ladder(Ladder):
+    """A ladder fed every packet and state change of a test as IPv6 instead of IPv4."""
+
+    def packet(self, now: float, direction: str, raw: bytes | bytearray | memoryview) -> None:
+        if self.header_len:
+            raw = bytes(raw[: self.header_len]) + as_ipv6(bytes(raw[self.header_len :]))
+        else:
+            raw = as_ipv6(bytes(raw))
+        super().packet(now, direction, raw)
+
+    def state(
+        self, now: float, local: tuple[int, int], peer: tuple[int, int], old: str, new: str
+    ) -> None:
+        super().state(now, (TO_V6[local[0]], local[1]), (TO_V6[peer[0]], peer[1]), old, new)
+
+
+def test_the_same_ladder_over_ipv6_with_bracketed_addresses() -> None:
+    four, six = Ladder(), V6Ladder()
+    server_closes_first(four, data_segments=2)
+    server_closes_first(six, data_segments=2)
+    head4, *body4 = four.render().splitlines()
+    head6, *body6 = six.render().splitlines()
+    # One diagram: the packets (tagged addresses from the wire) and the state changes (tagged
+    # addresses from the connection) are one flow, and every row is what IPv4 draws.
+    assert body6 == body4
+    assert head6.split() == ["time", "kernel", "[fd00:7::1]:40000", "ustack", "[fd00:7::2]:80"]
+    assert head4.split() == ["time", "kernel", "10.7.0.1:40000", "ustack", "10.7.0.2:80"]
+    assert any(" S   seq=0 " in line for line in body6)
+    assert any("S.  seq=0 ack=1" in line for line in body6)
+    assert sum("F." in line for line in body6) == 2
+
+
+def test_an_ipv6_header_line_keeps_its_names_apart() -> None:
+    ladder = Ladder()
+    peer = addr.from_text("fd00:1234:5678:9abc:def0:1234:5678:9abc")
+    local = addr.from_text("fd00:1234:5678:9abc:def0:1234:5678:9abd")
+    ladder.state(0.0, (local, 443), (peer, 65535), "CLOSED", "SYN-SENT")
+    (head,) = [line for line in ladder.render().splitlines() if "time" in line]
+    assert head.split() == [
+        "time",
+        "kernel",
+        "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:65535",
+        "ustack",
+        "[fd00:1234:5678:9abc:def0:1234:5678:9abd]:443",
+    ]
+
+
+class FramedV6Ladder(V6Ladder):
+    def packet(self, now: float, direction: str, raw: bytes | bytearray | memoryview) -> None:
+        hdr = bytearray(virtio.HEADER_LEN)
+        virtio.emit(hdr, flags=virtio.F_NEEDS_CSUM, csum_start=40, csum_offset=16)
+        super().packet(now, direction, bytes(hdr) + bytes(raw))
+
+
+def test_framed_ipv6_packets_draw_what_the_bare_ones_draw() -> None:
+    framed, bare = FramedV6Ladder(header_len=virtio.HEADER_LEN), V6Ladder()
+    server_closes_first(framed, data_segments=6)
+    server_closes_first(bare, data_segments=6)
+    framed_rows = [line.split("|")[1] for line in framed.render().splitlines() if "|" in line]
+    bare_rows = [line.split("|")[1] for line in bare.render().splitlines() if "|" in line]
+    assert any("seq=0" in row for row in framed_rows)
+    assert [row.strip(" -<>") for row in framed_rows] == [row.strip(" -<>") for row in bare_rows]
+    assert "[fd00:7::2]:80" in framed.render()
+
+
+def test_an_ipv6_super_segment_shows_how_the_wire_cuts_it() -> None:
+    ladder = FramedV6Ladder(header_len=virtio.HEADER_LEN)
+    handshake(ladder)
+    hdr = bytearray(virtio.HEADER_LEN)
+    virtio.emit(
+        hdr, flags=virtio.F_NEEDS_CSUM, gso_type=virtio.GSO_TCPV6, hdr_len=60,
+        gso_size=1428, csum_start=40, csum_offset=16,
+    )  # fmt: skip
+    data = packet(OUTBOUND, tcpw.ACK | tcpw.PSH, S_ISN + 1, K_ISN + 1, b"x" * 60000)
+    V6Ladder.packet(ladder, 0.4, OUTBOUND, bytes(hdr) + data)
+    assert "len=60000 (gso 1428 x 43)" in ladder.render()
+
+
+def test_ipv6_that_is_not_tcp_or_is_a_fragment_is_ignored() -> None:
+    ip = IPv6(src="fd00:7::1", dst="fd00:7::2")
+    ladder = Ladder()
+    ladder.packet(0.0, INBOUND, raw(ip / ICMPv6EchoRequest()))
+    whole = ip / IPv6ExtHdrFragment() / TCP() / Raw(bytes(3000))
+    for piece in fragment6(whole, 1280):  # type: ignore[no-untyped-call]
+        ladder.packet(0.0, INBOUND, raw(piece))
+    ladder.packet(0.0, INBOUND, b"\x60garbage")
+    assert ladder.render() == ""
+    # ...while TCP behind an extension header (an atomic fragment, RFC 6946) is drawn.
+    ladder.packet(0.0, INBOUND, raw(ip / IPv6ExtHdrFragment() / TCP(sport=20, flags="S")))
+    assert "kernel [fd00:7::1]:20" in ladder.render()
+
+
+def test_a_ladder_of_two_sans_io_hosts_talking_ipv6() -> None:
+    """The packets and the state changes come from a real ustack Host over IPv6 (netsim), so
+    the flow key is the tagged address both the wire and the connection report."""
+    rng = random.Random(1)
+    net = Network()
+    ladder = Ladder()
+
+    def tracer(conn: Any, kind: str, detail: dict[str, Any]) -> None:
+        if kind == "state":
+            local, peer = (conn.local_addr, conn.local_port), (conn.remote_addr, conn.remote_port)
+            ladder.state(net.now, local, peer, detail["from"].value, detail["to"].value)
+
+    client = net.add_host(Host([K6], secret=rng.randbytes(16)))
+    server = net.add_host(Host([S6], secret=rng.randbytes(16), tracer=tracer))
+    # Watch the server's side of the link, as `ustack demo` watches the TUN device.
+    receive, pull = server.receive_packet, server.packets_to_send
+
+    def watched_receive(buf: bytes | bytearray | memoryview, now: float) -> None:
+        ladder.packet(now, INBOUND, buf)
+        receive(buf, now)
+
+    def watched_pull(now: float) -> list[Any]:
+        out = pull(now)
+        for p in out:
+            assert not isinstance(p, tuple)  # simulated hosts never scatter
+            ladder.packet(now, OUTBOUND, p)
+        return out
+
+    server.receive_packet, server.packets_to_send = watched_receive, watched_pull
+    net.connect(client, server, bandwidth=12.5e6, delay=0.005)
+    server_app = TransferApp(server, b"", listener=server.listen(SPORT))
+    client_app = TransferApp(client, b"hello" * 100)
+    net.set_app(server, server_app)
+    net.set_app(client, client_app)
+    client_app.add(client.connect(S6, SPORT, net.now, local_port=KPORT))
+    net.run(max_time=5.0)
+
+    text = ladder.render()
+    heads = [line for line in text.splitlines() if line.lstrip().startswith("time")]
+    assert [h.split() for h in heads] == [
+        ["time", "kernel", "[fd00:7::1]:40000", "ustack", "[fd00:7::2]:80"]
+    ]
+    lines = rows(text)
+    right = [line.split("|")[2].strip() for line in lines if line.split("|")[2].strip()]
+    assert right == ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "CLOSED"]
+    # The client's first segment after the SYN,ACK acknowledges it and carries its data and FIN:
+    # the peer is drawn ESTABLISHED, then FIN-WAIT-1, and our FIN,ACK takes it to TIME-WAIT.
+    left = [line.split("|")[0].split()[-1] for line in lines if "ms " in line.split("|")[0]]
+    left = [s for s in left if not s.endswith("ms")]
+    assert left == ["SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "TIME-WAIT"]
+    arrows = [middle(line) for line in lines if "--" in line]
+    assert arrows[0].startswith("S   seq=0 win=")
+    assert arrows[1].startswith("S.  seq=0 ack=1 win=")
+    assert arrows[2].startswith("FP. seq=1 ack=1 ") and arrows[2].endswith("len=500")
+    assert arrows[3].startswith("F.  seq=1 ack=502 ")
+    assert arrows[4].startswith(".   seq=502 ack=2 ")

@@ -1,10 +1,12 @@
 """Textbook ladder diagrams of TCP connections.
 
-Theory of operation: a :class:`Ladder` is fed what crossed the link (raw IPv4 packets, each with
-a time and a direction) and what ustack's own connections reported (state changes). It keeps one
-:class:`_Flow` per 4-tuple. For ustack's side the states are the ones the machine recorded; for the
-peer's side (the kernel, whose TCB we cannot see) they are inferred from the segments it sent and
-received, applying the same RFC 9293 transitions a textbook applies when it draws the picture.
+Theory of operation: a :class:`Ladder` is fed what crossed the link (raw IPv4 or IPv6 packets,
+each with a time and a direction) and what ustack's own connections reported (state changes). It
+keeps one :class:`_Flow` per 4-tuple, with addresses as the core's ints (an IPv6 one tagged, see
+:mod:`ustack.wire.addr`), so the packets of a flow and its state changes meet under one key.
+For ustack's side the states are the ones the machine recorded; for the peer's side (the kernel,
+whose TCB we cannot see) they are inferred from the segments it sent and received, applying the
+same RFC 9293 transitions a textbook applies when it draws the picture.
 Sequence numbers are shown relative to each side's ISN, as tcpdump -S does not and Wireshark does,
 because "seq 1" is what a learner expects to read.
 
@@ -17,6 +19,11 @@ segments show only what tells the story of the transfer: SACK blocks, relative l
 describe the other side's data) and with a D-SACK marked. Timestamps ride on every segment once
 negotiated; see :class:`Ladder` for why they are hidden unless asked for.
 
+IPv6: the version nibble picks the parser. The TCP segment sits behind whatever extension headers
+the packet carries; a fragment is skipped (nothing on TUN fragments TCP, and its header is only in
+the first piece). Addresses are drawn with :func:`ustack.wire.addr.to_text`, an IPv6 one in
+brackets before its port (``[fd00:7::2]:80``, RFC 5952 6), and the header line makes room for them.
+
 TUN offloads: with ``header_len`` set, every packet starts with the virtio-net header. A TCP
 super-segment (the kernel's GRO/TSO, or ours) is drawn as the one buffer it was, with its length
 and how the wire would cut it: ``len=65160 (gso 1448 x 45)``, on its arrow (a ladder of such a
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ustack.wire import ipv4, virtio
+from ustack.wire import addr, ipv4, ipv6, virtio
 from ustack.wire import seq as sq
 from ustack.wire import tcp as tcpw
 from ustack.wire.errors import ParseError
@@ -39,6 +46,7 @@ OUTBOUND = "out"  # ustack -> peer
 
 _WIDTH = 56  # columns of the arrow between the two lifelines
 _GSO_EXTRA = 16  # more of them where super-segments are drawn
+_VERSION_6 = 6  # the version nibble of an IPv6 header (RFC 8200 3)
 
 
 @dataclass(slots=True)
@@ -70,6 +78,13 @@ class _Flow:
     # Each side's first TSval: relative timestamps, like relative sequence numbers.
     peer_ts0: int | None = None
     local_ts0: int | None = None
+
+
+def _endpoint(address: int, port: int) -> str:
+    """``10.7.0.2:80``, or ``[fd00:7::2]:80``: an IPv6 address in brackets, so the port's colon
+    is not read as part of it (RFC 5952 6)."""
+    text = addr.to_text(address)
+    return f"[{text}]:{port}" if addr.is_v6(address) else f"{text}:{port}"
 
 
 def _rel(seq: int, isn: int | None) -> int:
@@ -111,7 +126,7 @@ class Ladder:
     does not already show. The SYN and SYN,ACK still show that timestamps were negotiated.
 
     ``header_len`` is the link's (``link.header_len``): bytes of virtio-net header before every
-    packet handed to :meth:`packet`, 0 for plain IPv4 packets. ``width`` is the arrows' width
+    packet handed to :meth:`packet`, 0 for plain IP packets. ``width`` is the arrows' width
     in columns: by default 56, and 72 over an offload link, so that a super-segment's
     ``(gso 1448 x 45)`` fits on its arrow.
     """
@@ -145,8 +160,8 @@ class Ladder:
         return flow
 
     def packet(self, now: float, direction: str, packet: bytes | bytearray | memoryview) -> None:
-        """Record one IPv4 packet that crossed the link (``direction``: ``"in"`` or ``"out"``),
-        behind its virtio-net header if the ladder was made with ``header_len``."""
+        """Record one IPv4 or IPv6 packet that crossed the link (``direction``: ``"in"`` or
+        ``"out"``), behind its virtio-net header if the ladder was made with ``header_len``."""
         gso = 0
         try:
             if self.header_len:
@@ -154,25 +169,33 @@ class Ladder:
                 if hdr.gso_type & ~virtio.GSO_ECN in (virtio.GSO_TCPV4, virtio.GSO_TCPV6):
                     gso = hdr.gso_size
                 packet = memoryview(packet)[self.header_len :]
-            ip = ipv4.parse(packet)
-            if ip.proto != ipv4.PROTO_TCP:
-                return
+            if len(packet) and packet[0] >> 4 == _VERSION_6:
+                ip6 = ipv6.parse(packet)
+                if ip6.proto != ipv6.PROTO_TCP or ip6.is_fragment:
+                    return
+                src, dst, payload = addr.tag6(ip6.src), addr.tag6(ip6.dst), ip6.payload
+            else:
+                ip = ipv4.parse(packet)
+                if ip.proto != ipv4.PROTO_TCP or ip.is_fragment:
+                    return
+                src, dst, payload = ip.src, ip.dst, ip.payload
             # The ladder draws what crossed the link, unverified: no pseudo-header sum needed.
-            seg = tcpw.parse(ip.payload, ip.src, ip.dst, pseudo=0, verify_checksum=False)
+            seg = tcpw.parse(payload, src, dst, pseudo=0, verify_checksum=False)
         except ParseError:
             return
         if self._t0 is None:
             self._t0 = now
         if direction == INBOUND:
-            flow = self._flow((ip.dst, seg.dst_port), (ip.src, seg.src_port))
+            flow = self._flow((dst, seg.dst_port), (src, seg.src_port))
         else:
-            flow = self._flow((ip.src, seg.src_port), (ip.dst, seg.dst_port))
+            flow = self._flow((src, seg.src_port), (dst, seg.dst_port))
         self._segment(flow, now, direction, seg, gso)
 
     def state(
         self, now: float, local: tuple[int, int], peer: tuple[int, int], old: str, new: str
     ) -> None:
-        """Record a state change of ustack's connection ``local`` <-> ``peer``."""
+        """Record a state change of ustack's connection ``local`` <-> ``peer``, each an
+        ``(address, port)`` with the address as the core's int (IPv6 tagged)."""
         if self._t0 is None:
             self._t0 = now
         flow = self._flow(local, peer)
@@ -200,8 +223,6 @@ class Ladder:
         if direction == INBOUND:  # the peer sent it
             if seg.control is Control.SYN:
                 return "SYN-SENT" if not seg.has_ack else "SYN-RECEIVED"
-            if st == "SYN-SENT" and seg.has_ack:
-                return "ESTABLISHED"
             if seg.control is Control.FIN:
                 if st in ("ESTABLISHED", "SYN-RECEIVED"):
                     return "FIN-WAIT-1"
@@ -261,6 +282,10 @@ class Ladder:
             if new:
                 self._peer_state(flow, now, new)
         else:
+            if flow.peer_state == "SYN-SENT" and seg.has_ack and seg.control is not Control.SYN:
+                # The peer's ACK of our SYN makes it ESTABLISHED (RFC 9293 3.10.7.3) before
+                # anything else the segment does: the same segment may carry its FIN too.
+                self._peer_state(flow, now, "ESTABLISHED")
             new = self._infer_peer(flow, direction, seg)
             if new:
                 self._peer_state(flow, now, new)
@@ -402,9 +427,12 @@ class Ladder:
         for key in self._order:
             flow = self._flows[key]
             self._flush_fold(flow)
-            peer = f"{self.peer_name} {ipv4.int_to_addr(flow.peer[0])}:{flow.peer[1]}"
-            local = f"{self.local_name} {ipv4.int_to_addr(flow.local[0])}:{flow.local[1]}"
-            out.append(f"{'time':>9}  {peer:<{self._width // 2 + 14}}{local:>{self._width // 2}}")
+            peer = f"{self.peer_name} {_endpoint(*flow.peer)}"
+            local = f"{self.local_name} {_endpoint(*flow.local)}"
+            # Each name over its lifeline; long IPv6 names may push the right one out, never
+            # into the left one.
+            left = max(self._width // 2 + 14, len(peer) + 1)
+            out.append(f"{'time':>9}  {peer:<{left}}{local:>{self._width // 2}}")
             for row in flow.rows:
                 out.append(f"{(row.time - t0) * 1000:8.3f}ms {row.text}")
             out.append("")

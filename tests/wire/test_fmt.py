@@ -5,8 +5,25 @@ from __future__ import annotations
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
+from scapy.compat import raw
+from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    ICMPv6ParamProblem,
+    ICMPv6TimeExceeded,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    fragment6,
+)
+from scapy.packet import Packet, Raw
 
 from ustack.wire import checksum, icmp, ipv4, tcp
 from ustack.wire.fmt import format_packet
@@ -25,7 +42,13 @@ def tcp_packet(flags: int, options: bytes = b"", payload: bytes = b"", **kw: int
     n = 20 + len(options) + len(payload)
     buf = bytearray(20 + n)
     ipv4.emit(buf, 0, src=A, dst=B, proto=ipv4.PROTO_TCP, payload_len=n)
-    fields = {"src_port": 40000, "dst_port": 80, "seq": 1, "ack": 0, "window": 64240} | kw
+    fields: dict[str, Any] = {
+        "src_port": 40000,
+        "dst_port": 80,
+        "seq": 1,
+        "ack": 0,
+        "window": 64240,
+    } | kw
     tcp.emit(
         buf,
         20,
@@ -88,7 +111,7 @@ def test_fragment_line() -> None:
         (lambda b: b[:0], "IP bad packet (ipv4_truncated), 0 bytes"),
         (lambda b: b[:39], "IP bad packet (ipv4_truncated), 39 bytes"),
         (lambda b: b[:8] + b"\x00" + b[9:], "IP bad packet (ipv4_bad_checksum), 40 bytes"),
-        (lambda b: b"\x65" + b[1:], "IP bad packet (ipv4_bad_version), 40 bytes"),
+        (lambda b: b"\x55" + b[1:], "IP bad packet (ipv4_bad_version), 40 bytes"),
         (
             lambda b: b[:-1] + bytes([b[-1] ^ 1]),
             "IP 10.7.0.1 > 10.7.0.2: tcp bad segment (tcp_bad_checksum), 20 bytes",
@@ -135,6 +158,105 @@ GOLDEN_LINES = {
 def test_linux_packets(name: str) -> None:
     line = format_packet(golden(name))
     assert re.fullmatch(GOLDEN_LINES[name], line), line
+
+
+# -- IPv6: packets built by scapy, an independent encoder --------------------------------------
+
+A6, B6, ROUTER6 = "fd00:7::1", "fd00:7::2", "fd00:7::fe"
+
+
+def v6(pkt: Packet) -> bytes:
+    return raw(IPv6(src=A6, dst=B6) / pkt)
+
+
+SYN_OPTIONS = [("MSS", 1440), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
+QUOTED = raw(IPv6(src=B6, dst=A6) / TCP(sport=80, dport=43210, flags="PA") / Raw(b"x" * 1400))
+
+
+@pytest.mark.parametrize(
+    ("pkt", "line"),
+    [
+        (
+            v6(TCP(sport=43210, dport=80, flags="S", seq=1, window=64800, options=SYN_OPTIONS)),
+            "IP6 fd00:7::1.43210 > fd00:7::2.80: Flags [S], seq 1, win 64800, "
+            "options [mss 1440,sackOK,TS val 1 ecr 0,wscale 7], length 0",
+        ),
+        (
+            v6(TCP(sport=43210, dport=80, flags="PA", seq=100, ack=7, window=502) / b"hello"),
+            "IP6 fd00:7::1.43210 > fd00:7::2.80: Flags [P.], seq 100:105, ack 7, win 502, length 5",
+        ),
+        (
+            v6(ICMPv6EchoRequest(id=1, seq=1, data=bytes(56))),
+            "IP6 fd00:7::1 > fd00:7::2: ICMP6, echo request, id 1, seq 1, length 64",
+        ),
+        (
+            v6(ICMPv6EchoReply(id=0x4242, seq=7, data=bytes(44))),
+            "IP6 fd00:7::1 > fd00:7::2: ICMP6, echo reply, id 16962, seq 7, length 52",
+        ),
+        (
+            raw(IPv6(src=ROUTER6, dst=B6) / ICMPv6PacketTooBig(mtu=1280) / QUOTED[:1232]),
+            "IP6 fd00:7::fe > fd00:7::2: ICMP6, packet too big, mtu 1280, length 1240",
+        ),
+        (
+            v6(ICMPv6DestUnreach(code=4) / raw(IPv6(src=B6, dst=A6) / UDP(sport=1, dport=9))),
+            "IP6 fd00:7::1 > fd00:7::2: ICMP6, destination unreachable port fd00:7::1 udp port 9, "
+            "length 56",
+        ),
+        (
+            v6(ICMPv6TimeExceeded(code=0) / QUOTED[:100]),
+            "IP6 fd00:7::1 > fd00:7::2: ICMP6, time exceeded in-transit, length 108",
+        ),
+        (
+            v6(ICMPv6ParamProblem(code=1, ptr=6) / QUOTED[:48]),
+            "IP6 fd00:7::1 > fd00:7::2: ICMP6, parameter problem, unrecognized next header at 6, "
+            "length 56",
+        ),
+        (
+            v6(IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / TCP(sport=1, dport=2, flags="S")),
+            "IP6 fd00:7::1.1 > fd00:7::2.2: HBH DSTOPT Flags [S], seq 0, win 8192, length 0",
+        ),
+        (
+            # An atomic fragment is a whole packet (RFC 6946 4): its upper layer is shown.
+            v6(IPv6ExtHdrFragment(id=7) / TCP(sport=1, dport=2, flags="S")),
+            "IP6 fd00:7::1.1 > fd00:7::2.2: frag Flags [S], seq 0, win 8192, length 0",
+        ),
+        (raw(IPv6(src=A6, dst=B6, nh=59)), "IP6 fd00:7::1 > fd00:7::2: no next header, length 0"),
+        (v6(UDP(sport=1, dport=2)), "IP6 fd00:7::1 > fd00:7::2: ip-proto-17 8"),
+    ],
+    ids=lambda v: v.split(": ", 1)[1][:32] if isinstance(v, str) else "",
+)
+def test_ipv6_lines(pkt: bytes, line: str) -> None:
+    assert format_packet(pkt) == line
+
+
+def test_ipv6_fragments_show_their_fragment_header() -> None:
+    whole = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=9) / TCP(flags="PA") / Raw(b"y" * 3000)
+    pieces = fragment6(whole, 1280)  # type: ignore[no-untyped-call]
+    lines = [format_packet(raw(f)) for f in pieces]
+    assert lines == [
+        "IP6 fd00:7::1 > fd00:7::2: frag (id 9, offset 0+), next-header 6, length 1232",
+        "IP6 fd00:7::1 > fd00:7::2: frag (id 9, offset 1232+), next-header 6, length 1232",
+        "IP6 fd00:7::1 > fd00:7::2: frag (id 9, offset 2464), next-header 6, length 556",
+    ]
+
+
+def test_unparsable_ipv6_says_why() -> None:
+    syn = bytearray(v6(TCP(sport=1, dport=2, flags="S")))
+    assert format_packet(syn[:30]) == "IP6 bad packet (ipv6_truncated), 30 bytes"
+    assert format_packet(b"\x60") == "IP6 bad packet (ipv6_truncated), 1 bytes"
+    syn[-1] ^= 1
+    assert format_packet(syn) == (
+        "IP6 fd00:7::1 > fd00:7::2: tcp bad segment (tcp_bad_checksum), 20 bytes"
+    )
+    echo = bytearray(v6(ICMPv6EchoRequest(data=b"abc")))
+    echo[-1] ^= 0xFF
+    assert format_packet(echo) == (
+        "IP6 fd00:7::1 > fd00:7::2: icmp6 bad message (icmpv6_bad_checksum), 11 bytes"
+    )
+    routed = bytearray(v6(TCP(sport=1, dport=2, flags="S")))
+    # Next Header says Routing, so ports 1 and 2 read as type 0 with 2 segments left (RFC 5095).
+    routed[6] = 43
+    assert format_packet(routed) == "IP6 bad packet (ipv6_routing_type0), 60 bytes"
 
 
 def test_golden_set_is_complete() -> None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ustack.wire import checksum, icmp, ipv4, tcp
+from ustack.wire import checksum, icmp, icmpv6, ipv4, ipv6, tcp
 from ustack.wire.errors import ParseError
 from ustack.wire.fmt import format_packet
 
@@ -48,8 +48,19 @@ def parse_everything(buf: bytes) -> None:
             if msg is not None:
                 parse_or_reject(icmp.parse_quoted, msg)
                 assert isinstance(icmp.format(msg), str)
+    pkt6 = parse_or_reject(ipv6.parse, buf)
+    if pkt6 is not None:
+        body = pkt6.payload
+        pseudo = checksum.ipv6_pseudo_header_sum(pkt6.src, pkt6.dst, tcp.PROTO, 0)
+        parse_or_reject(tcp.parse, body, pkt6.src, pkt6.dst, pseudo=pseudo)
+        msg6 = parse_or_reject(icmpv6.parse, body, pkt6.src, pkt6.dst, verify_checksum=False)
+        if msg6 is not None:
+            parse_or_reject(icmpv6.parse_quoted, msg6)
+            assert isinstance(icmpv6.format(msg6), str)
     line = format_packet(buf)
-    assert isinstance(line, str) and line.startswith("IP ") and "\n" not in line
+    # The version nibble picks the family: 6 is IPv6, anything else is read (and named) as IPv4.
+    prefix = "IP6 " if buf and buf[0] >> 4 == 6 else "IP "
+    assert isinstance(line, str) and line.startswith(prefix) and "\n" not in line
 
 
 def fix_checksums(buf: bytearray) -> None:
@@ -112,6 +123,31 @@ def test_random_bytes_behind_a_plausible_first_byte(buf: bytes) -> None:
 @given(mutated())
 def test_mutated_linux_packets(buf: bytes) -> None:
     parse_everything(buf)
+
+
+# Where the upper layer's checksum sits, for the two IPv6 payloads the formatter decodes.
+CHECKSUM_AT = {ipv6.PROTO_TCP: 16, ipv6.PROTO_ICMPV6: 2}
+
+
+@MANY
+@given(
+    st.binary(min_size=40, max_size=120).map(lambda b: b"\x60" + b[1:]),
+    st.sampled_from([ipv6.PROTO_TCP, ipv6.PROTO_ICMPV6, None]),
+)
+def test_random_bytes_behind_an_ipv6_first_byte(buf: bytes, proto: int | None) -> None:
+    fixed = bytearray(buf)
+    fixed[4:6] = struct.pack("!H", len(fixed) - 40)  # a Payload Length that fits the bytes
+    at = CHECKSUM_AT.get(proto) if proto is not None else None
+    if proto is not None and at is not None and len(fixed) >= 40 + at + 2:
+        # A right checksum behind no extension headers, so the fuzz reaches TCP's and
+        # ICMPv6's own checks instead of stopping at the checksum.
+        fixed[6] = proto
+        src, dst = int.from_bytes(fixed[8:24]), int.from_bytes(fixed[24:40])
+        body = memoryview(fixed)[40:]
+        body[at : at + 2] = b"\0\0"
+        pseudo = checksum.ipv6_pseudo_header_sum(src, dst, proto, len(body))
+        body[at : at + 2] = struct.pack("!H", checksum.internet_checksum(body, pseudo))
+    parse_everything(bytes(fixed))
 
 
 @MANY
