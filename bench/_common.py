@@ -57,6 +57,16 @@ USTACK_ADDR = "10.7.0.2"
 USTACK_PEER = "10.7.0.1"  # the kernel side of the TUN device, where clients live
 VETH_CLIENT = "10.8.0.1"
 VETH_SERVER = "10.8.0.2"
+# The IPv6 twins: ``ustack serve``'s defaults (issue 11) and a /64 for the veth reference.
+USTACK_ADDR6 = "fd00:7::2"
+USTACK_PEER6 = "fd00:7::1"
+VETH_CLIENT6 = "fd00:8::1"
+VETH_SERVER6 = "fd00:8::2"
+FAMILIES = (4, 6)
+# IPv6 is "within 10 % of IPv4" (issue 11's target) when it is no more than 10 % worse: at least
+# 0.9 times the IPv4 throughput, at most 1.1 times the IPv4 round trip. Faster is not a miss.
+IPV6_TOLERANCE = 0.10
+TENTATIVE_TIMEOUT = 5.0  # seconds for a veth IPv6 address to leave the tentative state
 
 START_TIMEOUT = 20.0  # seconds a server gets to say it is listening
 STOP_TIMEOUT = 10.0  # seconds a server gets to exit after SIGTERM before SIGKILL
@@ -75,6 +85,58 @@ def parser(description: str, *, runs: int = 3) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG files go")
     p.set_defaults(default_runs=runs)
     return p
+
+
+def add_family_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--family",
+        default="4,6",
+        help="address families to measure, each row in both (4,6; default both)",
+    )
+
+
+def ipv6_available() -> bool:
+    """The kernel has IPv6 (``ipv6.disable=1`` removes /proc/sys/net/ipv6)."""
+    return Path("/proc/sys/net/ipv6").is_dir()
+
+
+def families_of(args: argparse.Namespace) -> list[int]:
+    """The ``--family`` list: 4 and/or 6, in that order. IPv6 is left out, with a line saying
+    why, when the kernel has none; an unknown family is a usage error."""
+    wanted = []
+    for item in str(args.family).split(","):
+        item = item.strip().lower().removeprefix("ipv")
+        if item not in ("4", "6"):
+            raise SystemExit(f"--family: {item!r} is not 4 or 6")
+        if int(item) not in wanted:
+            wanted.append(int(item))
+    if 6 in wanted and not ipv6_available():
+        print("IPv6 rows skipped: this kernel has no IPv6 (/proc/sys/net/ipv6)", file=sys.stderr)
+        wanted.remove(6)
+    if not wanted:
+        raise SystemExit("--family: nothing left to measure")
+    return sorted(wanted)
+
+
+def family_name(family: int) -> str:
+    return f"IPv{family}"
+
+
+def within_tolerance(v6: float, v4: float, *, higher_is_better: bool) -> bool | None:
+    """Issue 11's target for one metric; None when either figure is missing."""
+    r = ratio(v6, v4)
+    if math.isnan(r):
+        return None
+    return r >= 1 - IPV6_TOLERANCE if higher_is_better else r <= 1 + IPV6_TOLERANCE
+
+
+def verdict_line(metric: str, v6: float, v4: float, *, higher_is_better: bool) -> str:
+    met = within_tolerance(v6, v4, higher_is_better=higher_is_better)
+    word = "-" if met is None else ("met" if met else "not met")
+    return (
+        f"{metric}: IPv6 {fmt(v6)} vs IPv4 {fmt(v4)} (IPv6/IPv4 {fmt(ratio(v6, v4), 2)}); "
+        f"IPv6 within {IPV6_TOLERANCE * 100:.0f} % of IPv4: {word}"
+    )
 
 
 def runs_of(args: argparse.Namespace) -> int:
@@ -269,9 +331,19 @@ def _client_sysctls(ns: NetNamespace) -> None:
     sysctl(ns, "net.ipv4.tcp_max_syn_backlog", "8192")
 
 
-def ns_socket(ns: NetNamespace) -> socket.socket:
+def ns_socket(ns: NetNamespace, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
     """A TCP socket that belongs to ``ns`` (created by a helper thread inside it)."""
-    return ns.call(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    return ns.call(lambda: socket.socket(family, socket.SOCK_STREAM))
+
+
+def address_family(address: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 literal, AF_INET otherwise."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def host_header(address: str) -> str:
+    """The ``Host`` value for an address: IPv6 literals go in brackets (RFC 3986 3.2.2)."""
+    return f"[{address}]" if ":" in address else address
 
 
 @contextlib.contextmanager
@@ -314,18 +386,47 @@ def disable_offloads(ns: NetNamespace, ifname: str) -> None:
     ns.call(apply)
 
 
+def wait_not_tentative(ns: NetNamespace, ifname: str, timeout: float = TENTATIVE_TIMEOUT) -> None:
+    """Wait until no global IPv6 address of ``ifname`` is tentative (RFC 4862 5.4: a tentative
+    address cannot be bound or used). With ``nodad`` that is at once; the check makes sure."""
+    deadline = time.monotonic() + timeout
+    cmd = ["ip", "-n", ns.name, "-j", "-6", "addr", "show", "dev", ifname, "scope", "global"]
+    while True:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        try:
+            infos = [a for link in json.loads(run.stdout) for a in link.get("addr_info", [])]
+        except (ValueError, AttributeError):
+            infos = []
+        if infos and not any(a.get("tentative") or a.get("dadfailed") for a in infos):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{ifname} in {ns.name}: IPv6 address still tentative: {infos}")
+        time.sleep(0.02)
+
+
 class VethPair:
     """Two fresh namespaces, ``client`` (10.8.0.1) and ``server`` (10.8.0.2), joined by veth.
 
-    ``offloads=False`` turns segmentation and receive offloads off on both ends."""
+    ``offloads=False`` turns segmentation and receive offloads off on both ends. ``ipv6=True``
+    adds fd00:8::1/64 and fd00:8::2/64 beside them (``nodad``, and waits until neither is
+    tentative)."""
 
-    def __init__(self, mtu: int = 1500, *, offloads: bool = True) -> None:
+    def __init__(self, mtu: int = 1500, *, offloads: bool = True, ipv6: bool = False) -> None:
         self.mtu = mtu
         self.offloads = offloads
+        self.ipv6 = ipv6
         self.client = NetNamespace(prefix="ustack-bench-cli")
         self.server = NetNamespace(prefix="ustack-bench-srv")
         self.client_addr = VETH_CLIENT
         self.server_addr = VETH_SERVER
+        self.server_addr6 = VETH_SERVER6 if ipv6 else None
+
+    def server_address(self, family: int) -> str:
+        if family == 6:
+            if self.server_addr6 is None:
+                raise RuntimeError("this veth pair was made without IPv6")
+            return self.server_addr6
+        return self.server_addr
 
     def __enter__(self) -> VethPair:
         try:
@@ -336,8 +437,14 @@ class VethPair:
                "peer", "name", "vs", "mtu", mtu, "netns", self.server.name, ns=self.client)  # fmt: skip
             ip("addr", "add", f"{VETH_CLIENT}/24", "dev", "vc", ns=self.client)
             ip("addr", "add", f"{VETH_SERVER}/24", "dev", "vs", ns=self.server)
+            if self.ipv6:
+                ip("-6", "addr", "add", f"{VETH_CLIENT6}/64", "dev", "vc", "nodad", ns=self.client)
+                ip("-6", "addr", "add", f"{VETH_SERVER6}/64", "dev", "vs", "nodad", ns=self.server)
             ip("link", "set", "vc", "up", ns=self.client)
             ip("link", "set", "vs", "up", ns=self.server)
+            if self.ipv6:
+                wait_not_tentative(self.client, "vc")
+                wait_not_tentative(self.server, "vs")
             if not self.offloads:
                 disable_offloads(self.client, "vc")
                 disable_offloads(self.server, "vs")
@@ -454,6 +561,9 @@ class UstackServe:
         self.extra = list(extra)
         self.ns = NetNamespace(prefix="ustack-bench")
         self.address = USTACK_ADDR
+        # Set once ``serve`` says it has both families (it falls back to IPv4 alone where the
+        # namespace has no IPv6, and older trees measured through USTACK_TREE have none).
+        self.address6: str | None = None
         self.proc: Proc | None = None
         self.profile_dir = Path(tempfile.mkdtemp(prefix="ustack-bench-prof-")) if profiled else None
 
@@ -471,10 +581,23 @@ class UstackServe:
                    "--peer", USTACK_PEER, "--grace", "1", *self.extra]  # fmt: skip
             self.proc = Proc(cmd, name="ustack", env=_python_env())
             self.proc.wait_for("serving")
+            if f" and {USTACK_ADDR6} " in self.proc.output():
+                self.address6 = USTACK_ADDR6
         except BaseException:
             self.close()
             raise
         return self
+
+    def address_of(self, family: int) -> str:
+        """ustack's address in ``family``; a clear error where ``serve`` runs IPv4 only."""
+        if family == 6:
+            if self.address6 is None:
+                assert self.proc is not None
+                raise RuntimeError(
+                    "ustack serve runs without IPv6 here:\n" + self.proc.output()[-1000:]
+                )
+            return self.address6
+        return self.address
 
     def count(
         self, work: Callable[[], int], *, repeats: int = 1, timeout: float = 60.0
@@ -663,8 +786,9 @@ class Nginx:
 
 
 def connect(ns: NetNamespace, address: str, port: int, *, timeout: float = 10.0) -> socket.socket:
-    """A blocking client socket created in ``ns``, with 1 MiB buffers, connected."""
-    sock = ns_socket(ns)
+    """A blocking client socket created in ``ns`` (IPv4 or IPv6, as ``address`` is), with 1 MiB
+    buffers, connected."""
+    sock = ns_socket(ns, address_family(address))
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
@@ -681,7 +805,7 @@ def http_get(ns: NetNamespace, address: str, path: str, *, timeout: float = 10.0
     sock = connect(ns, address, 80, timeout=timeout)
     try:
         sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: {host_header(address)}\r\nConnection: close\r\n\r\n".encode()
         )
         chunks = []
         deadline = time.monotonic() + timeout

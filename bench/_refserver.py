@@ -8,7 +8,8 @@ the kernel's TCP, not this loop, sets the pace. The ``/bytes/N`` body is the sam
 ustack's HTTP service sends (byte ``i`` is ``i % 251``); ``POST /sha256`` answers, as ustack's
 does, with the hex SHA-256 of a Content-Length body, hashed as it arrives.
 
-Run by the benchmarks inside a namespace: ``python bench/_refserver.py --address 10.8.0.2``.
+Run by the benchmarks inside a namespace: ``python bench/_refserver.py --address 10.8.0.2``
+(or an IPv6 address such as ``fd00:8::2``).
 It prints ``ready`` once listening and runs until SIGTERM.
 """
 
@@ -51,7 +52,8 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.scratch = bytearray(BUFFER)
         for kind, port in ports.items():
-            lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            lsock = socket.socket(family, socket.SOCK_STREAM)
             lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             lsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
             lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)

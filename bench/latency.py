@@ -20,13 +20,21 @@ the function calls one round trip costs it (cProfile on for ``--count-calls`` ro
 2,000, three times; the median): a figure that, unlike times, hardly moves with the load on
 the machine.
 
+Every series is measured over IPv4 and IPv6 (``--family 4,6``) in the same runs, interleaved:
+the same ``ustack serve`` processes answer on 10.7.0.2 and fd00:7::2, the veth reference carries
+fd00:8::1/64 and fd00:8::2/64 too. The IPv6 rows show IPv6/IPv4, and closing lines say whether
+IPv6's p50 and p99 are within 10 % of IPv4's (issue 11's target: no more than 10 % slower).
+The cProfile call count stays an IPv4 figure.
+
     python bench/latency.py [--quick] [--runs N] [--count 5000] [--count-calls 2000]
+                            [--family 4,6]
 
 Writes bench/results/latency.json and latency.png (distribution of the median run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
@@ -126,44 +134,62 @@ def round_trips(ns: Any, address: str, count: int, warmup: int) -> dict[str, Any
     }
 
 
+SERIES = ("ustack", "kernel", "ustack_busy")
+
+
+def series_key(who: str, family: int) -> str:
+    """``ustack``, ``kernel``, ``ustack_busy`` for IPv4 (the keys older results use), with
+    ``_ipv6`` appended for IPv6."""
+    return who if family == 4 else f"{who}_ipv6"
+
+
+def timed_trips(us: c.UstackServe | None, ns: Any, address: str, count: int) -> dict[str, Any]:
+    """One run of round trips; for a ustack server, its CPU and run-queue wait per trip too:
+    how much of the round trip is ustack working, and how much waiting for a CPU."""
+    if us is None:
+        return round_trips(ns, address, count, WARMUP)
+    assert us.proc is not None
+    cpu0, wait0 = us.proc.sched()
+    r = round_trips(ns, address, count, WARMUP)
+    cpu1, wait1 = us.proc.sched()
+    trips = count + WARMUP
+    r["server_cpu_us_per_trip"] = (cpu1 - cpu0) / trips * 1e6
+    r["server_wait_us_per_trip"] = (wait1 - wait0) / trips * 1e6
+    return r
+
+
 def run(args: Any) -> dict[str, Any]:
     runs = c.runs_of(args)
     count = args.count or (QUICK_COUNT if args.quick else COUNT)
-    results: dict[str, list[dict[str, Any]]] = {"ustack": [], "kernel": [], "ustack_busy": []}
-    with (
-        c.UstackServe(mtu=1500, services="echo") as us,
-        c.UstackServe(mtu=1500, services="echo", extra=["--busy-poll", str(BUSY_POLL_US)]) as busy,
-        c.VethPair(1500) as veth,
-        c.RefServer(veth.server),
-    ):
+    families = c.families_of(args)
+    results: dict[str, list[dict[str, Any]]] = {
+        series_key(who, f): [] for f in families for who in SERIES
+    }
+    with contextlib.ExitStack() as stack:
+        us = stack.enter_context(c.UstackServe(mtu=1500, services="echo"))
+        busy = stack.enter_context(
+            c.UstackServe(mtu=1500, services="echo", extra=["--busy-poll", str(BUSY_POLL_US)])
+        )
+        veth = stack.enter_context(c.VethPair(1500, ipv6=6 in families))
+        for f in families:
+            stack.enter_context(c.RefServer(veth.server, veth.server_address(f)))
         for i in range(runs):
-            assert us.proc is not None
-            cpu0, wait0 = us.proc.sched()
-            u = round_trips(us.ns, us.address, count, WARMUP)
-            cpu1, wait1 = us.proc.sched()
-            # Server CPU and run-queue wait per round trip: how much of the round trip is
-            # ustack working, and how much is waiting for a CPU on a shared machine.
-            trips = count + WARMUP
-            u["server_cpu_us_per_trip"] = (cpu1 - cpu0) / trips * 1e6
-            u["server_wait_us_per_trip"] = (wait1 - wait0) / trips * 1e6
-            k = round_trips(veth.client, veth.server_addr, count, WARMUP)
-            assert busy.proc is not None
-            cpu0, wait0 = busy.proc.sched()
-            b = round_trips(busy.ns, busy.address, count, WARMUP)
-            cpu1, wait1 = busy.proc.sched()
-            b["server_cpu_us_per_trip"] = (cpu1 - cpu0) / trips * 1e6
-            b["server_wait_us_per_trip"] = (wait1 - wait0) / trips * 1e6
-            results["ustack"].append(u)
-            results["kernel"].append(k)
-            results["ustack_busy"].append(b)
-            print(
-                f"  run {i + 1}/{runs}: ustack p50 {u.get('p50_us', float('nan')):6.1f} us "
-                f"p99 {u.get('p99_us', float('nan')):6.1f} us; kernel p50 "
-                f"{k.get('p50_us', float('nan')):6.1f} us p99 {k.get('p99_us', float('nan')):6.1f}"
-                f" us; ustack --busy-poll {BUSY_POLL_US} p50 {b.get('p50_us', float('nan')):6.1f}"
-                " us" + ("" if u["ok"] and k["ok"] and b["ok"] else "  FAILED"),
-                flush=True,
-            )
+            for f in families:
+                u = timed_trips(us, us.ns, us.address_of(f), count)
+                k = timed_trips(None, veth.client, veth.server_address(f), count)
+                b = timed_trips(busy, busy.ns, busy.address_of(f), count)
+                results[series_key("ustack", f)].append(u)
+                results[series_key("kernel", f)].append(k)
+                results[series_key("ustack_busy", f)].append(b)
+                print(
+                    f"  run {i + 1}/{runs} IPv{f}: ustack p50 {u.get('p50_us', float('nan')):6.1f}"
+                    f" us p99 {u.get('p99_us', float('nan')):6.1f} us; kernel p50 "
+                    f"{k.get('p50_us', float('nan')):6.1f} us p99 "
+                    f"{k.get('p99_us', float('nan')):6.1f} us; ustack --busy-poll {BUSY_POLL_US} "
+                    f"p50 {b.get('p50_us', float('nan')):6.1f} us"
+                    + ("" if u["ok"] and k["ok"] and b["ok"] else "  FAILED"),
+                    flush=True,
+                )
     summary: dict[str, Any] = {}
     for who, rs in results.items():
         summary[who] = {
@@ -188,9 +214,10 @@ def run(args: Any) -> dict[str, Any]:
         + ("" if calls["ok"] else "  FAILED"),
         flush=True,
     )
-    summary["ustack"]["calls_per_trip"] = calls["calls_per_op"]
-    summary["ustack"]["python_calls_per_trip"] = calls["python_calls_per_op"]
-    summary["ustack"]["builtin_calls_per_trip"] = calls["builtin_calls_per_op"]
+    calls_on = summary["ustack"] if "ustack" in summary else summary["ustack_ipv6"]
+    calls_on["calls_per_trip"] = calls["calls_per_op"]
+    calls_on["python_calls_per_trip"] = calls["python_calls_per_op"]
+    calls_on["builtin_calls_per_trip"] = calls["builtin_calls_per_op"]
     # Keep one run's raw samples (the median run by p50) for the chart; drop the rest.
     chart: dict[str, list[float]] = {}
     for who, rs in results.items():
@@ -205,44 +232,95 @@ def run(args: Any) -> dict[str, Any]:
         "runs": runs,
         "target_p50_us": TARGET_P50_US,
         "busy_poll_us": BUSY_POLL_US,
+        "families": families,
+        "ipv6_tolerance": c.IPV6_TOLERANCE,
         "summary": summary,
-        "ratio_p50": c.ratio(summary["ustack"]["p50_us"], summary["kernel"]["p50_us"]),
-        "ratio_p99": c.ratio(summary["ustack"]["p99_us"], summary["kernel"]["p99_us"]),
+        **ratios(summary),
         "per_run": results,
         "calls": calls,
         "median_run_samples_us": chart,
     }
 
 
+def ratios(summary: dict[str, Any]) -> dict[str, float]:
+    """ustack/kernel per family (``ratio_p50`` is IPv4's, as before; ``ratio_p50_ipv6``), and
+    IPv6/IPv4 for each series where both families were measured."""
+    out: dict[str, float] = {}
+    for f in (4, 6):
+        u, k = summary.get(series_key("ustack", f)), summary.get(series_key("kernel", f))
+        if u and k:
+            tail = "" if f == 4 else "_ipv6"
+            out[f"ratio_p50{tail}"] = c.ratio(u["p50_us"], k["p50_us"])
+            out[f"ratio_p99{tail}"] = c.ratio(u["p99_us"], k["p99_us"])
+    for who in SERIES:
+        v4, v6 = summary.get(who), summary.get(series_key(who, 6))
+        if v4 and v6:
+            for q in ("p50", "p99"):
+                out[f"ipv6_ipv4_{who}_{q}"] = c.ratio(v6[f"{q}_us"], v4[f"{q}_us"])
+    return out
+
+
 def render(doc: dict[str, Any]) -> str:
+    fams = doc.get("families", [4])
+    tables = [render_family(doc, f) for f in fams]
     s = doc["summary"]
+    verdicts = []
+    if 4 in fams and 6 in fams:
+        for who, label in (("ustack", "ustack"), ("ustack_busy", "ustack --busy-poll"),
+                           ("kernel", "kernel (reference)")):  # fmt: skip
+            for q in ("p50", "p99"):
+                line = c.verdict_line(
+                    f"{label} echo {q} (us)",
+                    s[series_key(who, 6)][f"{q}_us"],
+                    s[who][f"{q}_us"],
+                    higher_is_better=False,
+                )
+                verdicts.append(line if who != "kernel" else line + " (for reference)")
+    calls = doc.get("calls")
+    ok = all(v["all_ok"] for v in s.values() if "all_ok" in v) and (not calls or calls["ok"])
+    return "\n\n".join(tables) + "\n" + "\n".join(verdicts) + ("" if ok else "\n(some runs FAILED)")
+
+
+def render_family(doc: dict[str, Any], family: int) -> str:
+    """The table of one family; IPv6's has an IPv6/IPv4 column when IPv4 was measured too."""
+    s = doc["summary"]
+    u, k = s[series_key("ustack", family)], s[series_key("kernel", family)]
+    busy = s.get(series_key("ustack_busy", family))
+    tail = "" if family == 4 else "_ipv6"
+    compare = family == 6 and "ustack" in s
+
+    def v6_v4(who: str, q: str) -> str:
+        r = doc.get(f"ipv6_ipv4_{who}_{q}")
+        return "" if not compare or r is None else c.fmt(r, 2)
+
     rows = [
-        ["p50 (us)", s["ustack"]["p50_us"], s["kernel"]["p50_us"], doc["ratio_p50"], "<= 40"],
-        ["p99 (us)", s["ustack"]["p99_us"], s["kernel"]["p99_us"], doc["ratio_p99"], ""],
-        ["mean (us)", s["ustack"]["mean_us"], s["kernel"]["mean_us"], "", ""],
-        ["ustack CPU/trip (us)", s["ustack"]["server_cpu_us_per_trip"], "", "", ""],
-        ["ustack CPU wait/trip (us)", s["ustack"]["server_wait_us_per_trip"], "", "", ""],
-    ]
-    busy = s.get("ustack_busy")
+        ["p50 (us)", u["p50_us"], k["p50_us"], doc[f"ratio_p50{tail}"], v6_v4("ustack", "p50"),
+         "<= 40"],
+        ["p99 (us)", u["p99_us"], k["p99_us"], doc[f"ratio_p99{tail}"], v6_v4("ustack", "p99"),
+         ""],
+        ["mean (us)", u["mean_us"], k["mean_us"], "", "", ""],
+        ["ustack CPU/trip (us)", u["server_cpu_us_per_trip"], "", "", "", ""],
+        ["ustack CPU wait/trip (us)", u["server_wait_us_per_trip"], "", "", "", ""],
+    ]  # fmt: skip
     if busy:
         n = doc["busy_poll_us"]
-        ratio = c.ratio(busy["p50_us"], s["kernel"]["p50_us"])
+        ratio = c.ratio(busy["p50_us"], k["p50_us"])
         rows += [
-            [f"p50, --busy-poll {n} (us)", busy["p50_us"], s["kernel"]["p50_us"], ratio, "<= 40"],
-            [f"p99, --busy-poll {n} (us)", busy["p99_us"], s["kernel"]["p99_us"], "", ""],
-            [f"CPU/trip, --busy-poll {n} (us)", busy["server_cpu_us_per_trip"], "", "", ""],
-        ]
+            [f"p50, --busy-poll {n} (us)", busy["p50_us"], k["p50_us"], ratio,
+             v6_v4("ustack_busy", "p50"), "<= 40"],
+            [f"p99, --busy-poll {n} (us)", busy["p99_us"], k["p99_us"], "",
+             v6_v4("ustack_busy", "p99"), ""],
+            [f"CPU/trip, --busy-poll {n} (us)", busy["server_cpu_us_per_trip"], "", "", "", ""],
+        ]  # fmt: skip
     calls = doc.get("calls")
-    if calls:
+    if calls and "calls_per_trip" in u:
         rows += [
-            ["ustack calls/trip (cProfile)", calls["calls_per_op"], "", "", ""],
-            ["  Python functions", calls["python_calls_per_op"], "", "", ""],
-            ["  C builtins", calls["builtin_calls_per_op"], "", "", ""],
+            ["ustack calls/trip (cProfile)", calls["calls_per_op"], "", "", "", ""],
+            ["  Python functions", calls["python_calls_per_op"], "", "", "", ""],
+            ["  C builtins", calls["builtin_calls_per_op"], "", "", "", ""],
         ]
-    ok = all(v["all_ok"] for v in s.values() if "all_ok" in v) and (not calls or calls["ok"])
-    return c.table(["64 B echo RTT", "ustack", "kernel", "ratio", "target"], rows) + (
-        "" if ok else "\n(some runs FAILED)"
-    )
+    head = f"64 B echo RTT, {c.family_name(family)}"
+    return c.table([head, "ustack", "kernel", "ratio", "IPv6/IPv4", "target"], rows)
 
 
 def plot(doc: dict[str, Any], path: Path) -> None:
@@ -281,6 +359,7 @@ def main() -> int:
         default=None,
         help=f"round trips with cProfile on, for calls per round trip ({COUNT_CALLS})",
     )
+    c.add_family_option(p)
     args = p.parse_args()
     c.setup()
     machine = c.machine()
@@ -291,8 +370,8 @@ def main() -> int:
     path = c.write_json(args.out, "latency", doc)
     plot(doc, args.out / "latency.png")
     print(f"wrote {path} and {args.out / 'latency.png'}")
-    s = doc["summary"]
-    return 0 if s["ustack"]["all_ok"] and s["kernel"]["all_ok"] and doc["calls"]["ok"] else 1
+    ok = all(v["all_ok"] for v in doc["summary"].values())
+    return 0 if ok and doc["calls"]["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -20,13 +20,21 @@ share is what other work on the machine took from it.
 Each MTU is measured with the TUN offloads on (TSO/GRO super-segments of up to 64 KB and
 checksum offload through the virtio-net header; the link MTU is still the wire's) and off.
 
+Every row is measured over IPv4 and over IPv6 (``--family 4,6``): the same ``ustack serve``
+process answers on 10.7.0.2 and fd00:7::2, the reference veth pair carries fd00:8::1/64 and
+fd00:8::2/64 beside its IPv4 addresses, and the transfers of both families are interleaved in
+each run. The IPv6 rows show IPv6/IPv4 from the same run, and a closing line per row says whether
+IPv6 is within 10 % of IPv4 (issue 11's target: no more than 10 % slower).
+
     python bench/throughput.py [--quick] [--runs N] [--mtu 1500,65000] [--offload on,off]
+                               [--family 4,6]
 
 Writes bench/results/throughput.json and throughput.png.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
@@ -82,7 +90,8 @@ def recv_bulk(ns: Any, address: str, size: int, seconds: float) -> dict[str, Any
         t0 = time.perf_counter()
         deadline = t0 + seconds
         sock.sendall(
-            f"GET /bytes/{size} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode()
+            f"GET /bytes/{size} HTTP/1.1\r\nHost: {c.host_header(address)}\r\n"
+            "Connection: close\r\n\r\n".encode()
         )
         head = b""
         while b"\r\n\r\n" not in head:
@@ -139,100 +148,156 @@ def run(args: Any) -> dict[str, Any]:
     seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     mtus = [int(x) for x in args.mtu.split(",")]
     offloads = [x.strip() for x in args.offload.split(",")]
-    rows = []
+    families = c.families_of(args)
+    rows: list[dict[str, Any]] = []
     for mtu, offload in [(m, o) for m in mtus for o in offloads]:
-        with (
-            c.UstackServe(mtu=mtu, services="discard,http", extra=["--offload", offload]) as us,
-            c.VethPair(mtu) as veth,
-            c.RefServer(veth.server),
-        ):
-            samples: dict[str, dict[str, list[dict[str, Any]]]] = {
-                d: {"ustack": [], "kernel": []} for d in DIRECTIONS
+        with contextlib.ExitStack() as stack:
+            us = stack.enter_context(
+                c.UstackServe(mtu=mtu, services="discard,http", extra=["--offload", offload])
+            )
+            veth = stack.enter_context(c.VethPair(mtu, ipv6=6 in families))
+            # One reference server per family, each bound to its own address: the IPv4 figure
+            # stays that of a plain AF_INET socket, not of an IPv4-mapped one.
+            for f in families:
+                stack.enter_context(c.RefServer(veth.server, veth.server_address(f)))
+            targets = {f: (us.address_of(f), veth.server_address(f)) for f in families}
+            samples: dict[tuple[int, str], dict[str, list[dict[str, Any]]]] = {
+                (f, d): {"ustack": [], "kernel": []} for f in families for d in DIRECTIONS
             }
             for i in range(runs):
                 for d in DIRECTIONS:
-                    u = measure(d, us.ns, us.address, size, seconds, us.proc)
-                    k = measure(d, veth.client, veth.server_addr, size, seconds)
-                    samples[d]["ustack"].append(u)
-                    samples[d]["kernel"].append(k)
-                    print(
-                        f"  MTU {mtu} offload {offload:3} {d:15} run {i + 1}/{runs}: "
-                        f"ustack {u['mb_s']:8.1f} "
-                        f"MB/s (cpu {u.get('server_cpu', 0) * 100:3.0f}%), kernel "
-                        f"{k['mb_s']:8.1f} MB/s" + ("" if u["ok"] and k["ok"] else "  FAILED"),
-                        flush=True,
-                    )
+                    for f in families:
+                        u_addr, k_addr = targets[f]
+                        u = measure(d, us.ns, u_addr, size, seconds, us.proc)
+                        k = measure(d, veth.client, k_addr, size, seconds)
+                        samples[f, d]["ustack"].append(u)
+                        samples[f, d]["kernel"].append(k)
+                        print(
+                            f"  MTU {mtu} offload {offload:3} {d:15} IPv{f} run {i + 1}/{runs}: "
+                            f"ustack {u['mb_s']:8.1f} "
+                            f"MB/s (cpu {u.get('server_cpu', 0) * 100:3.0f}%), kernel "
+                            f"{k['mb_s']:8.1f} MB/s" + ("" if u["ok"] and k["ok"] else "  FAILED"),
+                            flush=True,
+                        )
             counters = c.ustack_counters(us)
+        first = len(rows)
+        for f in families:
+            for d in DIRECTIONS:
+                rows.append(summarise(mtu, offload, d, f, samples[f, d]))
+        by_key = {(r["family"], r["direction"]): r for r in rows[first:]}
         for d in DIRECTIONS:
-            u_runs, k_runs = samples[d]["ustack"], samples[d]["kernel"]
-            u_rate = c.median([r["mb_s"] for r in u_runs])
-            k_rate = c.median([r["mb_s"] for r in k_runs])
-            rows.append(
-                {
-                    "mtu": mtu,
-                    "offload": offload,
-                    "direction": d,
-                    "ustack_mb_s": u_rate,
-                    "kernel_mb_s": k_rate,
-                    "ratio": c.ratio(u_rate, k_rate),
-                    "ustack_cpu": c.median([r.get("server_cpu", float("nan")) for r in u_runs]),
-                    "ustack_runqueue_wait": c.median(
-                        [r.get("server_runqueue_wait", float("nan")) for r in u_runs]
-                    ),
-                    "target_mb_s": TARGETS.get((mtu, offload)),
-                    "all_ok": all(r["ok"] for r in u_runs + k_runs),
-                    "ustack_runs": u_runs,
-                    "kernel_runs": k_runs,
-                }
-            )
-        # Average segment sizes over the whole MTU's runs, from ustack's own counters: at a
-        # large MTU they show whether the MSS really followed the MTU.
+            v4, v6 = by_key.get((4, d)), by_key.get((6, d))
+            if v4 is not None and v6 is not None:
+                v6["ipv4_ustack_mb_s"] = v4["ustack_mb_s"]
+                v6["ipv4_kernel_mb_s"] = v4["kernel_mb_s"]
+                v6["ratio_ipv6_ipv4"] = c.ratio(v6["ustack_mb_s"], v4["ustack_mb_s"])
+                v6["kernel_ratio_ipv6_ipv4"] = c.ratio(v6["kernel_mb_s"], v4["kernel_mb_s"])
+                v6["ipv6_within_tolerance"] = c.within_tolerance(
+                    v6["ustack_mb_s"], v4["ustack_mb_s"], higher_is_better=True
+                )
+        # Average segment sizes over the whole MTU's runs (both families), from ustack's own
+        # counters: at a large MTU they show whether the MSS really followed the MTU.
         sent = counters.get("tcp_bytes_sent", 0) / max(counters.get("tcp_data_segments_sent", 0), 1)
         received = counters.get("tcp_bytes_received", 0) / max(
             counters.get("tcp_segments_received", 0), 1
         )
-        for row in rows[-len(DIRECTIONS) :]:
+        for row in rows[first:]:
             row["ustack_avg_segment_sent"] = sent
             row["ustack_avg_segment_received"] = received
         rows[-1]["ustack_counters_after"] = counters
-    return {"size_bytes": size, "seconds_limit": seconds, "runs": runs, "rows": rows}
+    return {
+        "size_bytes": size,
+        "seconds_limit": seconds,
+        "runs": runs,
+        "families": families,
+        "ipv6_tolerance": c.IPV6_TOLERANCE,
+        "rows": rows,
+    }
+
+
+def summarise(
+    mtu: int, offload: str, direction: str, family: int, runs: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """One table row: the medians of one (MTU, offload, direction, family)'s runs."""
+    u_runs, k_runs = runs["ustack"], runs["kernel"]
+    u_rate = c.median([r["mb_s"] for r in u_runs])
+    k_rate = c.median([r["mb_s"] for r in k_runs])
+    return {
+        "mtu": mtu,
+        "offload": offload,
+        "direction": direction,
+        "family": family,
+        "ustack_mb_s": u_rate,
+        "kernel_mb_s": k_rate,
+        "ratio": c.ratio(u_rate, k_rate),
+        "ustack_cpu": c.median([r.get("server_cpu", float("nan")) for r in u_runs]),
+        "ustack_runqueue_wait": c.median(
+            [r.get("server_runqueue_wait", float("nan")) for r in u_runs]
+        ),
+        "target_mb_s": TARGETS.get((mtu, offload)),
+        "all_ok": all(r["ok"] for r in u_runs + k_runs),
+        "ustack_runs": u_runs,
+        "kernel_runs": k_runs,
+    }
 
 
 def render(doc: dict[str, Any]) -> str:
-    headers = ["MTU", "offload", "direction", "ustack MB/s", "kernel MB/s", "ratio"]
-    headers += ["ustack CPU", "CPU wait"]
+    headers = ["MTU", "offload", "direction", "family", "ustack MB/s", "kernel MB/s", "ratio"]
+    headers += ["IPv6/IPv4", "ustack CPU", "CPU wait"]
     headers.append("target")
-    rows = []
+    rows: list[list[Any]] = []
     for r in doc["rows"]:
+        v6_v4 = r.get("ratio_ipv6_ipv4")
         rows.append(
             [
                 r["mtu"],
                 r.get("offload", "off"),
                 r["direction"],
+                c.family_name(r.get("family", 4)),
                 r["ustack_mb_s"],
                 r["kernel_mb_s"],
                 f"{r['ratio'] * 100:.1f}%",
+                "" if v6_v4 is None else f"{v6_v4:.2f}",
                 f"{r['ustack_cpu'] * 100:.0f}%",
                 f"{r['ustack_runqueue_wait'] * 100:.0f}%",
                 (f">= {r['target_mb_s']:g}" if r["target_mb_s"] else "")
                 + ("" if r["all_ok"] else " (FAILED runs)"),
             ]
         )
+    seen: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in doc["rows"]:
+        if "ustack_avg_segment_sent" in r:
+            seen.setdefault((r["mtu"], r.get("offload", "off")), r)
     notes = [
-        f"MTU {r['mtu']} offload {r.get('offload', 'off')}: ustack's data segments averaged {r['ustack_avg_segment_sent']:.0f} B "
-        f"sent and {r['ustack_avg_segment_received']:.0f} B received"
-        for r in doc["rows"][:: len(DIRECTIONS)]
-        if "ustack_avg_segment_sent" in r
+        f"MTU {mtu} offload {offload}: ustack's data segments averaged "
+        f"{r['ustack_avg_segment_sent']:.0f} B sent and {r['ustack_avg_segment_received']:.0f} B "
+        "received"
+        for (mtu, offload), r in seen.items()
     ]
-    return "\n".join([c.table(headers, rows), *notes])
+    verdicts = [
+        c.verdict_line(
+            f"MTU {r['mtu']} offload {r.get('offload', 'off')} {r['direction']} (ustack MB/s)",
+            r["ustack_mb_s"],
+            r["ipv4_ustack_mb_s"],
+            higher_is_better=True,
+        )
+        + f" [kernel IPv6/IPv4 {c.fmt(r['kernel_ratio_ipv6_ipv4'], 2)}]"
+        for r in doc["rows"]
+        if "ratio_ipv6_ipv4" in r
+    ]
+    return "\n".join([c.table(headers, rows), *notes, *verdicts])
 
 
 def plot(doc: dict[str, Any], path: Path) -> None:
     plt = c.pyplot()
     rows = doc["rows"]
-    labels = [f"{r['direction']}\nMTU {r['mtu']} {r.get('offload', 'off')}" for r in rows]
+    labels = [
+        f"{r['direction']}\nMTU {r['mtu']} {r.get('offload', 'off')}"
+        + (" v6" if r.get("family") == 6 else "")
+        for r in rows
+    ]
     xs = range(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 1.0), 4.5))
     w = 0.38
     ax.bar([x - w / 2 for x in xs], [r["ustack_mb_s"] for r in rows], w, label="ustack (TUN)")
     ax.bar([x + w / 2 for x in xs], [r["kernel_mb_s"] for r in rows], w, label="kernel (veth)")
@@ -264,6 +329,7 @@ def main() -> int:
         default=",".join(OFFLOADS),
         help="TUN offload modes to measure at each MTU (on,off); 'on' fails if the kernel refuses",
     )
+    c.add_family_option(p)
     args = p.parse_args()
     c.setup()
     machine = c.machine()
