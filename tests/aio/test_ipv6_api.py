@@ -91,23 +91,77 @@ async def test_open_connection_over_ipv6_with_socket_style_names(
     await writer.wait_closed()
 
 
-async def test_a_server_accepts_both_families(pair6: tuple[Stack, Stack]) -> None:
-    """One listener per port serves every address of the stack, whatever ``host`` names."""
+async def _reaches(a: Stack, target: str) -> bool:
+    """Whether a connection from ``a`` to ``target`` is accepted and echoes (True) or is
+    refused by a RST (False)."""
+    try:
+        reader, writer = await ustack.open_connection(target, PORT, stack=a)
+    except ConnectionRefusedError:
+        return False
+    writer.write(b"x")
+    assert await asyncio.wait_for(reader.readexactly(1), WAIT) == b"x"
+    assert len(writer.get_extra_info("peername")) == (4 if ":" in target else 2)
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+@pytest.mark.parametrize(
+    ("host", "ipv6_only", "v4", "v6"),
+    [
+        (None, False, True, True),
+        ("", False, True, True),
+        ("0.0.0.0", False, True, False),
+        ("::", False, True, True),
+        ("::", True, False, True),
+        (B, False, True, False),
+        (B6, False, False, True),
+        (B6, True, False, True),
+    ],
+)
+async def test_host_picks_the_families_a_server_accepts(
+    pair6: tuple[Stack, Stack], host: str | None, ipv6_only: bool, v4: bool, v6: bool
+) -> None:
+    """As a Linux socket: None/"" both, "0.0.0.0" IPv4, "::" both unless ``ipv6_only``, an
+    address its family; a SYN of the other family is refused with a RST and counted."""
     a, b = pair6
-    for host in (None, "0.0.0.0", "::", B, B6):
-        server = await ustack.start_server(_echo, host=host, port=PORT, stack=b)
-        for target, family_len in ((B, 2), (B6, 4)):
-            reader, writer = await ustack.open_connection(target, PORT, stack=a)
-            writer.write(b"x")
-            assert await asyncio.wait_for(reader.readexactly(1), WAIT) == b"x"
-            assert len(writer.get_extra_info("peername")) == family_len
-            writer.close()
-            await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+    server = await ustack.start_server(_echo, host=host, port=PORT, stack=b, ipv6_only=ipv6_only)
+    assert (await _reaches(a, B), await _reaches(a, B6)) == (v4, v6)
+    assert b.stats.listen_wrong_family == (not v4) + (not v6)
+    server.close()
+    await server.wait_closed()
+
+
+async def test_stack_listen_takes_host_and_ipv6_only(pair6: tuple[Stack, Stack]) -> None:
+    a, b = pair6
+    listener = await b.listen(PORT, host="::", ipv6_only=True)
+    with pytest.raises(ConnectionRefusedError):
+        await ustack.open_connection(B, PORT, stack=a)
+    _, writer = await ustack.open_connection(B6, PORT, stack=a)
+    _, accepted = await asyncio.wait_for(listener.accept(), WAIT)
+    assert len(accepted.get_extra_info("peername")) == 4
+    assert b.stats.listen_wrong_family == 1
+    for w in (writer, accepted):
+        w.close()
+    listener.close()
+
+
+async def test_bad_listening_hosts(pair6: tuple[Stack, Stack]) -> None:
+    _, b = pair6
     with pytest.raises(OSError) as info:
         await ustack.start_server(_echo, host="fd00:9::9", port=PORT, stack=b)
     assert info.value.errno == errno.EADDRNOTAVAIL
+    for host in (None, "", "0.0.0.0", B):
+        with pytest.raises(ValueError, match="ipv6_only needs an IPv6 host"):
+            await ustack.start_server(_echo, host=host, port=PORT, stack=b, ipv6_only=True)
+    # One listener per port, whatever its family: a second server for the other family is
+    # refused (Linux would allow an AF_INET and an IPV6_V6ONLY socket on one port).
+    server = await ustack.start_server(_echo, host="0.0.0.0", port=PORT, stack=b)
+    with pytest.raises(OSError) as info:
+        await ustack.start_server(_echo, host="::", port=PORT, stack=b, ipv6_only=True)
+    assert info.value.errno == errno.EADDRINUSE
+    server.close()
+    await server.wait_closed()
 
 
 async def test_ipv4_only_stack_cannot_reach_ipv6() -> None:

@@ -59,12 +59,6 @@ ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitab
 _SETTLED = frozenset({State.CLOSED, State.TIME_WAIT, State.LISTEN})
 
 
-# ``host`` values that mean "every address of this stack", as the stdlib's wildcards do. A
-# listener in the host is per port, not per address or family (Host.listen), so all of them
-# accept connections of both families; listening on one family only is not supported yet.
-_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
-
-
 def _parse_address(address: str, what: str) -> int:
     """An IPv4 (``"10.7.0.2"``) or IPv6 (``"fd00:7::2"``, no brackets, like ``socket``)
     literal as the core's int (:mod:`ustack.wire.addr`); ValueError naming ``what``."""
@@ -460,15 +454,15 @@ class Stack:
         host: str | None = None,
         backlog: int = DEFAULT_BACKLOG,
         start_serving: bool = True,
+        ipv6_only: bool = False,
     ) -> Server:
         """Listen on ``port``, like ``loop.create_server``; every completed connection gets a
         protocol from ``protocol_factory``. ``host`` is None, a wildcard (``"0.0.0.0"``,
-        ``"::"``) or one of the stack's addresses (else ``EADDRNOTAVAIL``); in every case the
-        server accepts connections to all of the stack's addresses, IPv4 and IPv6 -- the
-        host's listeners are per port, so listening on one family only is not supported."""
+        ``"::"``) or one of the stack's addresses (else ``EADDRNOTAVAIL``), and picks the
+        families the server accepts as on Linux (see :meth:`_family`)."""
         self._running()
-        self._check_local(host)
-        server = Server(self, protocol_factory, port, backlog)
+        family = self._family(host, ipv6_only)
+        server = Server(self, protocol_factory, port, backlog, family)
         if start_serving:
             await server.start_serving()
         return server
@@ -493,24 +487,55 @@ class Stack:
         return reader, writer
 
     async def listen(
-        self, port: int, *, backlog: int = DEFAULT_BACKLOG, limit: int = DEFAULT_LIMIT
+        self,
+        port: int,
+        *,
+        host: str | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        limit: int = DEFAULT_LIMIT,
+        ipv6_only: bool = False,
     ) -> Listener:
-        """Listen on ``port``; ``await listener.accept()`` returns (reader, writer) pairs."""
+        """Listen on ``port``; ``await listener.accept()`` returns (reader, writer) pairs.
+        ``host`` and ``ipv6_only`` pick the families as for :meth:`create_server`."""
         self._running()
-        return Listener(self, port, backlog, limit)
+        family = self._family(host, ipv6_only)
+        return Listener(self, port, backlog, limit, family)
 
-    def _check_local(self, host: str | None) -> None:
-        """``host`` must name this stack: a wildcard or one of its addresses. Either way the
-        listener takes connections to every address of both families (see _WILDCARDS)."""
-        if host is None or host in _WILDCARDS:
-            return
-        if _parse_address(host, "host") not in self._addrs:
-            raise OSError(errno.EADDRNOTAVAIL, f"{host} is not one of this stack's addresses")
+    def _family(self, host: str | None, ipv6_only: bool) -> int | None:
+        """The family a listener on ``host`` takes (4, 6, or None for both), as a Linux
+        socket would: None or ``""`` -> both (asyncio binds one socket per family);
+        ``"0.0.0.0"`` -> IPv4 (an AF_INET socket); ``"::"`` -> both (an AF_INET6 socket takes
+        IPv4 too, as v4-mapped), or IPv6 only with ``ipv6_only`` (IPV6_V6ONLY); one of the
+        stack's addresses -> its family (else ``EADDRNOTAVAIL``), the stack having one address
+        per family. ``ipv6_only`` with anything but an IPv6 host is a ValueError, as
+        IPV6_V6ONLY is meaningless on an AF_INET socket.
 
-    def _listen(self, port: int, backlog: int, owner: Server | Listener) -> Any:
+        The host's listeners are per port, not per address: one port takes one listener, so
+        two servers on a port, one per family, are not supported (``EADDRINUSE``)."""
+        family: int | None
+        if host is None or host == "":
+            family = None
+        elif host == "0.0.0.0":
+            family = 4
+        elif host == "::":
+            family = None
+        else:
+            local = _parse_address(host, "host")
+            if local not in self._addrs:
+                raise OSError(errno.EADDRNOTAVAIL, f"{host} is not one of this stack's addresses")
+            family = 6 if addr.is_v6(local) else 4
+        if ipv6_only:
+            if host != "::" and family != 6:
+                raise ValueError(f"ipv6_only needs an IPv6 host, got {host!r}")
+            return 6
+        return family
+
+    def _listen(
+        self, port: int, backlog: int, owner: Server | Listener, family: int | None = None
+    ) -> Any:
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1..65535, got {port!r}")
-        listener = self.host.listen(port, backlog=backlog)
+        listener = self.host.listen(port, backlog=backlog, family=family)
         self.driver.register_listener(listener, owner)
         return listener
 
@@ -531,12 +556,14 @@ class Server:
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         port: int,
         backlog: int,
+        family: int | None = None,
     ) -> None:
         self._stack = stack
         self._loop = stack.driver.loop
         self._factory = protocol_factory
         self.port = port
         self._backlog = backlog
+        self._family = family  # the host listener's: 4, 6 or None for both
         self._listener: Any = None
         self._serving = False
         self._closed = False
@@ -558,7 +585,7 @@ class Server:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         if not self._serving:
-            self._listener = self._stack._listen(self.port, self._backlog, self)
+            self._listener = self._stack._listen(self.port, self._backlog, self, self._family)
             self._stack._servers.add(self)
             self._serving = True
             self._accept_all()
@@ -665,7 +692,9 @@ class Server:
 class Listener:
     """A listening port whose connections are taken one ``accept()`` at a time."""
 
-    def __init__(self, stack: Stack, port: int, backlog: int, limit: int) -> None:
+    def __init__(
+        self, stack: Stack, port: int, backlog: int, limit: int, family: int | None = None
+    ) -> None:
         self._stack = stack
         self._loop = stack.driver.loop
         self.port = port
@@ -673,7 +702,7 @@ class Listener:
         self._closed = False
         self._error: OSError | None = None  # the stack lost its link
         self._ready: asyncio.Future[None] | None = None
-        self._listener: Any = stack._listen(port, backlog, self)
+        self._listener: Any = stack._listen(port, backlog, self, family)
         stack._listeners.add(self)
 
     def __repr__(self) -> str:
@@ -751,9 +780,12 @@ async def start_server(
     backlog: int = DEFAULT_BACKLOG,
     limit: int = DEFAULT_LIMIT,
     start_serving: bool = True,
+    ipv6_only: bool = False,
 ) -> Server:
     """``asyncio.start_server`` over ``stack``: ``client_connected_cb(reader, writer)`` runs for
-    every connection (as a task when it is a coroutine function).
+    every connection (as a task when it is a coroutine function). ``host`` picks the families
+    as on Linux: None, ``""`` or ``"::"`` both (``"::"`` with ``ipv6_only``: IPv6 only),
+    ``"0.0.0.0"`` IPv4, an address of the stack its family (see ``Stack._family``).
 
     A callback that also carries a ``protocol_factory`` (a :class:`ustack.apps.base.Service`:
     the built-in echo, discard and chargen) is served through that protocol instead -- the same
@@ -763,7 +795,12 @@ async def start_server(
     protocol_factory = getattr(client_connected_cb, "protocol_factory", None)
     if protocol_factory is not None:
         return await stack.create_server(
-            protocol_factory, port, host=host, backlog=backlog, start_serving=start_serving
+            protocol_factory,
+            port,
+            host=host,
+            backlog=backlog,
+            start_serving=start_serving,
+            ipv6_only=ipv6_only,
         )
     loop = asyncio.get_running_loop()
 
@@ -772,5 +809,10 @@ async def start_server(
         return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
 
     return await stack.create_server(
-        factory, port, host=host, backlog=backlog, start_serving=start_serving
+        factory,
+        port,
+        host=host,
+        backlog=backlog,
+        start_serving=start_serving,
+        ipv6_only=ipv6_only,
     )

@@ -178,9 +178,17 @@ class Host:
         <ustack.stack.tcp_demux.TcpDemux.release>`."""
         self.demux.release(conn, now)
 
-    def listen(self, port: int, backlog: int = 128, *, syn_backlog: int | None = None) -> Listener:
-        """Accept connections on ``port`` at every address of this host."""
-        return self.demux.listen(port, backlog, syn_backlog=syn_backlog)
+    def listen(
+        self,
+        port: int,
+        backlog: int = 128,
+        *,
+        syn_backlog: int | None = None,
+        family: int | None = None,
+    ) -> Listener:
+        """Accept connections on ``port`` at every address of this host of ``family`` (4 or 6;
+        None: both); see :meth:`TcpDemux.listen <ustack.stack.tcp_demux.TcpDemux.listen>`."""
+        return self.demux.listen(port, backlog, syn_backlog=syn_backlog, family=family)
 
     def connect(
         self,

@@ -7,12 +7,12 @@ released connections in TIME-WAIT. The network layer below
 error that quotes a TCP segment of ours (``icmp_error``); it knows nothing of IP beyond the
 addresses, plain ints in the key (an IPv6 one tagged, see :mod:`ustack.wire.addr`, which only
 picks the connection's config: the IPv6 MSS), and the pseudo-header sum that checked the
-segment. A segment
-is demultiplexed in one dict lookup; one for no connection goes to a TIME-WAIT record, else to
-the listener on its port (which creates a SYN-RECEIVED connection for a SYN), else gets the
-closed-port reply of RFC 9293 3.10.7.1. An ICMP error goes to the connection it quotes once RFC
-5927's checks pass (see :mod:`~ustack.stack.icmp_errors`). Segments go down through one narrow
-interface, :class:`SegmentOutput`: the connections' output is appended to the network layer's
+segment. A segment is demultiplexed in one dict lookup; one for no connection goes to a
+TIME-WAIT record, else to the listener on its port (which creates a SYN-RECEIVED connection for
+a SYN) if it takes the segment's family, else gets the closed-port reply of RFC 9293 3.10.7.1.
+An ICMP error goes to the connection it quotes once RFC 5927's checks pass (see
+:mod:`~ustack.stack.icmp_errors`). Segments go down through one narrow interface,
+:class:`SegmentOutput`: the connections' output is appended to the network layer's
 list by ``collect``, calling its builders directly; a segment sent outside a connection (a RST,
 a cookie's SYN,ACK, a TIME-WAIT record's answer) is handed to ``send_segment``.
 
@@ -134,22 +134,35 @@ class Listener:
     (``listen_accept_queue_overflow``), so the peer retransmits it: Linux's behaviour without
     ``tcp_abort_on_overflow``. ``cookie_at`` is when this listener last sent a cookie: in "auto"
     an ACK to it is checked as a cookie only while one may still come back.
+
+    ``family`` is the IP version it takes: ``None`` both (a Linux AF_INET6 socket bound to
+    ``::``), 4 or 6 only that one (an AF_INET socket, or AF_INET6 with IPV6_V6ONLY). A segment
+    of the other family finds no socket, so it gets the closed-port reply of RFC 9293 3.10.7.1
+    and is counted (``listen_wrong_family``), as the kernel answers it. The listener is still
+    per port: a port takes one listener, whatever its family.
     """
 
     __slots__ = (
         "_accept_queue",
         "_demux",
         "_syn_queue",
+        "_tag",
         "backlog",
         "closed",
         "cookie_at",
+        "family",
         "port",
         "syn_backlog",
     )
 
-    def __init__(self, demux: TcpDemux, port: int, backlog: int, syn_backlog: int) -> None:
+    def __init__(
+        self, demux: TcpDemux, port: int, backlog: int, syn_backlog: int, family: int | None = None
+    ) -> None:
         self._demux = demux
         self.port = port
+        self.family = family
+        # The family as the address tag it must carry (addr >> 128: 0 IPv4, 1 IPv6), or None.
+        self._tag = None if family is None else int(family == 6)
         self.backlog = backlog
         self.syn_backlog = syn_backlog
         self._syn_queue: dict[_Entry, None] = {}  # insertion-ordered, never hash-ordered
@@ -174,12 +187,19 @@ class Listener:
         self._demux.stats.listen_accepted += 1
         return entry.conn
 
+    def takes(self, local_addr: int) -> bool:
+        """Whether a segment to ``local_addr`` (the core's tagged int) is of this family."""
+        return self._tag is None or local_addr >> 128 == self._tag
+
     def close(self, now: float) -> None:
         """Stop listening; connections not yet accepted are reset (RFC 9293 3.10.4 ABORT)."""
         self._demux._close_listener(self, now)
 
     def __repr__(self) -> str:
-        return f"<Listener port={self.port} half_open={self.half_open} pending={self.pending}>"
+        family = "" if self.family is None else f" family={self.family}"
+        return (
+            f"<Listener port={self.port}{family} half_open={self.half_open} pending={self.pending}>"
+        )
 
 
 class TcpDemux:
@@ -293,15 +313,25 @@ class TcpDemux:
             if self._ip.output_pending and self.on_wakeup is not None:
                 self.on_wakeup()
 
-    def listen(self, port: int, backlog: int = 128, *, syn_backlog: int | None = None) -> Listener:
-        """Accept connections on ``port`` at every address of this host."""
+    def listen(
+        self,
+        port: int,
+        backlog: int = 128,
+        *,
+        syn_backlog: int | None = None,
+        family: int | None = None,
+    ) -> Listener:
+        """Accept connections on ``port`` at every address of this host of ``family`` (4 or 6;
+        None: both). One listener per port, whatever its family (see :class:`Listener`)."""
         if not 1 <= port <= 65535:
             raise ValueError(f"bad port {port}")
         if backlog < 1 or (syn_backlog is not None and syn_backlog < 1):
             raise ValueError("backlog must be at least 1")
+        if family not in (None, 4, 6):
+            raise ValueError(f"family must be None, 4 or 6, got {family!r}")
         if port in self._listeners:
             raise OSError(errno.EADDRINUSE, f"port {port} is already listening")
-        listener = Listener(self, port, backlog, syn_backlog if syn_backlog else backlog)
+        listener = Listener(self, port, backlog, syn_backlog if syn_backlog else backlog, family)
         self._listeners[port] = listener
         return listener
 
@@ -466,10 +496,20 @@ class TcpDemux:
         elif self._timewait and self._time_wait_segment(key, seg, now):
             return
         listener = self._listeners.get(seg.dst_port)
-        if listener is not None:
-            self._receive_listen(listener, key, seg, now)
-        else:
+        if listener is None:
             self._reply_closed(key, seg)
+        elif not listener.takes(seg.dst):
+            # A listener of the other family is no socket for this segment: closed port.
+            stats.listen_wrong_family += 1
+            self._reply_closed(key, seg)
+        else:
+            self._receive_listen(listener, key, seg, now)
+
+    def _listening(self, key: Key) -> bool:
+        """Whether a listener on ``key``'s local port takes its family: only then may a SYN
+        end a TIME-WAIT (a listener of the other family would answer it with a RST)."""
+        listener = self._listeners.get(key[3])
+        return listener is not None and listener.takes(key[2])
 
     def _reuse_time_wait(self, entry: _Entry, seg: tcp.TcpSegment) -> bool:
         """RFC 9293 3.10.7.4 / RFC 6191: a SYN to a TIME-WAIT connection may start a new
@@ -477,7 +517,7 @@ class TcpDemux:
         mistaken for new data) and someone listens on the port. The old connection is forgotten
         and reported Closed; the SYN then goes to the listener."""
         conn = entry.conn
-        if entry.key[3] not in self._listeners or not seq.gt(seg.seq, conn.rcv_nxt):
+        if not self._listening(entry.key) or not seq.gt(seg.seq, conn.rcv_nxt):
             return False
         self.stats.time_wait_reused += 1
         self._forget(entry)
@@ -496,7 +536,7 @@ class TcpDemux:
         if (
             seg.control is Control.SYN
             and not seg.has_ack
-            and key[3] in self._listeners
+            and self._listening(key)
             and seq.gt(seg.seq, rec.rcv_nxt)
         ):
             stats.time_wait_reused += 1

@@ -239,6 +239,9 @@ class Stats:
     listen_rst_for_ack: int = 0  # ACK to a listener without a connection -> RST (3.10.7.2)
     listen_drop_rst: int = 0  # RST to a listener without a connection is ignored
     listen_drop_no_syn: int = 0  # neither SYN, ACK nor RST to a listener
+    # segment to a listener's port of the family it does not take (start_server(host=
+    # "0.0.0.0") and an IPv6 SYN): answered as a closed port (RFC 9293 3.10.7.1)
+    listen_wrong_family: int = 0
     listen_queued: int = 0  # connection entered a listener's accept queue
     listen_accepted: int = 0  # connection popped by Listener.accept()
     listen_close_reset: int = 0  # unaccepted connection reset by Listener.close()
