@@ -722,27 +722,14 @@ class IpLayer:
             partial_checksum=hdr != 0,
             headers_only=gather,
         )
-        if hdr:
-            if gso_size and len(payload) > gso_size:
-                self.stats.offload_tx_super += 1
-                virtio.emit(
-                    buf,
-                    flags=virtio.F_NEEDS_CSUM,
-                    gso_type=virtio.GSO_TCPV4,
-                    hdr_len=ipv4.HEADER_LEN + hlen,
-                    gso_size=gso_size,
-                    csum_start=ipv4.HEADER_LEN,
-                    csum_offset=virtio.TCP_CSUM_OFFSET,
-                )
-                if gather:
-                    return buf, payload
-            else:
-                virtio.emit(
-                    buf,
-                    flags=virtio.F_NEEDS_CSUM,
-                    csum_start=ipv4.HEADER_LEN,
-                    csum_offset=virtio.TCP_CSUM_OFFSET,
-                )
+        if (
+            hdr
+            and self._offload_header(
+                buf, virtio.GSO_TCPV4, ipv4.HEADER_LEN, hlen, gso_size, len(payload)
+            )
+            and gather
+        ):
+            return buf, payload
         return buf
 
     def cut_segment(self, key: Key, s: OutSegment, mss: int, out: list[OutPacket]) -> None:
@@ -859,25 +846,33 @@ class IpLayer:
             partial_checksum=hdr != 0,
         )
         if hdr:
-            if gso_size and len(payload) > gso_size:
-                self.stats.offload_tx_super += 1
-                virtio.emit(
-                    buf,
-                    flags=virtio.F_NEEDS_CSUM,
-                    gso_type=virtio.GSO_TCPV6,
-                    hdr_len=ipv6.HEADER_LEN + hlen,
-                    gso_size=gso_size,
-                    csum_start=ipv6.HEADER_LEN,
-                    csum_offset=virtio.TCP_CSUM_OFFSET,
-                )
-            else:
-                virtio.emit(
-                    buf,
-                    flags=virtio.F_NEEDS_CSUM,
-                    csum_start=ipv6.HEADER_LEN,
-                    csum_offset=virtio.TCP_CSUM_OFFSET,
-                )
+            self._offload_header(
+                buf, virtio.GSO_TCPV6, ipv6.HEADER_LEN, hlen, gso_size, len(payload)
+            )
         return buf
+
+    def _offload_header(
+        self, buf: bytearray, gso_type: int, ip_len: int, tcp_len: int, gso_size: int, n: int
+    ) -> bool:
+        """The virtio-net header of a TCP segment we send: NEEDS_CSUM (the field holds the
+        pseudo-header sum, the device finishes it) and, for a payload of ``n`` > ``gso_size``
+        octets, a super-segment the kernel cuts into ``gso_size`` pieces (True)."""
+        if gso_size and n > gso_size:
+            self.stats.offload_tx_super += 1
+            virtio.emit(
+                buf,
+                flags=virtio.F_NEEDS_CSUM,
+                gso_type=gso_type,
+                hdr_len=ip_len + tcp_len,
+                gso_size=gso_size,
+                csum_start=ip_len,
+                csum_offset=virtio.TCP_CSUM_OFFSET,
+            )
+            return True
+        virtio.emit(
+            buf, flags=virtio.F_NEEDS_CSUM, csum_start=ip_len, csum_offset=virtio.TCP_CSUM_OFFSET
+        )
+        return False
 
     def _cut6(
         self, key: Key, s: OutSegment, options: bytes, mss: int, out: list[OutPacket]
