@@ -13,13 +13,18 @@ import hashlib
 import os
 import struct
 
+import pytest
+
 from ustack.stack.host import TSO_MAX, Host
 from ustack.stack.isn import fixed_isn
 from ustack.tcp.config import TcpConfig
 from ustack.tcp.state import State
-from ustack.wire import checksum, ipv4, tcp, virtio
+from ustack.wire import addr, checksum, ipv4, tcp, virtio
 
 from .helpers import HOST, PEER, tcp_packet
+
+HOST6 = addr.from_text("fd00:7::2")
+PEER6 = addr.from_text("fd00:7::1")
 
 V = virtio.HEADER_LEN
 
@@ -264,16 +269,21 @@ def test_truncated_virtio_header_is_counted() -> None:
     assert host.stats.host_internal_error == 0
 
 
-def test_scatter_hands_super_segments_over_in_pieces_that_join_to_the_same_packet() -> None:
+@pytest.mark.parametrize("family", [4, 6])
+def test_scatter_hands_super_segments_over_in_pieces_that_join_to_the_same_packet(
+    family: int,
+) -> None:
     """``scatter`` (for links that write with writev) changes how a super-segment is handed
-    over, not what goes out: joined, every packet is byte for byte the contiguous one."""
+    over, not what goes out: joined, every packet is byte for byte the contiguous one -- over
+    IPv4 and over IPv6."""
+    peer, host = (PEER, HOST) if family == 4 else (PEER6, HOST6)
     outs = []
     for scatter in (False, True):
-        client = offload_host(PEER, scatter=scatter)
-        server = offload_host(HOST)
+        client = Host(peer, offload=True, scatter=scatter, isn=fixed_isn(9000))
+        server = Host(host, offload=True, isn=fixed_isn(1000))
         server.listen(80)
         now = 0.0
-        conn = client.connect(HOST, 80, now)
+        conn = client.connect(host, 80, now)
         packets: list[bytes] = []
         pieces = 0
         for _ in range(40):

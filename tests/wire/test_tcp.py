@@ -779,3 +779,25 @@ def test_partial_checksum_completed_over_the_segment_gives_the_full_checksum() -
     # what a device does with NEEDS_CSUM: sum from csum_start with the partial sum in place
     struct.pack_into("!H", part, 36, checksum.internet_checksum(memoryview(part)[20:]))
     assert part == full
+
+
+def test_emit_headers_only_writes_what_the_whole_segment_would_start_with() -> None:
+    """``headers_only`` (a gathered write: the payload goes from where it is) gives the same
+    header bytes, checksum field included, as writing the payload too; it needs the device to
+    sum the payload (``partial_checksum``)."""
+    payload = bytes(range(256)) * 8
+    args = dict(pseudo=0x1234, src_port=1, dst_port=2, seq=3, ack=4, flags=tcp.ACK, window=5)
+    whole = bytearray(20 + len(payload))
+    tcp.emit(whole, 0, payload=payload, partial_checksum=True, **args)  # type: ignore[arg-type]
+    head = bytearray(20)
+    n = tcp.emit(
+        head,
+        0,
+        payload=payload,
+        partial_checksum=True,
+        headers_only=True,
+        **args,  # type: ignore[arg-type]
+    )
+    assert n == len(whole) and head + payload == whole
+    with pytest.raises(ValueError, match="headers_only needs partial_checksum"):
+        tcp.emit(head, 0, payload=payload, headers_only=True, **args)  # type: ignore[arg-type]

@@ -785,13 +785,21 @@ class IpLayer:
         return label
 
     def _new_ip6(
-        self, *, src: int, dst: int, next_header: int, length: int, flow_label: int = 0
+        self,
+        *,
+        src: int,
+        dst: int,
+        next_header: int,
+        length: int,
+        flow_label: int = 0,
+        room: int | None = None,
     ) -> tuple[bytearray, int]:
         """A zeroed buffer for one packet with its IPv6 fixed header written (behind an
         all-zero virtio-net header with offload); returns the buffer and where the payload
-        goes. ``src`` and ``dst`` are tagged."""
+        goes. ``src`` and ``dst`` are tagged. ``room``: the buffer holds only this much of the
+        ``length`` octets of payload (the rest is written from elsewhere: a gathered write)."""
         hdr = self._hdr
-        buf = bytearray(hdr + ipv6.HEADER_LEN + length)
+        buf = bytearray(hdr + ipv6.HEADER_LEN + (length if room is None else room))
         ipv6.emit(
             buf,
             hdr,
@@ -811,22 +819,24 @@ class IpLayer:
         flags: int,
         s: OutSegment,
         options: bytes,
-        payload: bytes | bytearray | memoryview,
+        payload: bytes | memoryview,
         gso_size: int,
-    ) -> bytearray:
+    ) -> OutPacket:
         """One TCP segment over IPv6 (``build_segment``'s IPv6 half; the sequence number,
         flags and payload given apart, for ``_cut6``). The hop limit is the host's TTL setting;
-        there is no identification to number. A super-segment is always copied whole: the
-        gathered write is for IPv4 only so far."""
+        there is no identification to number. With ``scatter`` a super-segment is returned as
+        (headers, payload), as over IPv4."""
         remote_addr, remote_port, local_addr, local_port = key
         hlen = tcp.HEADER_LEN + len(options)
         length = hlen + len(payload)
+        gather = self._scatter and gso_size != 0 and len(payload) > gso_size
         buf, at = self._new_ip6(
             src=local_addr,
             dst=remote_addr,
             next_header=ipv6.PROTO_TCP,
             length=length,
             flow_label=self._flow_label(key),
+            room=hlen if gather else None,
         )
         hdr = self._hdr
         tcp.emit(
@@ -844,11 +854,16 @@ class IpLayer:
             options=options,
             payload=payload,
             partial_checksum=hdr != 0,
+            headers_only=gather,
         )
-        if hdr:
-            self._offload_header(
+        if (
+            hdr
+            and self._offload_header(
                 buf, virtio.GSO_TCPV6, ipv6.HEADER_LEN, hlen, gso_size, len(payload)
             )
+            and gather
+        ):
+            return buf, payload
         return buf
 
     def _offload_header(

@@ -334,6 +334,7 @@ def emit(
     payload: bytes | bytearray | memoryview = b"",
     urgent: int = 0,
     partial_checksum: bool = False,
+    headers_only: bool = False,
 ) -> int:
     """Write a TCP segment at ``buf[offset:]`` with its checksum; return its length.
 
@@ -343,7 +344,11 @@ def emit(
     test packets, raw option bytes that are a multiple of 4 long.
     ``partial_checksum`` leaves the sum over the segment to the device (checksum offload,
     ``virtio.F_NEEDS_CSUM``): the field then holds only the pseudo-header sum, not inverted.
+    ``headers_only`` (which needs ``partial_checksum``) writes the header for that payload but
+    not the payload, which is then sent from where it is (a gathered write).
     """
+    if headers_only and not partial_checksum:
+        raise ValueError("headers_only needs partial_checksum: the device sums the payload")
     raw = encode_options(options) if isinstance(options, TcpOptions) else options
     olen = len(raw)
     if olen & 3 or olen > MAX_HEADER_LEN - HEADER_LEN:
@@ -354,14 +359,14 @@ def emit(
     total = hlen + len(payload)
     # A bytearray would silently grow under the slice assignments below; a short buffer is a
     # caller bug, so say so before writing anything.
-    if offset < 0 or offset + total > len(buf):
+    if offset < 0 or offset + (hlen if headers_only else total) > len(buf):
         raise ValueError("buffer too small for the TCP segment")
     _HEADER.pack_into(
         buf, offset, src_port, dst_port, seq, ack, (hlen >> 2) << 4, flags, window, 0, urgent
     )
     if olen:
         buf[offset + HEADER_LEN : offset + hlen] = raw
-    if payload:
+    if payload and not headers_only:
         buf[offset + hlen : offset + total] = payload
     if partial_checksum:
         # The pseudo-header sum with the length, in the canonical form the checksum module
