@@ -48,13 +48,13 @@ without it, software GSO emits one segment per MSS (no gathered writes for IPv6 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 from collections.abc import Sized
 from typing import Final, Protocol
 
 from ustack.stack import icmp_errors
 from ustack.stack.config import HostConfig
+from ustack.stack.isn import Rfc6528Isn
 from ustack.stack.reassembly import ParamProblem, Reassembler
 from ustack.tcp.connection import OutSegment
 from ustack.tcp.stats import Stats
@@ -234,7 +234,8 @@ class IpLayer:
         # RFC 6437 3: a flow's label is a hash of its 4-tuple under a host secret, the same for
         # every packet of the connection and hard to guess from outside (an empty secret --
         # a host given only an ISN source -- still gives stable labels, just guessable ones).
-        self._flow_secret = flow_secret
+        # The same keyed 4-tuple hash as the ISNs' (RFC 6528), under its own secret.
+        self._flow_hasher = Rfc6528Isn(flow_secret or b"\0")
         self._flow_labels: dict[Key, int] = {}
         self.stats = stats
         self.host_config = host_config
@@ -775,12 +776,11 @@ class IpLayer:
         if label is None:
             if len(self._flow_labels) >= _FLOW_LABEL_MEMO:
                 self._flow_labels.clear()
-            h = hashlib.blake2s(
-                f"{key[0]:x} {key[1]} {key[2]:x} {key[3]}".encode(),
-                digest_size=4,
-                key=self._flow_secret,
+            remote_addr, remote_port, local_addr, local_port = key
+            label = (
+                self._flow_hasher.hash(local_addr, local_port, remote_addr, remote_port)
+                & ipv6.FLOW_LABEL_MASK
             )
-            label = int.from_bytes(h.digest(), "big") & ipv6.FLOW_LABEL_MASK
             self._flow_labels[key] = label
         return label
 
