@@ -18,7 +18,7 @@ in a fresh interpreter, alternating, and the table gives the medians and their r
 shared, noisy machine affects both alike. Writes bench/results/hostpath.json.
 
     python bench/hostpath.py [--against DIR] [--rounds N] [--repeat N] [--conns N] [--size BYTES]
-                             [--message BYTES]
+                             [--message BYTES] [--family 4|6]
 """
 
 from __future__ import annotations
@@ -33,23 +33,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-A = 0x0A070001  # 10.7.0.1
-B = 0x0A070002  # 10.7.0.2
+ADDRESSES = {4: ("10.7.0.1", "10.7.0.2"), 6: ("fd00:7::1", "fd00:7::2")}
 PORT = 5001
 STEP = 0.0001  # virtual seconds per lock-step round
 
 
-def workload(conns: int, size: int, message: int) -> tuple[int, float]:
-    """Move ``size`` bytes over ``conns`` connections, in bulk or (``message``) one message of
-    that many bytes per connection per round, Nagle off; (packets received, seconds)."""
+def workload(conns: int, size: int, message: int, family: int) -> tuple[int, float]:
+    """Move ``size`` bytes over ``conns`` connections of ``family`` (4 or 6), in bulk or
+    (``message``) one message of that many bytes per connection per round, Nagle off;
+    (packets received, seconds)."""
     from ustack.stack.host import Host
     from ustack.tcp.events import DataReceived
+    from ustack.wire import addr
 
-    client = Host(A, secret=b"c" * 16)
-    server = Host(B, secret=b"s" * 16)
+    a, b = (addr.from_text(t) for t in ADDRESSES[family])
+    client = Host(a, secret=b"c" * 16)
+    server = Host(b, secret=b"s" * 16)
     server.listen(PORT, backlog=conns)
     now = 0.0
-    active = [client.connect(B, PORT, now) for _ in range(conns)]
+    active = [client.connect(b, PORT, now) for _ in range(conns)]
     for conn in active:
         conn.set_nodelay(bool(message))
     chunk = bytes(256 * 1024)
@@ -82,12 +84,12 @@ def workload(conns: int, size: int, message: int) -> tuple[int, float]:
     return packets, time.process_time() - start
 
 
-def measure_in(tree: Path, conns: int, size: int, message: int, repeat: int) -> float:
+def measure_in(tree: Path, conns: int, size: int, message: int, repeat: int, family: int) -> float:
     """ns/packet, the best of ``repeat`` runs of the workload with ``tree`` first on the
     import path."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, __file__, "--child", "--conns", str(conns), "--size", str(size)]
-    cmd += ["--message", str(message), "--repeat", str(repeat)]
+    cmd += ["--message", str(message), "--repeat", str(repeat), "--family", str(family)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return float(json.loads(out)["ns_per_packet"])
 
@@ -100,10 +102,13 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--size", type=int, default=8_000_000)
     ap.add_argument("--message", type=int, default=0, help="bytes per write (0: bulk)")
+    ap.add_argument("--family", type=int, choices=(4, 6), default=4, help="IP version")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        runs = [workload(args.conns, args.size, args.message) for _ in range(args.repeat)]
+        runs = [
+            workload(args.conns, args.size, args.message, args.family) for _ in range(args.repeat)
+        ]
         best = min(seconds / packets * 1e9 for packets, seconds in runs)
         print(json.dumps({"packets": runs[0][0], "ns_per_packet": best}))
         return 0
@@ -113,7 +118,9 @@ def main() -> int:
     results: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            results[name].append(measure_in(tree, args.conns, args.size, args.message, args.repeat))
+            results[name].append(
+                measure_in(tree, args.conns, args.size, args.message, args.repeat, args.family)
+            )
     print(f"{'tree':12} {'median ns/pkt':>14} {'min':>8} {'max':>8}  runs")
     for name, values in results.items():
         print(
@@ -126,6 +133,7 @@ def main() -> int:
     out = ROOT / "bench" / "results" / "hostpath.json"
     out.parent.mkdir(exist_ok=True)
     doc = {"conns": args.conns, "size": args.size, "message": args.message, "repeat": args.repeat}
+    doc["family"] = args.family
     doc["trees"] = {k: str(v) for k, v in trees.items()}
     out.write_text(json.dumps({**doc, "ns_per_packet": results}, indent=2) + "\n")
     return 0

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import pytest
 from scapy.compat import raw
-from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
+    HBHOptUnknown,
     ICMPv6DestUnreach,
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
     ICMPv6ND_NS,
+    ICMPv6ND_Redirect,
     ICMPv6PacketTooBig,
     ICMPv6ParamProblem,
     ICMPv6TimeExceeded,
     IPv6,
+    IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
     IPv6ExtHdrRouting,
     fragment6,
@@ -313,6 +316,71 @@ def test_reassembly_timeout_sends_time_exceeded() -> None:
     te = IPv6(answer)[ICMPv6TimeExceeded]
     assert te.code == 1 and IPv6(answer).dst == PEER6
     assert h.stats.icmp6_time_exceeded_sent == 1
+
+
+@pytest.mark.parametrize(
+    ("inner", "answered"),
+    [
+        (ICMPv6DestUnreach(code=4) / Raw(b"q" * 48), False),  # RFC 4443 2.4 (e.1)
+        (ICMPv6ParamProblem(code=1, ptr=6) / Raw(b"q" * 48), False),
+        (ICMPv6ND_Redirect(tgt="fd00:7::9", dst="fd00:7::8"), False),  # 2.4 (e.2)
+        (ICMPv6EchoRequest(id=1, seq=1), True),  # informational: an error may be sent
+    ],
+)
+def test_no_icmpv6_error_about_an_icmpv6_error(inner: Packet, answered: bool) -> None:
+    """A Destination Options header with an option whose type says "discard and send a
+    Parameter Problem" (RFC 8200 4.2, action 10) in front of an ICMPv6 message: the problem is
+    answered unless the message is itself an error or a Redirect (RFC 4443 2.4 (e))."""
+    h = make_host()
+    option = HBHOptUnknown(otype=0x80 | 0x1E, optdata=b"\0\0\0\0")
+    pkt = raw(IPv6(src=PEER6, dst=HOST6) / IPv6ExtHdrDestOpt(options=[option]) / inner)
+    h.receive_packet(pkt, 0.0)
+    answers = out(h)
+    assert h.stats.ip6_rx == 1
+    if answered:
+        (answer,) = answers
+        assert IPv6(answer)[ICMPv6ParamProblem].code == 2  # unrecognized option
+        assert h.stats.icmp_error_about_error == 0
+    else:
+        assert answers == [] and h.stats.icmp_error_about_error == 1
+        assert h.stats.icmp6_param_problem_sent == 0
+
+
+def test_no_time_exceeded_about_a_fragmented_icmpv6_error() -> None:
+    h = make_host()
+    whole = (
+        IPv6(src=PEER6, dst=HOST6)
+        / IPv6ExtHdrFragment(id=9)
+        / ICMPv6PacketTooBig(mtu=1280)
+        / Raw(b"x" * 64)
+    )
+    first = fragment6(whole, 80)[0]  # type: ignore[no-untyped-call]
+    h.receive_packet(raw(first), 0.0)
+    h.on_deadline(60.0)
+    assert h.packets_to_send(60.0) == []
+    assert h.stats.icmp_error_about_error == 1 and h.stats.icmp6_time_exceeded_sent == 0
+
+
+@pytest.mark.parametrize(("icmp_type", "answered"), [(3, False), (11, False), (8, True)])
+def test_no_icmp_time_exceeded_about_a_fragmented_icmp_error(
+    icmp_type: int, answered: bool
+) -> None:
+    """RFC 1122 3.2.2: no ICMP error about an ICMP error, for IPv4 too (the only error the host
+    sends about a packet that may be ICMP is reassembly time exceeded)."""
+    h = make_host()
+    first = raw(
+        IP(src="10.7.0.1", dst="10.7.0.2", id=5, flags="MF", proto=1)
+        / ICMP(type=icmp_type)
+        / Raw(b"y" * 32)
+    )
+    h.receive_packet(first, 0.0)
+    deadline = h.next_deadline()
+    assert deadline is not None
+    h.on_deadline(deadline)
+    sent = h.packets_to_send(deadline)
+    assert len(sent) == (1 if answered else 0)
+    assert h.stats.icmp_time_exceeded_sent == (1 if answered else 0)
+    assert h.stats.icmp_error_about_error == (0 if answered else 1)
 
 
 def _sent_syn(h: Host) -> tuple[bytes, int]:

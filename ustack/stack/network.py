@@ -58,7 +58,7 @@ from ustack.stack.isn import Rfc6528Isn
 from ustack.stack.reassembly import ParamProblem, Reassembler
 from ustack.tcp.connection import OutSegment
 from ustack.tcp.stats import Stats
-from ustack.wire import checksum, icmp, icmpv6, ipv4, ipv6, seq, tcp, virtio
+from ustack.wire import checksum, icmp, icmpv6, ipv4, ipv6, tcp, virtio
 from ustack.wire.addr import V6
 from ustack.wire.errors import ParseError
 
@@ -154,9 +154,10 @@ _V6_EXTRA_HEADER = ipv6.HEADER_LEN - ipv4.HEADER_LEN
 # does not forbid fragments of fragments); that many levels and no more, so a crafted packet
 # cannot make the input recurse without bound.
 _MAX_REASSEMBLY_NESTING = 2
-# Flow labels are a keyed hash per 4-tuple (RFC 6437 3), remembered for this many flows; the
-# memo is simply emptied when full (a label is recomputed the same, so nothing changes).
-_FLOW_LABEL_MEMO = 4096
+# IPv6 headers (with their flow label, a keyed hash per 4-tuple, RFC 6437 3) are remembered
+# for this many flows; the memo is simply emptied when full (a header is made again the same,
+# so nothing changes).
+_HEADS6_MEMO = 4096
 
 # ICMPv6 errors in the vocabulary of ICMP for IPv4 that the TCP layer speaks (RFC 4443 3.1):
 # "port unreachable" is the hard error it is for IPv4 (RFC 1122 4.2.3.9); "no route" is a
@@ -184,6 +185,36 @@ _ICMP6_LINK_TYPES: Final = frozenset(
         icmpv6.MLD2_REPORT,
     }
 )
+
+
+# ICMP error types (RFC 792): no error is ever sent about a datagram carrying one of these.
+_ICMP4_ERRORS: Final = frozenset(
+    {icmp.DEST_UNREACH, icmp.SOURCE_QUENCH, icmp.REDIRECT, icmp.TIME_EXCEEDED, icmp.PARAM_PROBLEM}
+)
+
+
+def _about_an_error(original: bytes | bytearray | memoryview) -> bool:
+    """Whether ``original`` (a packet an ICMP or ICMPv6 error would quote) carries an ICMP error
+    message, or an ICMPv6 error or Redirect, about which RFC 1122 3.2.2 and RFC 4443 2.4 (e.1),
+    (e.2) forbid sending one -- two hosts must never answer each other's errors forever. The
+    packet is looked at as a quote is: extension headers stepped over, nothing judged."""
+    mv = memoryview(original)
+    if len(mv) < ipv4.HEADER_LEN:
+        return False
+    if mv[0] >> 4 == _IPV6:
+        if len(mv) < ipv6.HEADER_LEN:
+            return False
+        try:
+            chain = ipv6.walk_quoted(mv)
+        except ParseError:
+            return False  # the upper layer cannot be found: nothing says it is an error
+        at = chain.payload_offset
+        if chain.proto != ipv6.PROTO_ICMPV6 or at >= len(mv):
+            return False
+        # RFC 4443 2.1: types 0 to 127 are errors
+        return mv[at] < icmpv6.ECHO_REQUEST or mv[at] == icmpv6.REDIRECT
+    at = (mv[0] & 0x0F) * 4
+    return mv[9] == ipv4.PROTO_ICMP and at < len(mv) and mv[at] in _ICMP4_ERRORS
 
 
 def _unicast6(addr: int) -> bool:
@@ -236,7 +267,9 @@ class IpLayer:
         # a host given only an ISN source -- still gives stable labels, just guessable ones).
         # The same keyed 4-tuple hash as the ISNs' (RFC 6528), under its own secret.
         self._flow_hasher = Rfc6528Isn(flow_secret or b"\0")
-        self._flow_labels: dict[Key, int] = {}
+        # Each IPv6 flow's 40-octet fixed header (flow label, hop limit, addresses), made once
+        # and copied into every packet (tcp.emit_ipv6); emptied when full, like a cache.
+        self._heads6: dict[Key, bytes] = {}
         self.stats = stats
         self.host_config = host_config
         # Offload: every packet in and out starts with a virtio-net header (see the module
@@ -348,7 +381,18 @@ class IpLayer:
             return
         if len(buf) and buf[0] >> 4 == _IPV6:
             stats.ip6_rx += 1
-            self._receive6(buf, now, trusted, 0)
+            seg = tcp.parse_ipv6(buf, not trusted)
+            if seg is None:
+                self._receive6(buf, now, trusted, 0)
+                return
+            # The common IPv6 case in one parse, with the general path's checks and counters.
+            if seg.dst not in self._address_set:
+                stats.ip6_not_for_us += 1
+            elif not _unicast6(seg.src):
+                stats.ip6_bad_source += 1
+            else:
+                stats.tcp_rx += 1
+                self._segment(seg, now)
             return
         pkt = ipv4.parse(buf)
         if pkt.dst not in self._address_set:
@@ -690,79 +734,112 @@ class IpLayer:
         return buf, hdr + ipv4.HEADER_LEN
 
     def build_segment(self, key: Key, s: OutSegment, gso_size: int = 0) -> OutPacket:
-        """One TCP segment as a datagram. With offload the kernel computes the checksum
-        (NEEDS_CSUM), and a payload longer than ``gso_size`` (the MSS for these options) is a
-        super-segment the kernel cuts into ``gso_size`` pieces (TSO); with ``scatter`` such a
-        segment is returned as (headers, payload), so its payload is not copied again."""
+        """One TCP segment as a datagram of its connection's family. With offload the kernel
+        computes the checksum (NEEDS_CSUM), and a payload longer than ``gso_size`` (the MSS for
+        these options) is a super-segment the kernel cuts into ``gso_size`` pieces (TSO); with
+        ``scatter`` such a segment is returned as (headers, payload), so its payload is not
+        copied again."""
         remote_addr, remote_port, local_addr, local_port = key
-        if remote_addr >> 128:
-            s_opts = tcp.encode_options(s.options)
-            return self._build6(key, s.seq, s.flags, s, s_opts, s.payload, gso_size)
         options = tcp.encode_options(s.options)
         payload = s.payload
         hlen = tcp.HEADER_LEN + len(options)
         hdr = self._hdr
         gather = self._scatter and gso_size != 0 and len(payload) > gso_size
-        buf = bytearray(hdr + ipv4.HEADER_LEN + hlen + (0 if gather else len(payload)))
-        self._ip_id = ident = (self._ip_id + 1) & _IP_MAX_ID
-        tcp.emit_ipv4(
-            buf,
-            hdr,
-            local_addr,
-            remote_addr,
-            ident=ident,
-            ttl=self._ttl,
-            src_port=local_port,
-            dst_port=remote_port,
-            seq=s.seq,
-            ack=s.ack,
-            flags=s.flags,
-            window=s.window,
-            options=options,
-            payload=payload,
-            partial_checksum=hdr != 0,
-            headers_only=gather,
-        )
+        tail = hlen + (0 if gather else len(payload))
+        if remote_addr >> 128:
+            buf = bytearray(hdr + ipv6.HEADER_LEN + tail)
+            tcp.emit_ipv6(
+                buf,
+                hdr,
+                self._head6(key),
+                src_port=local_port,
+                dst_port=remote_port,
+                seq=s.seq,
+                ack=s.ack,
+                flags=s.flags,
+                window=s.window,
+                options=options,
+                payload=payload,
+                partial_checksum=hdr != 0,
+                headers_only=gather,
+            )
+            ip_len, gso_type = ipv6.HEADER_LEN, virtio.GSO_TCPV6
+        else:
+            buf = bytearray(hdr + ipv4.HEADER_LEN + tail)
+            self._ip_id = ident = (self._ip_id + 1) & _IP_MAX_ID
+            tcp.emit_ipv4(
+                buf,
+                hdr,
+                local_addr,
+                remote_addr,
+                ident=ident,
+                ttl=self._ttl,
+                src_port=local_port,
+                dst_port=remote_port,
+                seq=s.seq,
+                ack=s.ack,
+                flags=s.flags,
+                window=s.window,
+                options=options,
+                payload=payload,
+                partial_checksum=hdr != 0,
+                headers_only=gather,
+            )
+            ip_len, gso_type = ipv4.HEADER_LEN, virtio.GSO_TCPV4
         if (
             hdr
-            and self._offload_header(
-                buf, virtio.GSO_TCPV4, ipv4.HEADER_LEN, hlen, gso_size, len(payload)
-            )
+            and self._offload_header(buf, gso_type, ip_len, hlen, gso_size, len(payload))
             and gather
         ):
             return buf, payload
         return buf
 
     def cut_segment(self, key: Key, s: OutSegment, mss: int, out: list[OutPacket]) -> None:
-        """Software GSO: a super-segment cut into ``mss``-sized wire segments, as the kernel
-        does for TSO -- the headers copied, the sequence number advanced, PSH and FIN on the
-        last piece only. TCP formed the segment once; only the wire work is per packet."""
+        """Software GSO: a super-segment (longer than ``mss``) cut into ``mss``-sized wire
+        segments, as the kernel does for TSO -- the headers copied, the sequence number
+        advanced, PSH and FIN on the last piece only. TCP formed the segment once; only the
+        wire work is per packet."""
         remote_addr, remote_port, local_addr, local_port = key
         options = tcp.encode_options(s.options)
-        if remote_addr >> 128:
-            self._cut6(key, s, options, mss, out)
-            return
         payload = memoryview(s.payload)
-        first = bytearray(ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options) + mss)
-        ident = (self._ip_id + 1) & _IP_MAX_ID
-        tcp.emit_ipv4(
-            first,
-            0,
-            local_addr,
-            remote_addr,
-            ident=ident,
-            ttl=self._ttl,
-            src_port=local_port,
-            dst_port=remote_port,
-            seq=s.seq,
-            ack=s.ack,
-            flags=s.flags & ~(tcp.PSH | tcp.FIN),  # PSH and FIN go on the last piece only
-            window=s.window,
-            options=options,
-            payload=payload[:mss],
-        )
-        pieces = tcp.cut_ipv4(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
-        self._ip_id = (ident + pieces - 1) & _IP_MAX_ID
+        middle = s.flags & ~(tcp.PSH | tcp.FIN)  # PSH and FIN go on the last piece only
+        if remote_addr >> 128:
+            first = bytearray(ipv6.HEADER_LEN + tcp.HEADER_LEN + len(options) + mss)
+            tcp.emit_ipv6(
+                first,
+                0,
+                self._head6(key),
+                src_port=local_port,
+                dst_port=remote_port,
+                seq=s.seq,
+                ack=s.ack,
+                flags=middle,
+                window=s.window,
+                options=options,
+                payload=payload[:mss],
+            )
+            pieces = tcp.cut_ipv6(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
+        else:
+            first = bytearray(ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options) + mss)
+            ident = (self._ip_id + 1) & _IP_MAX_ID
+            tcp.emit_ipv4(
+                first,
+                0,
+                local_addr,
+                remote_addr,
+                ident=ident,
+                ttl=self._ttl,
+                src_port=local_port,
+                dst_port=remote_port,
+                seq=s.seq,
+                ack=s.ack,
+                flags=middle,
+                window=s.window,
+                options=options,
+                payload=payload[:mss],
+            )
+            pieces = tcp.cut_ipv4(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
+            self._ip_id = (ident + pieces - 1) & _IP_MAX_ID
         stats = self.stats
         # the counters count wire segments, as they would without GSO
         stats.tcp_segments_sent += pieces - 1
@@ -770,19 +847,32 @@ class IpLayer:
 
     # -- IPv6 output ------------------------------------------------------------------------
 
-    def _flow_label(self, key: Key) -> int:
-        """RFC 6437 3: the connection's 20-bit flow label, a keyed hash of its 4-tuple."""
-        label = self._flow_labels.get(key)
-        if label is None:
-            if len(self._flow_labels) >= _FLOW_LABEL_MEMO:
-                self._flow_labels.clear()
+    def _head6(self, key: Key) -> bytes:
+        """The fixed IPv6 header of the flow ``key`` (its Payload Length left 0): our address
+        and the peer's, the host's hop limit and, per RFC 6437 3, the flow's 20-bit label, a
+        keyed hash of its 4-tuple."""
+        head = self._heads6.get(key)
+        if head is None:
+            if len(self._heads6) >= _HEADS6_MEMO:
+                self._heads6.clear()
             remote_addr, remote_port, local_addr, local_port = key
             label = (
                 self._flow_hasher.hash(local_addr, local_port, remote_addr, remote_port)
                 & ipv6.FLOW_LABEL_MASK
             )
-            self._flow_labels[key] = label
-        return label
+            buf = bytearray(ipv6.HEADER_LEN)
+            ipv6.emit(
+                buf,
+                0,
+                src=local_addr & _UNTAG,
+                dst=remote_addr & _UNTAG,
+                next_header=ipv6.PROTO_TCP,
+                payload_len=0,
+                hop_limit=self._ttl,
+                flow_label=label,
+            )
+            self._heads6[key] = head = bytes(buf)
+        return head
 
     def _new_ip6(
         self,
@@ -791,15 +881,12 @@ class IpLayer:
         dst: int,
         next_header: int,
         length: int,
-        flow_label: int = 0,
-        room: int | None = None,
     ) -> tuple[bytearray, int]:
-        """A zeroed buffer for one packet with its IPv6 fixed header written (behind an
-        all-zero virtio-net header with offload); returns the buffer and where the payload
-        goes. ``src`` and ``dst`` are tagged. ``room``: the buffer holds only this much of the
-        ``length`` octets of payload (the rest is written from elsewhere: a gathered write)."""
+        """A zeroed buffer for one packet (ICMPv6: TCP's come from ``_head6``) with its IPv6
+        fixed header written (behind an all-zero virtio-net header with offload); returns the
+        buffer and where the payload goes. ``src`` and ``dst`` are tagged."""
         hdr = self._hdr
-        buf = bytearray(hdr + ipv6.HEADER_LEN + (length if room is None else room))
+        buf = bytearray(hdr + ipv6.HEADER_LEN + length)
         ipv6.emit(
             buf,
             hdr,
@@ -808,63 +895,8 @@ class IpLayer:
             next_header=next_header,
             payload_len=length,
             hop_limit=self._ttl,
-            flow_label=flow_label,
         )
         return buf, hdr + ipv6.HEADER_LEN
-
-    def _build6(
-        self,
-        key: Key,
-        seq_: int,
-        flags: int,
-        s: OutSegment,
-        options: bytes,
-        payload: bytes | memoryview,
-        gso_size: int,
-    ) -> OutPacket:
-        """One TCP segment over IPv6 (``build_segment``'s IPv6 half; the sequence number,
-        flags and payload given apart, for ``_cut6``). The hop limit is the host's TTL setting;
-        there is no identification to number. With ``scatter`` a super-segment is returned as
-        (headers, payload), as over IPv4."""
-        remote_addr, remote_port, local_addr, local_port = key
-        hlen = tcp.HEADER_LEN + len(options)
-        length = hlen + len(payload)
-        gather = self._scatter and gso_size != 0 and len(payload) > gso_size
-        buf, at = self._new_ip6(
-            src=local_addr,
-            dst=remote_addr,
-            next_header=ipv6.PROTO_TCP,
-            length=length,
-            flow_label=self._flow_label(key),
-            room=hlen if gather else None,
-        )
-        hdr = self._hdr
-        tcp.emit(
-            buf,
-            at,
-            pseudo=ipv6.pseudo_header_sum(
-                local_addr & _UNTAG, remote_addr & _UNTAG, ipv6.PROTO_TCP, 0
-            ),
-            src_port=local_port,
-            dst_port=remote_port,
-            seq=seq_,
-            ack=s.ack,
-            flags=flags,
-            window=s.window,
-            options=options,
-            payload=payload,
-            partial_checksum=hdr != 0,
-            headers_only=gather,
-        )
-        if (
-            hdr
-            and self._offload_header(
-                buf, virtio.GSO_TCPV6, ipv6.HEADER_LEN, hlen, gso_size, len(payload)
-            )
-            and gather
-        ):
-            return buf, payload
-        return buf
 
     def _offload_header(
         self, buf: bytearray, gso_type: int, ip_len: int, tcp_len: int, gso_size: int, n: int
@@ -889,25 +921,6 @@ class IpLayer:
         )
         return False
 
-    def _cut6(
-        self, key: Key, s: OutSegment, options: bytes, mss: int, out: list[OutPacket]
-    ) -> None:
-        """Software GSO over IPv6: ``cut_segment``'s pieces, each built on its own (the same
-        headers, the sequence number advanced, PSH and FIN on the last piece only)."""
-        payload = memoryview(s.payload)
-        n = len(payload)
-        middle = s.flags & ~(tcp.PSH | tcp.FIN)
-        pieces = 0
-        for at in range(0, n, mss):
-            flags = s.flags if at + mss >= n else middle
-            piece = payload[at : at + mss]
-            out.append(self._build6(key, seq.add(s.seq, at), flags, s, options, piece, 0))
-            pieces += 1
-        stats = self.stats
-        # the counters count wire segments, as they would without GSO
-        stats.tcp_segments_sent += pieces - 1
-        stats.tcp_data_segments_sent += pieces - 1
-
     def _send_icmp6_error(
         self,
         type_: int,
@@ -921,6 +934,9 @@ class IpLayer:
         """An ICMPv6 error (parameter problem, time exceeded) from ``src`` to ``dst`` (tagged)
         quoting ``original``, through the one token bucket (RFC 4443 2.4 (f) asks for a limit
         as RFC 1812 does for IPv4)."""
+        if _about_an_error(original):
+            self.stats.icmp_error_about_error += 1
+            return
         if not self._icmp_token(now):
             return
         length = icmpv6.HEADER_LEN + icmpv6.quote_length(original)
@@ -976,6 +992,9 @@ class IpLayer:
     ) -> None:
         """An ICMP error (destination unreachable or time exceeded) from ``src`` to ``dst``
         quoting ``original``, through the one token bucket of RFC 1812 4.3.2.8."""
+        if _about_an_error(original):
+            self.stats.icmp_error_about_error += 1
+            return
         if not self._icmp_token(now):
             return
         length = icmp.HEADER_LEN + icmp.quote_length(original)

@@ -177,6 +177,9 @@ class Stats:
     icmp_unreach_sent: int = 0  # protocol unreachable sent
     icmp_time_exceeded_sent: int = 0  # fragment reassembly time exceeded (RFC 792 code 1)
     icmp_rate_limited: int = 0  # an ICMP error not sent because of the rate limit
+    # an ICMP or ICMPv6 error not sent because the packet it was about is itself an ICMP error
+    # (RFC 1122 3.2.2, RFC 4443 2.4 (e.1)) or an ICMPv6 Redirect (2.4 (e.2))
+    icmp_error_about_error: int = 0
     # ICMP errors received, routed to the connection they quote (ustack/stack/icmp_errors.py)
     icmp_source_quench: int = 0  # ignored (RFC 6633 deprecates source quench)
     icmp_quote_malformed: int = 0  # quoted datagram truncated or unparseable

@@ -36,6 +36,7 @@ OFF_CHECKSUM = 2
 ECHO_REPLY = 0
 DEST_UNREACH = 3
 SOURCE_QUENCH = 4  # deprecated by RFC 6633: never sent, ignored on receipt
+REDIRECT = 5  # for routers to send (RFC 1122 3.2.2.2); a host ignores it here
 ECHO_REQUEST = 8
 TIME_EXCEEDED = 11
 PARAM_PROBLEM = 12

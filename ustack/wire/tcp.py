@@ -16,7 +16,8 @@ itself to a one's-complement sum (2**16 is 1 modulo 0xFFFF), so one rule serves 
 and a connection's length-less sum never changes, so its owner may compute it once. The segment
 record keeps the addresses as plain ints for demultiplexing only. :func:`emit_ipv4`,
 :func:`parse_ipv4` and :func:`cut_ipv4` are the IPv4 fast paths (both headers in one pack or
-unpack) and compute the IPv4 sum themselves.
+unpack) and compute the IPv4 sum themselves; :func:`emit_ipv6`, :func:`parse_ipv6` and
+:func:`cut_ipv6` are their IPv6 twins for packets without extension headers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import NamedTuple
 
 from ustack.wire import checksum as _cs
 from ustack.wire import ipv4 as _ip
+from ustack.wire import ipv6 as _ip6
+from ustack.wire.addr import V6 as _V6
 from ustack.wire.errors import ParseError
 
 # Field layout (RFC 9293 3.1): ports, seq, ack, data offset/reserved, flags, window, checksum,
@@ -630,6 +633,178 @@ def cut_ipv4(
         _CSUM.pack_into(buf, _TCP_AT + OFF_CHECKSUM, 0)
         _CSUM.pack_into(
             buf, _TCP_AT + OFF_CHECKSUM, tcp_checksum(src, dst, memoryview(buf)[_TCP_AT:])
+        )
+        out.append(buf)
+        count += 1
+        off += mss
+    return count
+
+
+# -- IPv6 fast paths ---------------------------------------------------------------------------
+#
+# The IPv6 pseudo-header (RFC 8200 8.1) is the source and destination addresses, the
+# upper-layer length and the next header. In a packet without extension headers the two
+# addresses (octets 8 to 40) lie right before the TCP header, so one checksum call over
+# ``packet[8:]`` with the length and next header as its initial value covers pseudo-header and
+# segment together: no address is turned into an integer to check or to write a checksum.
+
+_IPV6_TCP = struct.Struct("!IHBBQQQQ" + "HHIIBBHHH")
+_IP6_LEN = _ip6.HEADER_LEN
+_IP6_ADDRS_AT = _ip6.OFF_SRC  # the pseudo-header's addresses, then (at 40) the segment
+_IP6_TCP_MIN = _IP6_LEN + HEADER_LEN
+_IP6_PLEN_AT = 4
+_U16_STRUCT = _CSUM  # the payload length is one more 16-bit field
+
+
+def parse_ipv6(
+    buf: bytes | bytearray | memoryview, verify_checksum: bool = True
+) -> TcpSegment | None:
+    """:func:`parse_ipv4`'s IPv6 twin: a packet with no extension headers (Next Header TCP)
+    carrying a well-formed TCP segment, both fixed headers in one unpack, into one record whose
+    ``src``/``dst`` are the *tagged* addresses (:mod:`ustack.wire.addr`). Anything else --
+    extension headers, another protocol, any malformation or bad checksum -- returns ``None``
+    for the general path (``ipv6.parse`` then :func:`parse`) to handle and count. Octets past
+    the Payload Length are ignored, as the general path ignores them."""
+    n = len(buf)
+    if n < _IP6_TCP_MIN:
+        return None
+    (
+        vcf,
+        plen,
+        nh,
+        _hlim,
+        src_hi,
+        src_lo,
+        dst_hi,
+        dst_lo,
+        sport,
+        dport,
+        seq,
+        ack,
+        off,
+        flags,
+        window,
+        _csum,
+        urgent,
+    ) = _IPV6_TCP.unpack_from(buf)
+    end = _IP6_LEN + plen
+    if vcf >> 28 != 6 or nh != PROTO or plen < HEADER_LEN or end > n:
+        return None
+    hlen = (off >> 4) * 4
+    control = _CONTROL_BY_BITS[flags & 0x07]
+    if hlen < HEADER_LEN or hlen > plen or control is None:
+        return None
+    whole = buf if isinstance(buf, memoryview) else memoryview(buf)
+    if verify_checksum and _cs.internet_checksum(whole[_IP6_ADDRS_AT:end], PROTO + plen):
+        return None
+    mv = whole[_IP6_LEN:end]
+    if hlen == HEADER_LEN:
+        options = NO_OPTIONS
+    else:
+        try:
+            options = _read_options(mv, hlen)
+        except ParseError:
+            return None
+    return TcpSegment(
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        control,
+        bool(flags & ACK),
+        window,
+        urgent,
+        options,
+        mv[hlen:],
+        hlen,
+        (src_hi << 64) | src_lo | _V6,
+        (dst_hi << 64) | dst_lo | _V6,
+    )
+
+
+def emit_ipv6(
+    buf: bytearray,
+    offset: int,
+    head: bytes,
+    *,
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes,
+    payload: bytes | bytearray | memoryview,
+    partial_checksum: bool = False,
+    headers_only: bool = False,
+) -> int:
+    """:func:`emit_ipv4`'s IPv6 twin: a whole packet carrying one TCP segment at
+    ``buf[offset:]``, its fixed header copied from ``head`` -- the connection's 40 octets
+    (version, flow label, Next Header TCP, hop limit, addresses; any Payload Length, which is
+    written here), made once with ``ipv6.emit`` -- and the checksum from one call over the
+    addresses and the segment. Returns the packet's length, or with ``headers_only`` (which
+    needs ``partial_checksum``: a gathered write) the headers' length."""
+    olen = len(options)
+    hlen = HEADER_LEN + olen
+    tcp_len = hlen + len(payload)
+    total = _IP6_LEN + tcp_len
+    end = offset + (_IP6_LEN + hlen if headers_only else total)
+    if offset < 0 or end > len(buf) or olen & 3 or olen > MAX_HEADER_LEN - HEADER_LEN:
+        raise ValueError("buffer too small or bad options for the TCP/IPv6 packet")
+    if headers_only and not partial_checksum:
+        raise ValueError("a gathered write leaves the checksum to the device")
+    if len(head) != _IP6_LEN or tcp_len > _ip6.MAX_PAYLOAD_LEN:
+        raise ValueError("an IPv6 header is 40 octets and its payload at most 65535")
+    at = offset + _IP6_LEN
+    buf[offset:at] = head
+    _U16_STRUCT.pack_into(buf, offset + _IP6_PLEN_AT, tcp_len)
+    _HEADER.pack_into(buf, at, src_port, dst_port, seq, ack, (hlen >> 2) << 4, flags, window, 0, 0)
+    if olen:
+        buf[at + HEADER_LEN : at + hlen] = options
+    if payload and not headers_only:
+        buf[at + hlen : at + tcp_len] = payload
+    mv = memoryview(buf)
+    if partial_checksum:
+        # the pseudo-header sum with the length, as tcp.emit writes it for the device
+        csum = _cs.partial_sum(mv[offset + _IP6_ADDRS_AT : at], PROTO + tcp_len)
+    else:
+        csum = _cs.internet_checksum(mv[offset + _IP6_ADDRS_AT : at + tcp_len], PROTO + tcp_len)
+    _CSUM.pack_into(buf, at + OFF_CHECKSUM, csum)
+    return _IP6_LEN + hlen if headers_only else total
+
+
+def cut_ipv6(
+    first: bytearray, payload: memoryview, mss: int, last_flags: int, out: list[bytearray]
+) -> int:
+    """:func:`cut_ipv4`'s IPv6 twin (software GSO): ``first`` is the first piece, complete
+    (from :func:`emit_ipv6`, with ``payload[:mss]`` and a middle piece's flags); it and the
+    pieces after it go to ``out`` and their number is returned. A later piece is the first's
+    headers with its Payload Length, sequence number and, on the last, PSH/FIN (``last_flags``)
+    patched, and its checksum summed over addresses and segment in one call. IPv6 has no
+    header checksum and no identification to count."""
+    hdr = len(first) - mss
+    head = bytes(first[:hdr])
+    (seq0,) = _SEQ.unpack_from(head, _IP6_LEN + 4)
+    internet_checksum = _cs.internet_checksum
+    csum_at = _IP6_LEN + OFF_CHECKSUM
+    tcp_hlen = hdr - _IP6_LEN
+    out.append(first)
+    n = len(payload)
+    count = 1
+    off = mss
+    while off < n:
+        piece = payload[off : off + mss]
+        buf = bytearray(head)
+        buf += piece
+        tcp_len = tcp_hlen + len(piece)
+        if off + mss >= n:
+            _U16_STRUCT.pack_into(buf, _IP6_PLEN_AT, tcp_len)
+            buf[_IP6_LEN + 13] = last_flags
+        _SEQ.pack_into(buf, _IP6_LEN + 4, (seq0 + off) & 0xFFFFFFFF)
+        _CSUM.pack_into(buf, csum_at, 0)
+        _CSUM.pack_into(
+            buf, csum_at, internet_checksum(memoryview(buf)[_IP6_ADDRS_AT:], PROTO + tcp_len)
         )
         out.append(buf)
         count += 1
