@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from ustack.aio.api import Listener, Server, Stack, open_connection, start_server
     from ustack.aio.loop import new_event_loop, run
-    from ustack.aio.transport import TcpTransport
+    from ustack.aio.routed import routed
+    from ustack.aio.transport import StackSocket, TcpTransport
     from ustack.tcp.config import TcpConfig
     from ustack.tcp.stats import Stats
 
@@ -25,6 +26,8 @@ _EXPORTS = {
     "open_connection": "ustack.aio.api",
     "start_server": "ustack.aio.api",
     "TcpTransport": "ustack.aio.transport",
+    "StackSocket": "ustack.aio.transport",
+    "routed": "ustack.aio.routed",
     "run": "ustack.aio.loop",
     "new_event_loop": "ustack.aio.loop",
     "TcpConfig": "ustack.tcp.config",
@@ -35,12 +38,14 @@ __all__ = [
     "Listener",
     "Server",
     "Stack",
+    "StackSocket",
     "Stats",
     "TcpConfig",
     "TcpTransport",
     "__version__",
     "new_event_loop",
     "open_connection",
+    "routed",
     "run",
     "start_server",
 ]

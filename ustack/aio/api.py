@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ustack.aio.driver import DEFAULT_BATCH, Driver, PacketObserver
-from ustack.aio.transport import TcpTransport, endpoint_text
+from ustack.aio.transport import StackSocket, TcpTransport, endpoint_text
 from ustack.stack.host import Host
 from ustack.tcp.config import TcpConfig
 from ustack.tcp.connection import Connection, Tracer
@@ -547,8 +547,8 @@ class Stack:
 
 
 class Server:
-    """A listening port serviced by protocol factories; the ``asyncio.Server`` surface
-    without sockets."""
+    """A listening port serviced by protocol factories; the ``asyncio.Server`` surface, with
+    stand-ins (:class:`~ustack.aio.transport.StackSocket`) as its ``sockets``."""
 
     def __init__(
         self,
@@ -580,6 +580,19 @@ class Server:
 
     def is_serving(self) -> bool:
         return self._serving
+
+    @property
+    def sockets(self) -> tuple[StackSocket, ...]:
+        """One stand-in per address this server listens on, as ``asyncio.Server.sockets`` has
+        one per listening socket (libraries read the port from ``getsockname()``); empty once
+        the server is closed."""
+        if self._closed:
+            return ()
+        return tuple(
+            StackSocket(local=(address, self.port))
+            for address in self._stack._addrs
+            if self._family is None or (6 if addr.is_v6(address) else 4) == self._family
+        )
 
     async def start_serving(self) -> None:
         if self._closed:

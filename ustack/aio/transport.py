@@ -24,6 +24,16 @@ on top of it. The driver hands it that connection's events; it turns them into p
   the ``OSError`` of the last soft ICMP error the connection kept (``EHOSTUNREACH``, ...);
   writes after that are dropped silently (counted) and ``drain()`` raises, as with asyncio
   sockets.
+* **Socket-shaped questions.** ``get_extra_info`` answers ``peername``, ``sockname`` and
+  ``socket`` -- a :class:`StackSocket`, the stand-in for a kernel socket that libraries ask for
+  (aiohttp calls ``setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)`` on it): the options TCP
+  has (``TCP_NODELAY``, ``SO_KEEPALIVE`` and its ``TCP_KEEP*`` timers, ``TCP_USER_TIMEOUT``)
+  reach the connection, the rest are kept and read back without effect; ``fileno()`` is -1.
+  ``sslcontext``, ``peercert``, ``cipher``, ``compression`` and ``ssl_object`` are None here,
+  as on a plain socket transport; TLS is an ``asyncio.sslproto.SSLProtocol`` on top, whose
+  transport answers them (``_start_tls_compatible``: ``loop.start_tls`` takes this transport).
+* **Protocols.** ``asyncio.Protocol`` gets ``data_received``; an ``asyncio.BufferedProtocol``
+  (asyncio's own TLS layer is one) gets the bytes copied into its ``get_buffer()``.
 * **Letting go.** After ``connection_lost`` the transport stops listening to the connection's
   events and releases it to the host (``Host.release``): it finishes on its own, and a
   TIME-WAIT it reaches costs the host a compact record, not a whole TCB.
@@ -38,6 +48,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
+from asyncio import constants, transports
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -52,6 +64,15 @@ if TYPE_CHECKING:
 # asyncio's defaults for selector transports (64 KiB high, a quarter of it low).
 DEFAULT_HIGH_WATER = 64 * 1024
 _DEFAULT_LOW_WATER = DEFAULT_HIGH_WATER // 4
+# setsockopt(IPPROTO_TCP, ...) options that set one of the keep-alive timers (tcp(7)), by the
+# keyword Connection.set_keepalive takes them as.
+_KEEPALIVE_TIMERS = {
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE): "idle",
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL): "interval",
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT): "count",
+}
+_TLS_EXTRA = frozenset({"sslcontext", "ssl_object", "peercert", "cipher", "compression"})
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)  # Linux's number, tcp(7)
 # BaseTransport keeps "extra" in a dict; ours are computed on demand (get_extra_info), so every
 # transport shares this empty one instead of building its own.
 _NO_EXTRA: dict[str, Any] = {}
@@ -88,11 +109,123 @@ def error_for(event: ev.Reset | ev.TimedOut) -> OSError:
     return _error(event.conn.soft_error or errno.ETIMEDOUT, event.reason)
 
 
-class TcpTransport(asyncio.Transport):
+class StackSocket:
+    """What ``get_extra_info("socket")`` (and ``Server.sockets``) give instead of a kernel
+    socket: the surface of ``asyncio.trsock.TransportSocket``, what asyncio's own transports
+    hand out there.
+
+    ``family``, ``type``, ``proto``, ``getsockname()``, ``getpeername()`` answer from the
+    connection (or the listening address). ``setsockopt`` hands the options TCP has to the
+    connection -- ``TCP_NODELAY`` (Nagle), ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``
+    /``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT`` (milliseconds, as tcp(7) has it) -- and keeps every
+    other option only so that ``getsockopt`` reads it back: there is no kernel socket for
+    ``SO_RCVBUF``, ``SO_REUSEADDR``, ``IP_TOS`` and the like to act on. ``fileno()`` is -1, the
+    answer of a closed socket: nothing here can be polled, passed to ``sendfile(2)`` or
+    duplicated (``dup`` raises)."""
+
+    __slots__ = ("_conn", "_local", "_options")
+
+    type = socket.SOCK_STREAM
+    proto = socket.IPPROTO_TCP
+
+    def __init__(self, conn: Connection | None = None, local: tuple[int, int] | None = None):
+        self._conn = conn  # None for a listening address
+        self._local = local  # (address, port) of a listening address
+        self._options: dict[tuple[int, int], int | bytes] = {}
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        address = self._conn.local_addr if self._conn is not None else self._address()[0]
+        return socket.AF_INET6 if addr.is_v6(address) else socket.AF_INET
+
+    def _address(self) -> tuple[int, int]:
+        if self._conn is not None:
+            return self._conn.local_addr, self._conn.local_port
+        assert self._local is not None
+        return self._local
+
+    def __repr__(self) -> str:
+        where = endpoint_text(*self._address())
+        if self._conn is None:
+            return f"<ustack StackSocket listening {where}>"
+        peer = endpoint_text(self._conn.remote_addr, self._conn.remote_port)
+        return f"<ustack StackSocket {where} -> {peer}>"
+
+    def fileno(self) -> int:
+        return -1
+
+    def dup(self) -> socket.socket:
+        raise OSError(errno.EOPNOTSUPP, "a ustack connection has no kernel socket to duplicate")
+
+    def getsockname(self) -> tuple[str, int] | tuple[str, int, int, int]:
+        return _sockaddr(*self._address())
+
+    def getpeername(self) -> tuple[str, int] | tuple[str, int, int, int]:
+        if self._conn is None:
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+        return _sockaddr(self._conn.remote_addr, self._conn.remote_port)
+
+    def setsockopt(self, level: int, optname: int, value: int | bytes, *args: Any) -> None:
+        conn = self._conn
+        if conn is not None and isinstance(value, int):
+            option = (level, optname)
+            if option == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+                conn.set_nodelay(bool(value))
+            elif option == (socket.SOL_SOCKET, socket.SO_KEEPALIVE):
+                conn.set_keepalive(bool(value))
+            elif option in _KEEPALIVE_TIMERS:
+                if value < 1:
+                    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+                conn.set_keepalive(conn.keepalive, **{_KEEPALIVE_TIMERS[option]: value})
+            elif option == (socket.IPPROTO_TCP, _TCP_USER_TIMEOUT):
+                # tcp(7): milliseconds, 0 means "the system default" (retry counting).
+                if value < 0:
+                    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+                conn.set_user_timeout(value / 1000 if value else None)
+        self._options[(level, optname)] = value
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int | bytes:
+        option = (level, optname)
+        if option == (socket.SOL_SOCKET, socket.SO_TYPE):
+            return int(socket.SOCK_STREAM)
+        if option == (socket.SOL_SOCKET, socket.SO_ERROR):
+            return 0
+        if option == (socket.IPPROTO_TCP, socket.TCP_NODELAY) and self._conn is not None:
+            return int(self._conn.nodelay)
+        value = self._options.get(option, 0)
+        if buflen is not None and isinstance(value, int):
+            return bytes(buflen)
+        return value
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            raise ValueError("setblocking(True) is not supported: the transport owns the stream")
+
+    def settimeout(self, value: float | None) -> None:
+        if value != 0:
+            raise ValueError("settimeout(): only 0 is supported: the transport owns the stream")
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+
+class TcpTransport(transports._FlowControlMixin):
     """One TCP connection as an asyncio transport; create via the :mod:`ustack.aio.api`."""
+
+    # loop.start_tls (asyncio's) checks this: asyncio's SSLProtocol needs nothing from a
+    # transport that this one lacks (see the module docstring).
+    _start_tls_compatible = True
+    # loop.sendfile (asyncio's) checks this: no kernel socket for sendfile(2), so the file is
+    # read and written in chunks under write flow control, asyncio's fallback -- which wants
+    # an instance of _FlowControlMixin, the base of asyncio's own socket transports (its
+    # slots _loop, _protocol_paused, _high_water, _low_water are ours; its methods are
+    # overridden below). Without this asyncio raises RuntimeError, which aiohttp's
+    # FileResponse does not expect (it falls back itself on NotImplementedError, uvloop's).
+    _sendfile_compatible = constants._SendfileMode.FALLBACK
 
     __slots__ = (
         "__weakref__",
+        "_buffered",
         "_close_pending",
         "_closing",
         "_conn",
@@ -101,16 +234,13 @@ class TcpTransport(asyncio.Transport):
         "_eof_pending",
         "_eof_sent",
         "_exc",
-        "_high_water",
-        "_loop",
         "_lost",
-        "_low_water",
         "_made",
         "_overflow",
         "_overflow_size",
         "_protocol",
-        "_protocol_paused",
         "_reading_paused",
+        "_socket",
         "_waiter",
         "_write_eof_pending",
         "on_lost",
@@ -125,11 +255,13 @@ class TcpTransport(asyncio.Transport):
         *,
         waiter: asyncio.Future[None] | None = None,
     ) -> None:
-        super().__init__(_NO_EXTRA)
+        super().__init__(_NO_EXTRA, driver.loop)
         self._driver = driver
         self._loop = driver.loop
         self._conn = conn
         self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._socket: StackSocket | None = None  # get_extra_info("socket"), made when asked
         self._waiter = waiter  # set while an active open is in progress
         # What write() could not hand to the connection yet; made when first needed.
         self._overflow: deque[bytes] | None = None
@@ -165,7 +297,9 @@ class TcpTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``peername`` and ``sockname`` (``(host, port)``, or for IPv6 ``(host, port, 0, 0)``
         as an ``AF_INET6`` socket gives them), ``ustack_connection`` (the
-        :class:`~ustack.tcp.connection.Connection`), ``socket`` (None: there is none)."""
+        :class:`~ustack.tcp.connection.Connection`), ``socket`` (a :class:`StackSocket`, one
+        per transport); the TLS names (``sslcontext``, ``ssl_object``, ``peercert``,
+        ``cipher``, ``compression``) are None, as on asyncio's plain socket transport."""
         conn = self._conn
         if name == "peername":
             return _sockaddr(conn.remote_addr, conn.remote_port)
@@ -174,6 +308,10 @@ class TcpTransport(asyncio.Transport):
         if name == "ustack_connection":
             return conn
         if name == "socket":
+            if self._socket is None:
+                self._socket = StackSocket(conn)
+            return self._socket
+        if name in _TLS_EXTRA:
             return None
         return default
 
@@ -182,6 +320,7 @@ class TcpTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
     def is_closing(self) -> bool:
         return self._closing
@@ -212,6 +351,17 @@ class TcpTransport(asyncio.Transport):
         self._overflow_size = 0
         self._conn.abort(self._driver.now())
         self._connection_lost(None)
+
+    def _force_close(self, exc: Exception | None) -> None:
+        """What asyncio's SSLProtocol calls on a fatal TLS error or a shutdown that timed out:
+        reset the connection and report ``exc`` to the protocol."""
+        if self._lost:
+            return
+        self._closing = True
+        self._overflow = None
+        self._overflow_size = 0
+        self._conn.abort(self._driver.now())
+        self._connection_lost(exc)
 
     def set_user_timeout(self, seconds: float | None) -> None:
         """Linux's TCP_USER_TIMEOUT for this connection (see ``Connection.set_user_timeout``):
@@ -379,7 +529,23 @@ class TcpTransport(asyncio.Transport):
         # Reading opens the receive window; the connection asks for a window update itself.
         data = self._conn.read()
         if data:
-            self._protocol.data_received(data)  # type: ignore[attr-defined]
+            if self._buffered:
+                self._fill_buffers(data)
+            else:
+                self._protocol.data_received(data)  # type: ignore[attr-defined]
+
+    def _fill_buffers(self, data: bytes) -> None:
+        """Hand ``data`` to a BufferedProtocol: copy into as many of its buffers as it takes."""
+        protocol: asyncio.BufferedProtocol = self._protocol  # type: ignore[assignment]
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(protocol.get_buffer(len(view))).cast("B")
+            n = min(len(buffer), len(view))
+            if not n:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buffer[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
 
     def _deliver_eof(self) -> None:
         if self._eof_delivered:
