@@ -11,11 +11,12 @@ import pytest
 from tests.stack.helpers import HOST, PEER, make_host, segments, tcp_packet
 from ustack import fuzz
 from ustack.fuzz import Checker, Fuzzer, Violation, check_connection
+from ustack.stack.config import HostConfig
 from ustack.stack.host import Host
 from ustack.tcp.connection import Connection
 from ustack.tcp.recovery import Scoreboard, Sent
 from ustack.tcp.state import State
-from ustack.wire import checksum, ipv4, tcp
+from ustack.wire import addr, checksum, icmpv6, ipv4, ipv6, tcp
 
 SEED = 10
 PACKETS = 50_000
@@ -84,6 +85,62 @@ def test_ci_slice_reaches_the_paths_it_aims_at(run: Fuzzer) -> None:
     frag = stats.get("ip_fragment", 0) + sum(v for k, v in stats.items() if "reasm" in k)
     assert frag > 0
     assert run.kinds["syn_flood"] > 0
+
+
+def test_ci_slice_reaches_ipv6(run: Fuzzer) -> None:
+    stats = run.stats()
+    # TCP over IPv6, both ways: handshakes, data, closes, TIME-WAIT, SYN floods
+    for state in (
+        State.SYN_SENT,
+        State.SYN_RECEIVED,
+        State.ESTABLISHED,
+        State.FIN_WAIT_1,
+        State.CLOSE_WAIT,
+        State.LAST_ACK,
+        State.TIME_WAIT,
+    ):
+        assert run.states_seen6.get(state, 0) > 0, state
+    assert run.kinds["syn_flood6"] > 0
+    assert run.kinds["v6_ext_valid"] > 0  # segments behind extension headers, committed
+    for counter in (
+        "ip6_rx",
+        # the extension-header walk's drops, and the answers it sends
+        "ip6_truncated",
+        "ip6_ext_header_malformed",
+        "ip6_option_dropped",
+        "ip6_routing_dropped",
+        "ip6_jumbogram",
+        "ip6_no_next_header",
+        "ip6_unknown_next_header",
+        "ip6_bad_source",
+        "ip6_not_for_us",
+        "icmp6_param_problem_sent",
+        # reassembly: whole, atomic, overlapping, duplicated, never completed, tiny first
+        # fragments (RFC 7112), one source's flood
+        "ip6_reasm_ok",
+        "ip6_reasm_atomic",
+        "ip6_reasm_overlap",
+        "ip6_reasm_duplicate",
+        "ip6_reasm_timeout",
+        "ip6_reasm_incomplete_chain",
+        "ip6_reasm_per_source_limit",
+        "ip6_reasm_nested",
+        "icmp6_time_exceeded_sent",
+        # ICMPv6 in: errors about real connections, Packet Too Big below 1280, ND and MLD, echo
+        "icmp6_error_delivered",
+        "icmp6_packet_too_big",
+        "icmp6_packet_too_big_clamped",
+        "icmp6_quote_malformed",
+        "icmp6_bad_checksum",
+        "icmp6_nd_ignored",
+        "icmp6_echo_replies",
+        # no error about an error; the rate limit reached
+        "icmp_error_about_error",
+        "icmp_rate_limited",
+    ):
+        assert stats.get(counter, 0) > 0, counter
+    assert run.icmp_errors_sent + run.checker.icmp_errors_sent > 100
+    assert len(run.checker.labels) > 10  # IPv6 4-tuples whose flow label was checked
 
 
 def test_same_seed_same_run() -> None:
@@ -239,3 +296,149 @@ def test_sack_marks_forgotten_put_the_records_back_in_the_network() -> None:
     board.clear_sacks()
     board.check(1, 301)
     assert list(board.tsorted) == recs
+
+
+# -- the IPv6 invariants can fire ---------------------------------------------------------------
+
+HOST6 = addr.from_text("fd00:7::2")
+PEER6 = addr.from_text("fd00:9::1")
+
+
+def _tcp6(
+    src: int,
+    dst: int,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    label: int = 0,
+    options: tcp.TcpOptions = tcp.NO_OPTIONS,
+) -> bytearray:
+    length = tcp.HEADER_LEN + options.encoded_length()
+    buf = bytearray(ipv6.HEADER_LEN + length)
+    s, d = addr.untag(src), addr.untag(dst)
+    ipv6.emit(buf, 0, src=s, dst=d, next_header=ipv6.PROTO_TCP, payload_len=length,
+              flow_label=label)  # fmt: skip
+    tcp.emit(
+        buf, ipv6.HEADER_LEN, pseudo=ipv6.pseudo_header_sum(s, d, ipv6.PROTO_TCP, 0),
+        src_port=sport, dst_port=dport, seq=seq, ack=ack, flags=flags, window=8192,
+        options=options,
+    )  # fmt: skip
+    return buf
+
+
+def _icmp6(
+    src: int, dst: int, type_: int, code: int, word: int, body: bytes | bytearray
+) -> bytearray:
+    """An ICMPv6 message with any word (emit_error refuses an MTU below 1280)."""
+    length = icmpv6.HEADER_LEN + len(body)
+    buf = bytearray(ipv6.HEADER_LEN + length)
+    s, d = addr.untag(src), addr.untag(dst)
+    ipv6.emit(buf, 0, src=s, dst=d, next_header=ipv6.PROTO_ICMPV6, payload_len=length)
+    buf[ipv6.HEADER_LEN :] = bytes((type_, code, 0, 0)) + word.to_bytes(4, "big") + body
+    csum = checksum.internet_checksum(
+        memoryview(buf)[ipv6.HEADER_LEN :],
+        ipv6.pseudo_header_sum(s, d, ipv6.PROTO_ICMPV6, length),
+    )
+    buf[ipv6.HEADER_LEN + 2 : ipv6.HEADER_LEN + 4] = csum.to_bytes(2, "big")
+    return buf
+
+
+def test_output_check_fires_when_the_flow_label_changes() -> None:
+    checker = Checker((HOST6,))
+    assert (
+        checker.output(_tcp6(HOST6, PEER6, 80, 40000, 5000, 1001, tcp.SYN | tcp.ACK, 0x12345))[1]
+        is None
+    )
+    assert checker.output(_tcp6(HOST6, PEER6, 80, 40000, 5001, 1001, tcp.ACK, 0x12345))[1] is None
+    _, bad = checker.output(_tcp6(HOST6, PEER6, 80, 40000, 5001, 1001, tcp.ACK, 0x54321))
+    assert bad is not None and bad.startswith("flow_label:")
+
+
+def test_output_check_fires_on_a_bad_icmpv6_checksum() -> None:
+    quote = _tcp6(PEER6, HOST6, 40000, 80, 1, 0, tcp.SYN)
+    err = _icmp6(HOST6, PEER6, icmpv6.PARAM_PROBLEM, 0, 6, bytes(quote))
+    assert Checker((HOST6,)).output(err)[1] is None
+    err[-1] ^= 1
+    _, bad = Checker((HOST6,)).output(err)
+    assert bad is not None and "icmpv6_bad_checksum" in bad
+
+
+def test_output_check_fires_on_an_icmpv6_error_about_an_icmpv6_error() -> None:
+    # RFC 4443 2.4 (e.1): never an error about an error
+    inner = _icmp6(PEER6, HOST6, icmpv6.DEST_UNREACH, 4, 0, bytes(48))
+    _, bad = Checker((HOST6,)).output(_icmp6(HOST6, PEER6, icmpv6.PARAM_PROBLEM, 1, 6, inner))
+    assert bad is not None and bad.startswith("icmp_error:") and "about ICMPv6 type 1" in bad
+    echo = _icmp6(PEER6, HOST6, icmpv6.ECHO_REQUEST, 0, 0, bytes(8))  # not an error: fine
+    assert (
+        Checker((HOST6,)).output(_icmp6(HOST6, PEER6, icmpv6.PARAM_PROBLEM, 1, 6, echo))[1] is None
+    )
+
+
+def test_output_check_fires_on_an_icmpv6_error_to_a_multicast_address() -> None:
+    group = addr.from_text("ff02::1")
+    quote = _tcp6(group, HOST6, 40000, 80, 1, 0, tcp.SYN)
+    _, bad = Checker((HOST6,)).output(_icmp6(HOST6, group, icmpv6.PARAM_PROBLEM, 2, 40, quote))
+    assert bad is not None and bad.startswith("icmp_error:") and "ff02::1" in bad
+
+
+def test_output_check_fires_on_a_parameter_problem_pointing_past_the_packet() -> None:
+    quote = _tcp6(PEER6, HOST6, 40000, 80, 1, 0, tcp.SYN)  # 60 octets
+    assert (
+        Checker((HOST6,)).output(_icmp6(HOST6, PEER6, icmpv6.PARAM_PROBLEM, 0, 59, quote))[1]
+        is None
+    )
+    _, bad = Checker((HOST6,)).output(_icmp6(HOST6, PEER6, icmpv6.PARAM_PROBLEM, 0, 60, quote))
+    assert bad is not None and "pointer 60 >= 60" in bad
+
+
+def test_output_check_fires_on_a_syn_offering_more_than_an_ipv6_link_carries() -> None:
+    host = Host([HOST, HOST6], mtu=1500, secret=b"k" * 16)
+    checker = Checker((HOST, HOST6))
+    synack = tcp.SYN | tcp.ACK
+    ok = _tcp6(HOST6, PEER6, 80, 40000, 5000, 1001, synack, options=tcp.TcpOptions(mss=1440))
+    assert checker.output(ok, host)[1] is None
+    # IPv4's MSS on an IPv6 link
+    big = _tcp6(HOST6, PEER6, 80, 40001, 5000, 1001, synack, options=tcp.TcpOptions(mss=1460))
+    _, bad = checker.output(big, host)
+    assert bad is not None and bad.startswith("mss:")
+
+
+def test_output_check_fires_beyond_the_icmp_rate_limit() -> None:
+    checker = Checker((HOST6,), (), HostConfig(icmp_error_rate=1.0, icmp_error_burst=2), 10.0)
+    quote = bytes(_tcp6(PEER6, HOST6, 40000, 80, 1, 0, tcp.SYN))
+    err = _icmp6(HOST6, PEER6, icmpv6.PARAM_PROBLEM, 0, 6, quote)
+    assert [checker.output(err, None, 10.0)[1] for _ in range(2)] == [None, None]
+    _, bad = checker.output(err, None, 10.5)  # half a token back: not enough
+    assert bad is not None and bad.startswith("icmp_rate:")
+    assert checker.output(err, None, 12.0)[1] is None  # the bucket refilled
+
+
+def _established6() -> tuple[Connection, Host]:
+    host = Host([HOST, HOST6], mtu=1500, secret=b"k" * 16)
+    lst = host.listen(80)
+    host.receive_packet(_tcp6(PEER6, HOST6, 40000, 80, 1000, 0, tcp.SYN), 0.0)
+    out = host.packets_to_send(0.0)
+    assert len(out) == 1 and isinstance(out[0], bytearray)
+    synack = tcp.parse_ipv6(out[0])
+    assert synack is not None
+    host.receive_packet(_tcp6(PEER6, HOST6, 40000, 80, 1001, synack.seq + 1, tcp.ACK), 0.01)
+    conn = lst.accept()
+    assert conn is not None and conn.state is State.ESTABLISHED
+    return conn, host
+
+
+def test_connection_check_fires_on_an_ipv6_path_mtu_below_1280() -> None:
+    conn, host = _established6()
+    # a Packet Too Big of 600 quoting the connection: taken, and clamped to 1280 (RFC 8201 4)
+    conn.send(b"x" * 3000)
+    sent = host.packets_to_send(0.02)
+    assert sent and isinstance(sent[0], bytearray)
+    quote = bytes(sent[0][: ipv6.HEADER_LEN + 28])
+    host.receive_packet(_icmp6(addr.from_text("fd00:9::fffe"), HOST6, icmpv6.PACKET_TOO_BIG, 0,
+                               600, quote), 0.03)  # fmt: skip
+    assert host.stats.icmp6_packet_too_big_clamped == 1
+    assert check_connection(conn) == []
+    conn.path_mtu = 1000 - 20  # an IPv6 path MTU of 1000
+    assert [m.split(":")[0] for m in check_connection(conn)] == ["pmtu"]
