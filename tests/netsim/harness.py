@@ -1,4 +1,7 @@
-"""Two hosts over the virtual-time network, one bulk transfer, everything checked afterwards."""
+"""Two hosts over the virtual-time network, one bulk transfer, everything checked afterwards.
+
+Both hosts have an IPv4 and an IPv6 address; ``family`` says which of the server's the client
+connects to, so every scenario runs over either family with the same hosts."""
 
 from __future__ import annotations
 
@@ -7,18 +10,34 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ustack.link.fault import FaultConfig, FaultModel
+from ustack.link.fault import Delivery, FaultConfig, FaultModel
 from ustack.netsim import Network, SimLink, TransferApp, TransferResult
 from ustack.stack.host import Host
 from ustack.tcp.config import TcpConfig
-from ustack.wire import ipv4
+from ustack.tcp.connection import Connection
+from ustack.wire import addr, ipv4
 
 A = ipv4.addr_to_int("10.9.0.1")
 B = ipv4.addr_to_int("10.9.0.2")
+A6 = addr.from_text("fd00:9::1")
+B6 = addr.from_text("fd00:9::2")
+ADDRESSES = {4: (A, B), 6: (A6, B6)}  # (client, server) of each family
 PORT = 5001
 MB = 1_000_000
 
+
+def hosts_addresses(family: int) -> tuple[list[int], list[int], int]:
+    """Both hosts' addresses (dual stack either way) and the server address to connect to."""
+    if family not in ADDRESSES:
+        raise ValueError(f"family must be 4 or 6, not {family!r}")
+    return [A, A6], [B, B6], ADDRESSES[family][1]
+
+
 # Counters a parse failure increments: a corrupted packet must end in exactly one of them.
+# IPv6 has no header checksum (RFC 8200), so a flipped bit there ends in a header sanity check
+# -- a destination that is not ours, a source that cannot be one, a Next Header nobody knows --
+# or in TCP's checksum, whose pseudo-header covers the addresses and the length; or nowhere:
+# see :class:`WatchedFault`.
 PARSE_DROPS = (
     "ip_bad_checksum",
     "ip_truncated",
@@ -32,7 +51,48 @@ PARSE_DROPS = (
     "tcp_bad_flags",
     "tcp_bad_options",
     "tcp_malformed",
+    "ip6_truncated",
+    "ip6_bad_version",
+    "ip6_ext_header_malformed",
+    "ip6_option_dropped",
+    "ip6_malformed",
+    "ip6_not_for_us",
+    "ip6_bad_source",
+    "ip6_unknown_next_header",
 )
+
+
+def _unchecked6(octet: int, bit: int) -> bool:
+    """True for a bit of the IPv6 fixed header that no check on the receive path covers: the
+    Traffic Class and the Flow Label (octets 0-3 after the version nibble) and the Hop Limit
+    (octet 7). A flip there is delivered as if nothing had happened."""
+    return (octet == 0 and bit < 4) or octet in (1, 2, 3, 7)
+
+
+class WatchedFault(FaultModel):
+    """A FaultModel that also counts the corrupted copies no receiver could notice (a flipped
+    bit in an unchecked IPv6 header field): ``corrupted - unchecked`` copies must end in a
+    parse drop."""
+
+    __slots__ = ("unchecked",)
+
+    def __init__(self, config: FaultConfig, *, seed: int) -> None:
+        super().__init__(config, seed=seed)
+        self.unchecked = 0
+
+    def apply(self, packet: bytes | bytearray | memoryview, now: float) -> list[Delivery]:
+        before = self.stats.corrupted
+        out = super().apply(packet, now)
+        if self.stats.corrupted != before:
+            sent = bytes(packet)
+            for _, copy in out:
+                diff = next(
+                    (i for i, (x, y) in enumerate(zip(sent, copy, strict=True)) if x != y), None
+                )
+                if diff is not None and sent[0] >> 4 == 6:
+                    bit = (sent[diff] ^ copy[diff]).bit_length() - 1
+                    self.unchecked += _unchecked6(diff, bit)
+        return out
 
 
 @dataclass
@@ -49,6 +109,8 @@ class Outcome:
     finished: bool
     real_seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    family: int = 4
+    conn: Connection | None = None  # the client's connection
 
     @property
     def done_at(self) -> float:
@@ -72,10 +134,11 @@ def run_transfer(
     fault_ab: object | None = None,
     fault_ba: object | None = None,
     log: bool = False,
+    family: int = 4,
 ) -> Outcome:
-    """One connection from a client to a server; ``fault`` builds seeded fault models for both
-    directions, ``fault_ab``/``fault_ba`` give any object with FaultModel's ``apply`` instead
-    (scripted faults)."""
+    """One connection from a client to a server over IPv4 or IPv6 (``family``); ``fault`` builds
+    seeded fault models for both directions (:class:`WatchedFault`), ``fault_ab``/``fault_ba``
+    give any object with FaultModel's ``apply`` instead (scripted faults)."""
     import time
 
     rng = random.Random(seed)
@@ -84,10 +147,11 @@ def run_transfer(
     net = Network(log=log)
     cfg = config if config is not None else TcpConfig()
     scfg = server_config if server_config is not None else cfg
-    client = net.add_host(Host(A, config=cfg, secret=rng.randbytes(16)))
-    server = net.add_host(Host(B, config=scfg, secret=rng.randbytes(16)))
-    fab: Any = FaultModel(fault, seed=seed * 2) if fault is not None else fault_ab
-    fba: Any = FaultModel(fault, seed=seed * 2 + 1) if fault is not None else fault_ba
+    client_addrs, server_addrs, remote = hosts_addresses(family)
+    client = net.add_host(Host(client_addrs, config=cfg, secret=rng.randbytes(16)))
+    server = net.add_host(Host(server_addrs, config=scfg, secret=rng.randbytes(16)))
+    fab: Any = WatchedFault(fault, seed=seed * 2) if fault is not None else fault_ab
+    fba: Any = WatchedFault(fault, seed=seed * 2 + 1) if fault is not None else fault_ba
     ab, ba = net.connect(
         client,
         server,
@@ -102,7 +166,7 @@ def run_transfer(
     client_app = TransferApp(client, up)
     net.set_app(server, server_app)
     net.set_app(client, client_app)
-    conn = client.connect(B, PORT, 0.0)
+    conn = client.connect(remote, PORT, 0.0)
     c = client_app.add(conn)
 
     def finished() -> bool:
@@ -116,7 +180,7 @@ def run_transfer(
     results = list(server_app.results.values())
     s = results[0] if results else TransferResult()
     assert len(results) <= 1
-    return Outcome(net, client, server, ab, ba, up, down, c, s, ok, real)
+    return Outcome(net, client, server, ab, ba, up, down, c, s, ok, real, family=family, conn=conn)
 
 
 def sha(data: bytes) -> str:

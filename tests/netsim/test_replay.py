@@ -1,12 +1,15 @@
 """Replay is exact: the same seeds give the same packet trace, byte for byte, even with many
-connections whose output the host interleaves (nothing is ordered by memory address)."""
+connections whose output the host interleaves (nothing is ordered by memory address) -- over
+IPv4 and over IPv6 (whose flow labels, too, come from the seeded secret)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 
-from tests.netsim.harness import PORT, A, B
+import pytest
+
+from tests.netsim.harness import PORT, hosts_addresses
 from ustack.link.fault import FaultConfig, FaultModel
 from ustack.netsim import Network, TransferApp
 from ustack.stack.events import HostEvent
@@ -19,10 +22,12 @@ CONNECTIONS = 12
 def busy_network(
     rng: random.Random, fault_seeds: tuple[int, int], *, log: bool
 ) -> tuple[Network, Host, Host]:
-    """Two hosts over one lossy, duplicating, reordering path with a small shared queue."""
+    """Two hosts (dual stack) over one lossy, duplicating, reordering path with a small shared
+    queue."""
     net = Network(log=log)
-    client = net.add_host(Host(A, secret=rng.randbytes(16)))
-    server = net.add_host(Host(B, secret=rng.randbytes(16)))
+    client_addrs, server_addrs, _ = hosts_addresses(4)
+    client = net.add_host(Host(client_addrs, secret=rng.randbytes(16)))
+    server = net.add_host(Host(server_addrs, secret=rng.randbytes(16)))
     fault = FaultConfig(drop=0.03, duplicate=0.01, reorder=0.02, reorder_delay=0.002)
     net.connect(
         client,
@@ -36,15 +41,16 @@ def busy_network(
     return net, client, server
 
 
-def trace(seed: int) -> list[tuple[float, str, str, bytes]]:
+def trace(seed: int, family: int) -> list[tuple[float, str, str, bytes]]:
     rng = random.Random(seed)
+    remote = hosts_addresses(family)[2]
     net, client, server = busy_network(rng, (seed * 2, seed * 2 + 1), log=True)
     sink = TransferApp(server, listener=server.listen(PORT))
     source = TransferApp(client, rng.randbytes(150_000))
     net.set_app(server, sink)
     net.set_app(client, source)
     for _ in range(CONNECTIONS):
-        source.add(client.connect(B, PORT, 0.0))
+        source.add(client.connect(remote, PORT, 0.0))
         # some garbage in between, so the objects of the two runs sit at other addresses
         _ = [object() for _ in range(rng.randrange(50))]
 
@@ -53,21 +59,25 @@ def trace(seed: int) -> list[tuple[float, str, str, bytes]]:
 
     assert net.run(done, max_time=600.0)
     assert net.log is not None
+    assert {e.packet[0] >> 4 for e in net.log} == {family}  # the IP version of every packet
     return [(e.time, e.link, e.what, e.packet) for e in net.log]
 
 
-def test_same_seed_same_packets_byte_for_byte() -> None:
-    first = trace(5)
-    second = trace(5)
+@pytest.mark.parametrize("family", [4, 6])
+def test_same_seed_same_packets_byte_for_byte(family: int) -> None:
+    first = trace(5, family)
+    second = trace(5, family)
     assert len(first) > 3000  # 12 connections, 150 kB each, and their faults
     assert first == second
 
 
-def test_another_seed_another_trace() -> None:
-    assert trace(5) != trace(6)
+@pytest.mark.parametrize("family", [4, 6])
+def test_another_seed_another_trace(family: int) -> None:
+    assert trace(5, family) != trace(6, family)
 
 
-def test_the_hosts_cached_next_deadline_is_always_the_fresh_one() -> None:
+@pytest.mark.parametrize("family", [4, 6])
+def test_the_hosts_cached_next_deadline_is_always_the_fresh_one(family: int) -> None:
     """``Host.next_deadline`` keeps its answer between changes; after every step of a busy
     exchange (12 connections, faults, connections released into TIME-WAIT records as the
     asyncio side releases them) it must equal what a fresh computation says."""
@@ -108,7 +118,7 @@ def test_the_hosts_cached_next_deadline_is_always_the_fresh_one() -> None:
     net.set_app(server, releasing(sink, server))
     net.set_app(client, releasing(source, client))
     for _ in range(CONNECTIONS):
-        source.add(client.connect(B, PORT, 0.0))
+        source.add(client.connect(hosts_addresses(family)[2], PORT, 0.0))
 
     def done() -> bool:
         return sum(r.eof_at is not None for r in sink.results.values()) == CONNECTIONS
@@ -116,5 +126,7 @@ def test_the_hosts_cached_next_deadline_is_always_the_fresh_one() -> None:
     assert net.run(done, max_time=600.0)
     assert net.run(lambda: False, max_time=net.now + 120.0) is False  # through every TIME-WAIT
     assert checks > 1000 and records > 0
+    st = server.stats
+    assert st.ip6_rx == (st.ip_rx if family == 6 else 0)  # every packet of the family
     assert client.stats.tcp_time_wait_expired + server.stats.tcp_time_wait_expired == CONNECTIONS
     assert not client.demux._timewait and not server.demux._timewait

@@ -1,24 +1,53 @@
-"""Host input path: closed-port replies, ICMP, and every malformed-packet drop counted."""
+"""Host input path: closed-port replies, ICMP, and every malformed-packet drop counted.
+
+What is TCP's (closed-port RSTs, TCP header drops, containment of an internal error) is checked
+over IPv4 and IPv6; ICMP and the IPv4 header checks are IPv4's own (tests/stack/test_ipv6_host.py
+has IPv6's)."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP, raw
+from scapy.compat import raw
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.packet import Packet
 
-from tests.stack.helpers import HOST, PEER, make_host, tcp_packet
+from tests.stack.helpers import (
+    HOST,
+    IP_HEADER_LEN,
+    PEER,
+    addresses,
+    both_families,
+    make_host,
+    tcp_packet,
+)
 from ustack.stack.config import HostConfig
-from ustack.wire import icmp, ipv4, tcp
+from ustack.wire import addr, icmp, ipv4, tcp
 
 A_HOST = ipv4.int_to_addr(HOST)
 A_PEER = ipv4.int_to_addr(PEER)
 BASE = {"ip_rx": 1}
 
 
-def only_packet(host: object) -> IP:
+def base(family: int) -> dict[str, int]:
+    """The counters every packet of the family moves on its way in."""
+    return BASE if family == 4 else {**BASE, "ip6_rx": 1}
+
+
+def only_packet(host: object, family: int = 4) -> Packet:
     out = host.packets_to_send(0.0)  # type: ignore[attr-defined]
     assert len(out) == 1
+    if family == 6:
+        # scapy recomputes the checksum over the RFC 8200 8.1 pseudo-header on its own.
+        pkt6 = IPv6(bytes(out[0]))
+        ours = pkt6[TCP].chksum
+        del pkt6[TCP].chksum
+        assert IPv6(raw(pkt6))[TCP].chksum == ours
+        pkt6 = IPv6(bytes(out[0]))
+        assert (addr.from_text(pkt6.src), addr.from_text(pkt6.dst)) == addresses(6)
+        return pkt6
     pkt = IP(bytes(out[0]))
     # scapy recomputes both checksums independently of ustack's checksum module.
     again = IP(bytes(out[0]))
@@ -35,6 +64,7 @@ def only_packet(host: object) -> IP:
 # -- RFC 9293 3.10.7.1: segments to a port with no connection and no listener ----------------
 
 
+@both_families
 @pytest.mark.parametrize(
     ("flags", "payload", "seq", "expected_ack"),
     [
@@ -46,11 +76,11 @@ def only_packet(host: object) -> IP:
     ],
 )
 def test_closed_port_no_ack_gets_rst_ack_seq_zero(
-    flags: int, payload: bytes, seq: int, expected_ack: int
+    flags: int, payload: bytes, seq: int, expected_ack: int, family: int
 ) -> None:
-    h = make_host()
-    h.receive_packet(tcp_packet(40000, 81, seq, flags=flags, payload=payload), 0.0)
-    reply = only_packet(h)
+    h = make_host(family)
+    h.receive_packet(tcp_packet(40000, 81, seq, flags=flags, payload=payload, family=family), 0.0)
+    reply = only_packet(h, family)
     t = reply[TCP]
     assert (t.sport, t.dport, t.seq, t.ack, str(t.flags), t.window) == (
         81,
@@ -61,26 +91,35 @@ def test_closed_port_no_ack_gets_rst_ack_seq_zero(
         0,
     )
     assert len(t.payload) == 0
-    assert h.stats.nonzero() == {**BASE, "tcp_rx": 1, "rst_sent_closed_port": 1, "ip_tx": 1}
+    assert h.stats.nonzero() == {
+        **base(family),
+        "tcp_rx": 1,
+        "rst_sent_closed_port": 1,
+        "ip_tx": 1,
+    }
 
 
+@both_families
 @pytest.mark.parametrize(
     "flags", [tcp.ACK, tcp.ACK | tcp.PSH, tcp.ACK | tcp.FIN, tcp.ACK | tcp.SYN]
 )
-def test_closed_port_ack_bearing_gets_rst_with_seq_seg_ack(flags: int) -> None:
-    h = make_host()
-    h.receive_packet(tcp_packet(40000, 81, 7, 123456789, flags, payload=b"data"), 0.0)
-    t = only_packet(h)[TCP]
+def test_closed_port_ack_bearing_gets_rst_with_seq_seg_ack(flags: int, family: int) -> None:
+    h = make_host(family)
+    h.receive_packet(
+        tcp_packet(40000, 81, 7, 123456789, flags, payload=b"data", family=family), 0.0
+    )
+    t = only_packet(h, family)[TCP]
     assert (t.seq, str(t.flags), t.ack, t.sport, t.dport) == (123456789, "R", 0, 81, 40000)
     assert h.stats.rst_sent_closed_port == 1
 
 
+@both_families
 @pytest.mark.parametrize("flags", [tcp.RST, tcp.RST | tcp.ACK])
-def test_rst_is_never_answered_with_rst(flags: int) -> None:
-    h = make_host()
-    h.receive_packet(tcp_packet(40000, 81, 7, 9, flags), 0.0)
+def test_rst_is_never_answered_with_rst(flags: int, family: int) -> None:
+    h = make_host(family)
+    h.receive_packet(tcp_packet(40000, 81, 7, 9, flags, family=family), 0.0)
     assert h.packets_to_send(0.0) == []
-    assert h.stats.nonzero() == {**BASE, "tcp_rx": 1, "rst_closed_port_ignored": 1}
+    assert h.stats.nonzero() == {**base(family), "tcp_rx": 1, "rst_closed_port_ignored": 1}
 
 
 # -- ICMP ------------------------------------------------------------------------------------
@@ -150,11 +189,6 @@ def _fix_ip_checksum(buf: bytearray) -> bytearray:
     return buf
 
 
-def _bad_tcp_option() -> bytearray:
-    # Option kind 2 (MSS) with length 3: malformed.
-    return tcp_packet(40000, 81, 1, options=b"\x02\x03\x05\x00")
-
-
 BAD_PACKETS = {
     "ip_bad_checksum": lambda: _mutate(tcp_packet(40000, 81, 1), 8, 3),  # TTL changed
     "ip_truncated": lambda: tcp_packet(40000, 81, 1)[:30],
@@ -169,15 +203,30 @@ BAD_PACKETS = {
     "ip_reasm_bad_length": lambda: bytearray(
         raw(IP(src=A_PEER, dst=A_HOST, flags="MF") / TCP(dport=81))
     ),
-    "tcp_bad_checksum": lambda: _mutate(tcp_packet(40000, 81, 1, payload=b"xyz"), 40, ord("q")),
-    "tcp_truncated": lambda: bytearray(raw(IP(src=A_PEER, dst=A_HOST, proto=6) / (b"\x00" * 12))),
-    "tcp_bad_flags": lambda: tcp_packet(40000, 81, 1, flags=tcp.SYN | tcp.FIN),
-    "tcp_bad_flags_rst_syn": lambda: tcp_packet(40000, 81, 1, flags=tcp.SYN | tcp.RST),
-    "tcp_bad_options": _bad_tcp_option,
-    "tcp_bad_data_offset": lambda: bytearray(
-        raw(IP(src=A_PEER, dst=A_HOST) / TCP(dport=81, dataofs=4))
+}
+
+
+def _ip(family: int) -> Packet:
+    """scapy's IP header of the family, from the peer to the host, carrying TCP."""
+    if family == 4:
+        return IP(src=A_PEER, dst=A_HOST, proto=6)
+    host, peer = (addr.to_text(a) for a in addresses(6))
+    return IPv6(src=peer, dst=host, nh=6)
+
+
+# TCP's own drops, the same over either family (the builders take it).
+BAD_SEGMENTS = {
+    # a payload byte changed after the checksum was computed
+    "tcp_bad_checksum": lambda f: _mutate(
+        tcp_packet(40000, 81, 1, payload=b"xyz", family=f), IP_HEADER_LEN[f] + 20, ord("q")
     ),
-    "tcp_bad_port": lambda: tcp_packet(0, 81, 1),
+    "tcp_truncated": lambda f: bytearray(raw(_ip(f) / bytes(12))),
+    "tcp_bad_flags": lambda f: tcp_packet(40000, 81, 1, flags=tcp.SYN | tcp.FIN, family=f),
+    "tcp_bad_flags_rst_syn": lambda f: tcp_packet(40000, 81, 1, flags=tcp.SYN | tcp.RST, family=f),
+    # option kind 2 (MSS) with length 3: malformed
+    "tcp_bad_options": lambda f: tcp_packet(40000, 81, 1, options=b"\x02\x03\x05\x00", family=f),
+    "tcp_bad_data_offset": lambda f: bytearray(raw(_ip(f) / TCP(dport=81, dataofs=4))),
+    "tcp_bad_port": lambda f: tcp_packet(0, 81, 1, family=f),
 }
 
 
@@ -186,13 +235,22 @@ def test_bad_packet_dropped_and_counted(case: str) -> None:
     h = make_host()
     h.receive_packet(BAD_PACKETS[case](), 0.0)
     assert h.packets_to_send(0.0) == []
-    counter = case.removesuffix("_header").removesuffix("_tail").removesuffix("_rst_syn")
+    counter = case.removesuffix("_header").removesuffix("_tail")
     expected = {**BASE, counter: 1}
-    if counter.startswith("tcp_"):
-        expected["tcp_rx"] = 1
     if counter.startswith("ip_reasm_"):
         expected["ip_reasm_fragments"] = 1
     assert h.stats.nonzero() == expected
+
+
+@both_families
+@pytest.mark.parametrize("case", sorted(BAD_SEGMENTS))
+def test_bad_segment_dropped_and_counted(case: str, family: int) -> None:
+    h = make_host(family)
+    h.listen(81)  # a listener must not see any of them either
+    h.receive_packet(BAD_SEGMENTS[case](family), 0.0)
+    assert h.packets_to_send(0.0) == []
+    counter = case.removesuffix("_rst_syn")
+    assert h.stats.nonzero() == {**base(family), "tcp_rx": 1, counter: 1}
 
 
 def test_unknown_protocol_gets_rate_limited_protocol_unreachable() -> None:
@@ -202,7 +260,7 @@ def test_unknown_protocol_gets_rate_limited_protocol_unreachable() -> None:
         h.receive_packet(datagram, 0.0)
     out = h.packets_to_send(0.0)
     assert len(out) == 5
-    msg = IP(bytes(out[0]))
+    msg = IP(bytes(out[0]))  # type: ignore[arg-type]
     assert (msg[ICMP].type, msg[ICMP].code) == (3, 2)
     # RFC 792: the quote is the offending IP header plus the first 64 bits of its data.
     assert bytes(msg[ICMP].payload)[:28] == datagram[:28] and len(msg) == 20 + 8 + 28
@@ -228,16 +286,25 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     assert h.stats.host_internal_error == 0
 
 
+@both_families
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 59), st.integers(0, 255)), max_size=6), st.booleans())
-def test_mutated_segments_never_raise(mutations: list[tuple[int, int]], listen: bool) -> None:
-    h = make_host()
+@given(data=st.data(), listen=st.booleans())
+def test_mutated_segments_never_raise(data: st.DataObject, listen: bool, family: int) -> None:
+    h = make_host(family)
     if listen:
         h.listen(81)
     pkt = tcp_packet(
-        40000, 81, 1, options=b"\x02\x04\x05\xb4\x01\x03\x03\x07", payload=b"0123456789abcdef"
+        40000,
+        81,
+        1,
+        options=b"\x02\x04\x05\xb4\x01\x03\x03\x07",
+        payload=b"0123456789abcdef",
+        family=family,
     )
-    for index, value in mutations:
+    assert pkt[0] >> 4 == family  # the IP version, before any mutation
+    # any octet of the IP header, TCP's, its options and most of the data
+    where = st.integers(0, len(pkt) - 5)
+    for index, value in data.draw(st.lists(st.tuples(where, st.integers(0, 255)), max_size=6)):
         pkt[index] = value
     for i in range(3):
         h.receive_packet(pkt, float(i))
@@ -246,19 +313,21 @@ def test_mutated_segments_never_raise(mutations: list[tuple[int, int]], listen: 
     assert h.stats.host_internal_error == 0
 
 
+@both_families
 def test_internal_error_is_contained_counted_and_logged_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, family: int
 ) -> None:
     from ustack.tcp.connection import Connection
 
     def broken(self: Connection, seg: object, now: float) -> None:
         raise RuntimeError("bug")
 
-    h = make_host()
+    h = make_host(family)
     h.listen(81)
     monkeypatch.setattr(Connection, "receive", broken)
     with caplog.at_level("ERROR", logger="ustack.stack.host"):
         for port in (40000, 40001, 40002):
-            h.receive_packet(tcp_packet(port, 81, 1), 0.0)
+            h.receive_packet(tcp_packet(port, 81, 1, family=family), 0.0)
     assert h.stats.host_internal_error == 3
+    assert h.stats.ip6_rx == (3 if family == 6 else 0)
     assert len([r for r in caplog.records if "internal error" in r.getMessage()]) == 1

@@ -1,11 +1,19 @@
 """SYN cookies (RFC 4987 3.6): the cookie itself, and a host's listener using them, sans-IO on
-virtual time."""
+virtual time -- over IPv4 and IPv6."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.stack.helpers import HOST, PEER, SERVER_ISN, make_host, segments, tcp_packet
+from tests.stack.helpers import (
+    SERVER_ISN,
+    addresses,
+    both_families,
+    make_host,
+    mss,
+    segments,
+    tcp_packet,
+)
 from ustack.stack.events import ConnectionAccepted
 from ustack.stack.host import Host
 from ustack.stack.syncookie import (
@@ -32,9 +40,9 @@ KEY = b"k" * 16
 CLIENT_TSVAL = 123_456
 
 
-def cookie_host(mode: str = "always", **kwargs: object) -> Host:
+def cookie_host(family: int, mode: str = "always", **kwargs: object) -> Host:
     cfg = kwargs.pop("config", None) or TcpConfig(syn_cookies=mode)
-    return make_host(config=cfg, cookie_secret=KEY, **kwargs)
+    return make_host(family, config=cfg, cookie_secret=KEY, **kwargs)
 
 
 def syn(
@@ -44,9 +52,12 @@ def syn(
     *,
     opts: TcpOptions | None = None,
     isn: int = CLIENT_ISN,
+    family: int = 4,
 ) -> list[tcp.TcpSegment]:
     o = opts if opts is not None else TcpOptions(mss=1460)
-    host.receive_packet(tcp_packet(sport, 80, isn, options=tcp.encode_options(o)), now)
+    host.receive_packet(
+        tcp_packet(sport, 80, isn, options=tcp.encode_options(o), family=family), now
+    )
     return segments(host, now)
 
 
@@ -60,6 +71,7 @@ def ack(
     tsecr: int | None = None,
     ack_no: int | None = None,
     window: int = 1000,
+    family: int = 4,
 ) -> list[tcp.TcpSegment]:
     """The client's ACK of a (cookie) SYN,ACK (or of ``ack_no`` - 1); with ``tsecr`` it
     carries timestamps."""
@@ -79,10 +91,18 @@ def ack(
             payload=payload,
             options=options,
             window=window,
+            family=family,
         ),
         now,
     )
     return segments(host, now)
+
+
+def peer_tuple(family: int, sport: int) -> tuple[int, int, int, int]:
+    """The 4-tuple of the peer's connection from ``sport`` to port 80, as ``Host.lookup`` takes
+    it."""
+    host, peer = addresses(family)
+    return peer, sport, host, 80
 
 
 def drain(host: Host) -> list[object]:
@@ -95,9 +115,11 @@ def drain(host: Host) -> list[object]:
 # ----------------------------------------------------------------------------- the cookie
 
 
-def test_cookie_round_trip_gives_back_the_mss_from_the_table() -> None:
+@both_families
+def test_cookie_round_trip_gives_back_the_mss_from_the_table(family: int) -> None:
+    host, peer = addresses(family)
     jar = SynCookies(KEY)
-    tuple_ = (HOST, 80, PEER, 40000)
+    tuple_ = (host, 80, peer, 40000)
     for peer_mss, expected in [(1460, 1460), (9000, 1460), (1452, 1440), (1400, 1300), (536, 536)]:
         cookie = jar.make(*tuple_, CLIENT_ISN, peer_mss, 10.0)
         assert jar.check(*tuple_, CLIENT_ISN + 1, cookie + 1, 10.0) == expected
@@ -114,30 +136,34 @@ def test_cookie_round_trip_gives_back_the_mss_from_the_table() -> None:
     assert MSS_TABLE == (536, 1300, 1440, 1460)
 
 
-def test_cookie_is_bound_to_key_tuple_peer_isn_and_its_own_bits() -> None:
+@both_families
+def test_cookie_is_bound_to_key_tuple_peer_isn_and_its_own_bits(family: int) -> None:
+    host, peer = addresses(family)
     jar = SynCookies(KEY)
-    cookie = jar.make(HOST, 80, PEER, 40000, CLIENT_ISN, 1460, 0.0)
-    assert jar.check(HOST, 80, PEER, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) == 1460
-    assert jar.check(HOST, 80, PEER, 40001, CLIENT_ISN + 1, cookie + 1, 0.0) is None
-    assert jar.check(HOST, 81, PEER, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) is None
-    assert jar.check(HOST, 80, PEER + 1, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) is None
-    assert jar.check(HOST, 80, PEER, 40000, CLIENT_ISN + 2, cookie + 1, 0.0) is None
+    cookie = jar.make(host, 80, peer, 40000, CLIENT_ISN, 1460, 0.0)
+    assert jar.check(host, 80, peer, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) == 1460
+    assert jar.check(host, 80, peer, 40001, CLIENT_ISN + 1, cookie + 1, 0.0) is None
+    assert jar.check(host, 81, peer, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) is None
+    assert jar.check(host, 80, peer + 1, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) is None
+    assert jar.check(host, 80, peer, 40000, CLIENT_ISN + 2, cookie + 1, 0.0) is None
     assert (
-        SynCookies(b"other").check(HOST, 80, PEER, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) is None
+        SynCookies(b"other").check(host, 80, peer, 40000, CLIENT_ISN + 1, cookie + 1, 0.0) is None
     )
     # every single bit of the cookie counts: hash, MSS index and counter bits alike
     for bit in range(32):
         forged = (cookie ^ (1 << bit)) + 1
-        assert jar.check(HOST, 80, PEER, 40000, CLIENT_ISN + 1, forged, 0.0) is None, bit
+        assert jar.check(host, 80, peer, 40000, CLIENT_ISN + 1, forged, 0.0) is None, bit
 
 
-def test_cookie_ages_out_and_one_from_the_future_is_refused() -> None:
+@both_families
+def test_cookie_ages_out_and_one_from_the_future_is_refused(family: int) -> None:
+    host, peer = addresses(family)
     jar = SynCookies(KEY)
     made = 5 * COUNTER_PERIOD + 1.0
-    cookie = jar.make(HOST, 80, PEER, 40000, CLIENT_ISN, 1460, made)
+    cookie = jar.make(host, 80, peer, 40000, CLIENT_ISN, 1460, made)
 
     def check(now: float) -> int | None:
-        return jar.check(HOST, 80, PEER, 40000, CLIENT_ISN + 1, cookie + 1, now)
+        return jar.check(host, 80, peer, 40000, CLIENT_ISN + 1, cookie + 1, now)
 
     last_good = (5 + MAX_AGE + 1) * COUNTER_PERIOD - 0.001
     assert check(made) == check(last_good) == 1460
@@ -173,23 +199,24 @@ def test_bad_secrets_and_modes_are_refused() -> None:
 # ----------------------------------------------------------------------------- the host
 
 
-def test_round_trip_with_timestamps_recovers_wscale_and_sack_from_tsecr() -> None:
-    h = cookie_host("always")
+@both_families
+def test_round_trip_with_timestamps_recovers_wscale_and_sack_from_tsecr(family: int) -> None:
+    h = cookie_host(family, "always")
     listener = h.listen(80)
     offered = TcpOptions(mss=1460, wscale=7, sack_permitted=True, timestamps=(CLIENT_TSVAL, 0))
-    [synack] = syn(h, opts=offered, now=1.5)
+    [synack] = syn(h, opts=offered, now=1.5, family=family)
     # No state at all: nothing on the 4-tuple, nothing half-open, no timer.
     assert h.connections == [] and listener.half_open == 0 and h.next_deadline() is None
     assert synack.control is tcp.Control.SYN and synack.has_ack
     assert synack.ack == CLIENT_ISN + 1 and synack.seq != SERVER_ISN
     assert synack.window == 65535
     o = synack.options
-    assert o.mss == h.config.mss and o.wscale == wscale_for(h.config.recv_buffer)
+    assert o.mss == mss(family) and o.wscale == wscale_for(h.config.recv_buffer)
     assert o.sack_permitted and o.timestamps is not None and o.timestamps[1] == CLIENT_TSVAL
     tsval = o.timestamps[0]
     assert decode_tsecr(tsval) == (7, True)
 
-    assert ack(h, synack, 1.6, tsecr=tsval) == []
+    assert ack(h, synack, 1.6, tsecr=tsval, family=family) == []
     evs = drain(h)
     assert [type(e) for e in evs] == [Established, ConnectionAccepted]
     conn = listener.accept()
@@ -200,7 +227,9 @@ def test_round_trip_with_timestamps_recovers_wscale_and_sack_from_tsecr() -> Non
     assert conn.peer_mss == 1460 and conn.snd_wscale == 7 and conn.snd_wnd == 1000 << 7
     assert conn.rcv_wscale == wscale_for(h.config.recv_buffer)
     assert conn.sack_ok and conn.timestamps_ok
-    assert conn.snd_mss == 1460 - 12  # the timestamps option's 12 bytes (RFC 7323 3.2)
+    # the peer's 1460 or what our side of the path carries (RFC 9293 3.7.1: 1440 over IPv6),
+    # less the timestamps option's 12 bytes (RFC 7323 3.2)
+    assert conn.snd_mss == min(1460, mss(family)) - 12
     # Our TSvals go on from the cookie's, never back (the peer's PAWS would drop them).
     conn.send(b"x")
     [data] = segments(h, 1.7)
@@ -208,6 +237,7 @@ def test_round_trip_with_timestamps_recovers_wscale_and_sack_from_tsecr() -> Non
     assert data.options.timestamps[0] >= tsval and data.options.timestamps[1] == CLIENT_TSVAL + 1
     assert h.stats.nonzero() == {
         "ip_rx": 2,
+        **({"ip6_rx": 2} if family == 6 else {}),
         "ip_tx": 2,
         "tcp_rx": 2,
         "syncookies_sent": 1,
@@ -223,13 +253,14 @@ def test_round_trip_with_timestamps_recovers_wscale_and_sack_from_tsecr() -> Non
     }
 
 
-def test_round_trip_without_timestamps_has_no_window_scaling_and_no_sack() -> None:
-    h = cookie_host("always")
+@both_families
+def test_round_trip_without_timestamps_has_no_window_scaling_and_no_sack(family: int) -> None:
+    h = cookie_host(family, "always")
     listener = h.listen(80)
-    [synack] = syn(h, opts=TcpOptions(mss=1452, wscale=7, sack_permitted=True))
+    [synack] = syn(h, opts=TcpOptions(mss=1452, wscale=7, sack_permitted=True), family=family)
     # Without timestamps nothing could bring the shift or SACK back: neither is offered.
-    assert synack.options == TcpOptions(mss=h.config.mss)
-    assert ack(h, synack) == []
+    assert synack.options == TcpOptions(mss=mss(family))
+    assert ack(h, synack, family=family) == []
     conn = listener.accept()
     assert conn is not None and conn.state is State.ESTABLISHED
     assert conn.peer_mss == 1440  # 1452 kept as the table's 1440
@@ -238,24 +269,26 @@ def test_round_trip_without_timestamps_has_no_window_scaling_and_no_sack() -> No
     assert h.stats.syncookies_accepted == 1
 
 
-def test_timestamps_off_in_our_config_means_none_of_the_three() -> None:
-    h = cookie_host(config=TcpConfig(syn_cookies="always", timestamps=False))
+@both_families
+def test_timestamps_off_in_our_config_means_none_of_the_three(family: int) -> None:
+    h = cookie_host(family, config=TcpConfig(syn_cookies="always", timestamps=False))
     listener = h.listen(80)
     full = TcpOptions(mss=1460, wscale=7, sack_permitted=True, timestamps=(CLIENT_TSVAL, 0))
-    [synack] = syn(h, opts=full)
-    assert synack.options == TcpOptions(mss=h.config.mss)
-    ack(h, synack, tsecr=0x17)  # whatever the TSecr says is not looked at
+    [synack] = syn(h, opts=full, family=family)
+    assert synack.options == TcpOptions(mss=mss(family))
+    ack(h, synack, tsecr=0x17, family=family)  # whatever the TSecr says is not looked at
     conn = listener.accept()
     assert conn is not None and not conn.timestamps_ok and conn.snd_wscale == 0
     assert not conn.sack_ok
 
 
+@both_families
 @pytest.mark.parametrize("how", ["forged", "stale", "other_tuple", "sack_not_offered"])
-def test_invalid_cookie_is_answered_with_rst_and_counted(how: str) -> None:
+def test_invalid_cookie_is_answered_with_rst_and_counted(how: str, family: int) -> None:
     cfg = TcpConfig(syn_cookies="always", sack=how != "sack_not_offered")
-    h = cookie_host(config=cfg)
+    h = cookie_host(family, config=cfg)
     listener = h.listen(80)
-    [synack] = syn(h, opts=TcpOptions(mss=1460, timestamps=(CLIENT_TSVAL, 0)))
+    [synack] = syn(h, opts=TcpOptions(mss=1460, timestamps=(CLIENT_TSVAL, 0)), family=family)
     assert synack.options.timestamps is not None
     tsecr = synack.options.timestamps[0]
     now, sport, ack_no = 0.0, 40000, synack.seq + 1
@@ -267,99 +300,107 @@ def test_invalid_cookie_is_answered_with_rst_and_counted(how: str) -> None:
         sport = 40001
     else:
         tsecr |= 0x10  # claims SACK, which a host without SACK never offered
-    [rst] = ack(h, synack, now, sport=sport, tsecr=tsecr, ack_no=ack_no)
+    [rst] = ack(h, synack, now, sport=sport, tsecr=tsecr, ack_no=ack_no, family=family)
     assert rst.control is tcp.Control.RST and rst.seq == ack_no and rst.dst_port == sport
     assert h.stats.syncookies_failed == 1 and h.stats.listen_rst_for_ack == 1
     assert h.stats.syncookies_accepted == 0
     assert h.connections == [] and listener.pending == 0 and drain(h) == []
 
 
-def test_stale_limit_is_the_age_limit() -> None:
+@both_families
+def test_stale_limit_is_the_age_limit(family: int) -> None:
     # The same ACK just inside the limit completes the handshake (the stale case above fails
     # only because of the age).
-    h = cookie_host("always")
+    h = cookie_host(family, "always")
     listener = h.listen(80)
-    [synack] = syn(h)
-    ack(h, synack, (MAX_AGE + 1) * COUNTER_PERIOD - 0.01)
+    [synack] = syn(h, family=family)
+    ack(h, synack, (MAX_AGE + 1) * COUNTER_PERIOD - 0.01, family=family)
     assert listener.pending == 1 and h.stats.syncookies_failed == 0
 
 
-def test_always_keeps_no_state_and_answers_every_syn() -> None:
-    h = cookie_host("always")
+@both_families
+def test_always_keeps_no_state_and_answers_every_syn(family: int) -> None:
+    h = cookie_host(family, "always")
     listener = h.listen(80, backlog=4, syn_backlog=1)
-    answers = [syn(h, sport) for sport in range(40000, 40100)]
+    answers = [syn(h, sport, family=family) for sport in range(40000, 40100)]
     assert all(len(a) == 1 and a[0].control is tcp.Control.SYN for a in answers)
     assert h.connections == [] and listener.half_open == 0
     assert h.stats.syncookies_sent == 100 and h.stats.listen_syn == 0
     assert h.stats.listen_syn_queue_overflow == 0 and h.next_deadline() is None
     # a retransmitted SYN gets the same cookie again (nothing to remember it by)
-    assert syn(h, 40000)[0].seq == answers[0][0].seq
+    assert syn(h, 40000, family=family)[0].seq == answers[0][0].seq
 
 
-def test_never_drops_syn_when_the_queue_is_full() -> None:
-    h = cookie_host("never")
+@both_families
+def test_never_drops_syn_when_the_queue_is_full(family: int) -> None:
+    h = cookie_host(family, "never")
     listener = h.listen(80, syn_backlog=1)
-    [synack] = syn(h, 40000)
+    [synack] = syn(h, 40000, family=family)
     assert synack.seq == SERVER_ISN and listener.half_open == 1
-    assert syn(h, 40001) == []
+    assert syn(h, 40001, family=family) == []
     assert h.stats.listen_syn_queue_overflow == 1 and h.stats.syncookies_sent == 0
     # and an ACK to the listener is not looked at as a cookie
-    [rst] = ack(h, synack, sport=40001)
+    [rst] = ack(h, synack, sport=40001, family=family)
     assert rst.control is tcp.Control.RST
     assert h.stats.listen_rst_for_ack == 1 and h.stats.syncookies_failed == 0
 
 
-def test_auto_sends_cookies_only_while_the_syn_queue_is_full() -> None:
-    h = cookie_host("auto")
+@both_families
+def test_auto_sends_cookies_only_while_the_syn_queue_is_full(family: int) -> None:
+    h = cookie_host(family, "auto")
     listener = h.listen(80, syn_backlog=2)
     # An ACK before any cookie was sent is just a bad ACK (3.10.7.2), not a failed cookie.
-    [rst] = ack(h, None, sport=40009, ack_no=12345)
+    [rst] = ack(h, None, sport=40009, ack_no=12345, family=family)
     assert rst.control is tcp.Control.RST and h.stats.syncookies_failed == 0
-    normal = [syn(h, port)[0] for port in (40000, 40001)]
+    normal = [syn(h, port, family=family)[0] for port in (40000, 40001)]
     assert [s.seq for s in normal] == [SERVER_ISN] * 2 and listener.half_open == 2
     assert h.stats.syncookies_sent == 0 and h.stats.listen_syn == 2
-    [cookie] = syn(h, 40002, 1.0)  # the queue is full now
+    [cookie] = syn(h, 40002, 1.0, family=family)  # the queue is full now
     assert cookie.seq != SERVER_ISN and listener.half_open == 2
     assert h.stats.syncookies_sent == 1 and h.stats.listen_syn_queue_overflow == 0
     assert listener.cookie_at == 1.0
-    ack(h, cookie, 1.1, sport=40002)
+    ack(h, cookie, 1.1, sport=40002, family=family)
     conn = listener.accept()
     assert conn is not None and conn.remote_port == 40002 and conn.iss == cookie.seq
     # A normal handshake completes as ever, and frees a slot: the next SYN is kept again.
-    ack(h, normal[0], 1.2, sport=40000)
+    ack(h, normal[0], 1.2, sport=40000, family=family)
     assert listener.half_open == 1
-    [kept] = syn(h, 40003, 1.3)
+    [kept] = syn(h, 40003, 1.3, family=family)
     assert kept.seq == SERVER_ISN and listener.half_open == 2
     # While a cookie may still come back, a bad ACK is a failed cookie...
-    ack(h, cookie, 2.0, sport=40004)
+    ack(h, cookie, 2.0, sport=40004, family=family)
     assert h.stats.syncookies_failed == 1
     # ...once none can, it is a bad ACK again.
-    ack(h, cookie, 1.0 + LIFETIME + 0.1, sport=40004)
+    ack(h, cookie, 1.0 + LIFETIME + 0.1, sport=40004, family=family)
     assert h.stats.syncookies_failed == 1 and h.stats.listen_rst_for_ack == 3
 
 
-def test_accept_queue_full_drops_the_cookie_ack_until_accept() -> None:
-    h = cookie_host("always")
+@both_families
+def test_accept_queue_full_drops_the_cookie_ack_until_accept(family: int) -> None:
+    h = cookie_host(family, "always")
     listener = h.listen(80, backlog=1)
-    [first] = syn(h, 40000)
-    [second] = syn(h, 40001)
-    ack(h, first, sport=40000)
+    [first] = syn(h, 40000, family=family)
+    [second] = syn(h, 40001, family=family)
+    ack(h, first, sport=40000, family=family)
     assert listener.pending == 1
-    assert ack(h, second, sport=40001) == []  # dropped, no RST: the peer sends it again
+    assert (
+        ack(h, second, sport=40001, family=family) == []
+    )  # dropped, no RST: the peer sends it again
     assert h.stats.listen_accept_queue_overflow == 1 and h.stats.syncookies_accepted == 1
-    assert h.lookup(PEER, 40001, HOST, 80) is None
+    assert h.lookup(*peer_tuple(family, 40001)) is None
     assert listener.accept() is not None
-    ack(h, second, 0.5, sport=40001)
+    ack(h, second, 0.5, sport=40001, family=family)
     conn = listener.accept()
     assert conn is not None and conn.remote_port == 40001 and conn.state is State.ESTABLISHED
     assert h.stats.syncookies_accepted == 2 and h.stats.listen_queued == 2
 
 
-def test_data_on_the_cookie_ack_is_delivered() -> None:
-    h = cookie_host("always")
+@both_families
+def test_data_on_the_cookie_ack_is_delivered(family: int) -> None:
+    h = cookie_host(family, "always")
     listener = h.listen(80)
-    [synack] = syn(h)
-    out = ack(h, synack, payload=b"hello")
+    [synack] = syn(h, family=family)
+    out = ack(h, synack, payload=b"hello", family=family)
     evs = drain(h)
     assert [type(e) for e in evs] == [Established, ConnectionAccepted, DataReceived]
     conn = listener.accept()
@@ -374,11 +415,12 @@ def test_data_on_the_cookie_ack_is_delivered() -> None:
     assert [(s.flags & tcp.ACK, s.ack) for s in out] == [(tcp.ACK, CLIENT_ISN + 6)]
 
 
-def test_cookie_key_derives_from_the_isn_secret_or_is_given() -> None:
+@both_families
+def test_cookie_key_derives_from_the_isn_secret_or_is_given(family: int) -> None:
     def cookie_of(**kwargs: object) -> int:
-        h = Host(HOST, config=TcpConfig(syn_cookies="always"), **kwargs)  # type: ignore[arg-type]
+        h = make_host(family, isn=None, config=TcpConfig(syn_cookies="always"), **kwargs)
         h.listen(80)
-        [synack] = syn(h)
+        [synack] = syn(h, family=family)
         return synack.seq
 
     a = cookie_of(secret=b"s" * 16)

@@ -5,7 +5,8 @@ segments out, same counters, same 2*MSL deadline -- so the first test is a prope
 feeds both the same random segments and times. The rest drive a host with raw packets: a
 connection the application released becomes a record when it reaches TIME-WAIT, the record
 answers FIN retransmissions, RSTs and SYNs as RFC 9293 / RFC 1337 / RFC 6191 say, and its end
-leaves counters identical to those of a host that kept the whole connection.
+leaves counters identical to those of a host that kept the whole connection -- over IPv4 and
+IPv6 alike.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.stack.helpers import HOST, PEER, SERVER_ISN, make_host, segments, tcp_packet
+from tests.stack.helpers import (
+    SERVER_ISN,
+    addresses,
+    both_families,
+    make_host,
+    segments,
+    tcp_packet,
+)
 from tests.stack.helpers import tcp_packet as make_packet
 from tests.tcp import kit
 from tests.tcp.kit import ACK, FIN, PSH, RST, SYN, URG
@@ -34,10 +42,17 @@ CLIENT_ISN = 1000
 DAY = 86400.0
 
 
-def test_key_packing_round_trips() -> None:
-    key = (0xFFFFFFFE, 65535, 0x0A070002, 1)
-    assert unpack_key(pack_key(*key)) == key
-    assert pack_key(1, 2, 3, 4) != pack_key(1, 2, 4, 3)
+@both_families
+def test_key_packing_round_trips(family: int) -> None:
+    host, peer = addresses(family)
+    top = (1 << 32) - 2 if family == 4 else peer | ((1 << 128) - 2)  # all bits but the last
+    for key in ((top, 65535, host, 1), (peer, 1, top, 65535), (peer, 40000, host, 80)):
+        assert unpack_key(pack_key(*key)) == key
+    assert pack_key(peer, 2, host, 4) != pack_key(peer, 2, host, 5)
+    assert pack_key(peer, 2, host, 4) != pack_key(host, 2, peer, 4)
+    # an IPv6 key never equals the IPv4 key of its addresses' low 32 bits
+    low = 0xFFFFFFFF
+    assert (pack_key(peer, 2, host, 4) == pack_key(peer & low, 2, host & low, 4)) == (family == 4)
 
 
 # -- the record against the Connection --------------------------------------------------------
@@ -59,7 +74,7 @@ def _pair_in_time_wait(config: TcpConfig, data: int) -> kit.Pair:
     return p
 
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "no-timestamps": {"timestamps": False},
     "no-sack": {"sack": False},
@@ -167,11 +182,13 @@ def test_record_is_refused_while_an_ack_is_owed() -> None:
 # -- the host ---------------------------------------------------------------------------------
 
 
-def _established(h: Host, sport: int = 40000, now: float = 0.0) -> Connection:
+def _established(h: Host, family: int, sport: int = 40000, now: float = 0.0) -> Connection:
     listener = h.demux._listeners.get(80) or h.listen(80)
-    h.receive_packet(tcp_packet(sport, 80, CLIENT_ISN), now)
+    h.receive_packet(tcp_packet(sport, 80, CLIENT_ISN, family=family), now)
     segments(h, now)
-    h.receive_packet(tcp_packet(sport, 80, CLIENT_ISN + 1, SERVER_ISN + 1, tcp.ACK), now)
+    h.receive_packet(
+        tcp_packet(sport, 80, CLIENT_ISN + 1, SERVER_ISN + 1, tcp.ACK, family=family), now
+    )
     conn = listener.accept()
     assert conn is not None
     while h.next_event() is not None:
@@ -179,25 +196,30 @@ def _established(h: Host, sport: int = 40000, now: float = 0.0) -> Connection:
     return conn
 
 
-def _close_to_time_wait(h: Host, conn: Connection, sport: int = 40000, now: float = 1.0) -> None:
+def _close_to_time_wait(
+    h: Host, conn: Connection, family: int, sport: int = 40000, now: float = 1.0
+) -> None:
     conn.close(now)
     [fin] = segments(h, now)
     assert fin.control is tcp.Control.FIN
     h.receive_packet(
-        tcp_packet(sport, 80, CLIENT_ISN + 1, SERVER_ISN + 2, tcp.FIN | tcp.ACK), now + 0.01
+        tcp_packet(sport, 80, CLIENT_ISN + 1, SERVER_ISN + 2, tcp.FIN | tcp.ACK, family=family),
+        now + 0.01,
     )
     assert [type(e).__name__ for e in iter(h.next_event, None)] == ["EofReceived"]
 
 
-def test_released_connection_becomes_a_record_in_time_wait() -> None:
-    h = make_host()
-    conn = _established(h)
+@both_families
+def test_released_connection_becomes_a_record_in_time_wait(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = _established(h, family)
     h.release(conn, 0.5)  # the application is done with it; it is still ESTABLISHED
-    assert h.lookup(PEER, 40000, HOST, 80) is conn
-    _close_to_time_wait(h, conn)
+    assert h.lookup(peer, 40000, host, 80) is conn
+    _close_to_time_wait(h, conn, family)
     [ack] = segments(h, 1.01)  # the ACK of the peer's FIN still goes out
     assert ack.flags == tcp.ACK and ack.ack == CLIENT_ISN + 2
-    rec = h.lookup(PEER, 40000, HOST, 80)
+    rec = h.lookup(peer, 40000, host, 80)
     assert isinstance(rec, TimeWait) and rec.state is State.TIME_WAIT
     assert h.connections == [rec]
     assert (rec.local_port, rec.remote_port, rec.rcv_nxt) == (80, 40000, CLIENT_ISN + 2)
@@ -205,145 +227,170 @@ def test_released_connection_becomes_a_record_in_time_wait() -> None:
     assert conn.on_change is None  # the host no longer listens to the Connection
 
 
-def test_release_in_time_wait_swaps_at_once() -> None:
-    h = make_host()
-    conn = _established(h)
-    _close_to_time_wait(h, conn)
+@both_families
+def test_release_in_time_wait_swaps_at_once(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = _established(h, family)
+    _close_to_time_wait(h, conn, family)
     segments(h, 1.01)
-    assert h.lookup(PEER, 40000, HOST, 80) is conn
+    assert h.lookup(peer, 40000, host, 80) is conn
     h.release(conn, 2.0)
-    assert isinstance(h.lookup(PEER, 40000, HOST, 80), TimeWait)
+    assert isinstance(h.lookup(peer, 40000, host, 80), TimeWait)
     assert segments(h, 2.0) == []
 
 
-def test_record_re_acks_a_retransmitted_fin_and_restarts_2msl() -> None:
-    h = make_host()
-    conn = _established(h)
+@both_families
+def test_record_re_acks_a_retransmitted_fin_and_restarts_2msl(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = _established(h, family)
     h.release(conn, 0.5)
-    _close_to_time_wait(h, conn)
+    _close_to_time_wait(h, conn, family)
     segments(h, 1.01)
-    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 1, SERVER_ISN + 2, tcp.FIN | tcp.ACK), 50.0)
+    h.receive_packet(
+        tcp_packet(40000, 80, CLIENT_ISN + 1, SERVER_ISN + 2, tcp.FIN | tcp.ACK, family=family),
+        50.0,
+    )
     [ack] = segments(h, 50.0)
     assert ack.flags == tcp.ACK and (ack.seq, ack.ack) == (SERVER_ISN + 2, CLIENT_ISN + 2)
     assert h.stats.tcp_time_wait_restarted == 1
     assert h.next_deadline() == pytest.approx(50.0 + 2 * h.config.msl)
     h.on_deadline(1.01 + 2 * h.config.msl)  # the old deadline passes: still there
-    assert isinstance(h.lookup(PEER, 40000, HOST, 80), TimeWait)
+    assert isinstance(h.lookup(peer, 40000, host, 80), TimeWait)
 
 
-def test_record_ignores_rst_rfc_1337() -> None:
-    h = make_host()
-    conn = _established(h)
+@both_families
+def test_record_ignores_rst_rfc_1337(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = _established(h, family)
     h.release(conn, 0.5)
-    _close_to_time_wait(h, conn)
+    _close_to_time_wait(h, conn, family)
     segments(h, 1.01)
-    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 2, 0, tcp.RST), 2.0)
+    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 2, 0, tcp.RST, family=family), 2.0)
     assert segments(h, 2.0) == [] and h.stats.tcp_drop_rst_time_wait == 1
-    assert isinstance(h.lookup(PEER, 40000, HOST, 80), TimeWait)
+    assert isinstance(h.lookup(peer, 40000, host, 80), TimeWait)
 
 
-def test_syn_above_rcv_nxt_reuses_the_record_quietly() -> None:
-    h = make_host()
-    conn = _established(h)
+@both_families
+def test_syn_above_rcv_nxt_reuses_the_record_quietly(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = _established(h, family)
     h.release(conn, 0.5)
-    _close_to_time_wait(h, conn)
+    _close_to_time_wait(h, conn, family)
     segments(h, 1.01)
-    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 100_000), 2.0)
+    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN + 100_000, family=family), 2.0)
     [synack] = segments(h, 2.0)
     assert synack.control is tcp.Control.SYN and synack.ack == CLIENT_ISN + 100_001
     assert h.stats.time_wait_reused == 1 and h.next_event() is None  # nobody to tell
-    new = h.lookup(PEER, 40000, HOST, 80)
+    new = h.lookup(peer, 40000, host, 80)
     assert isinstance(new, Connection) and new.state is State.SYN_RECEIVED
 
 
-def test_syn_at_rcv_nxt_gets_a_challenge_ack_from_the_record() -> None:
-    h = make_host()
-    conn = _established(h)
+@both_families
+def test_syn_at_rcv_nxt_gets_a_challenge_ack_from_the_record(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = _established(h, family)
     h.release(conn, 0.5)
-    _close_to_time_wait(h, conn)
+    _close_to_time_wait(h, conn, family)
     segments(h, 1.01)
-    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN), 2.0)
+    h.receive_packet(tcp_packet(40000, 80, CLIENT_ISN, family=family), 2.0)
     [ack] = segments(h, 2.0)
     assert ack.flags == tcp.ACK and h.stats.tcp_challenge_acks == 1
-    assert isinstance(h.lookup(PEER, 40000, HOST, 80), TimeWait)
+    assert isinstance(h.lookup(peer, 40000, host, 80), TimeWait)
 
 
-def test_record_expires_after_2msl_without_an_event_and_frees_the_port() -> None:
-    h = make_host()
-    conn = h.connect(PEER, 80, 0.0, local_port=50000)
+@both_families
+def test_record_expires_after_2msl_without_an_event_and_frees_the_port(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = h.connect(peer, 80, 0.0, local_port=50000)
     h.release(conn, 0.0)
     [syn] = segments(h)
-    h.receive_packet(tcp_packet(80, 50000, 7000, syn.seq + 1, tcp.SYN | tcp.ACK), 0.0)
+    h.receive_packet(
+        tcp_packet(80, 50000, 7000, syn.seq + 1, tcp.SYN | tcp.ACK, family=family), 0.0
+    )
     segments(h)
     conn.close(0.0)
     segments(h)
-    h.receive_packet(tcp_packet(80, 50000, 7001, syn.seq + 2, tcp.FIN | tcp.ACK), 0.1)
+    h.receive_packet(
+        tcp_packet(80, 50000, 7001, syn.seq + 2, tcp.FIN | tcp.ACK, family=family), 0.1
+    )
     segments(h, 0.1)
-    assert isinstance(h.lookup(PEER, 80, HOST, 50000), TimeWait)
+    assert isinstance(h.lookup(peer, 80, host, 50000), TimeWait)
     with pytest.raises(OSError):
-        h.connect(PEER, 80, 1.0, local_port=50000)  # the 4-tuple is still taken
+        h.connect(peer, 80, 1.0, local_port=50000)  # the 4-tuple is still taken
     while h.next_event() is not None:
         pass
     deadline = h.next_deadline()
-    assert deadline == pytest.approx(0.1 + 2 * h.config.msl)
+    assert deadline is not None and deadline == pytest.approx(0.1 + 2 * h.config.msl)
     h.on_deadline(deadline)
     assert h.connections == [] and h.next_event() is None and h.next_deadline() is None
     assert h.stats.tcp_time_wait_expired == 1 and h.demux._ports_in_use == {}
-    assert h.connect(PEER, 80, deadline, local_port=50000).state is State.SYN_SENT
+    assert h.connect(peer, 80, deadline, local_port=50000).state is State.SYN_SENT
 
 
-def test_records_expire_in_deadline_order_whenever_released() -> None:
-    h = make_host()
-    early = _established(h, 40001)
-    later = _established(h, 40002)
+@both_families
+def test_records_expire_in_deadline_order_whenever_released(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    early = _established(h, family, 40001)
+    later = _established(h, family, 40002)
     h.release(later, 0.0)
-    _close_to_time_wait(h, early, 40001, now=1.0)  # TIME-WAIT at 1.01, released only at 5
+    _close_to_time_wait(h, early, family, 40001, now=1.0)  # TIME-WAIT at 1.01, released only at 5
     segments(h, 1.01)
-    _close_to_time_wait(h, later, 40002, now=2.0)  # TIME-WAIT at 2.01, a record at once
+    _close_to_time_wait(h, later, family, 40002, now=2.0)  # TIME-WAIT at 2.01, a record at once
     segments(h, 2.01)
     h.release(early, 5.0)
     msl2 = 2 * h.config.msl
     assert h.next_deadline() == pytest.approx(1.01 + msl2)
     h.on_deadline(1.01 + msl2)
     assert [c.local_port for c in h.connections] == [80]
-    assert h.lookup(PEER, 40001, HOST, 80) is None
+    assert h.lookup(peer, 40001, host, 80) is None
     assert h.next_deadline() == pytest.approx(2.01 + msl2)
 
 
-def test_a_traced_host_keeps_time_wait_whole() -> None:
+@both_families
+def test_a_traced_host_keeps_time_wait_whole(family: int) -> None:
+    host, peer = addresses(family)
     seen: list[tuple[str, str]] = []
 
     def tracer(conn: Any, kind: str, detail: dict[str, Any]) -> None:
         if kind == "state":
             seen.append((str(detail["from"]), str(detail["to"])))
 
-    h = make_host(tracer=tracer)
-    conn = _established(h)
+    h = make_host(family, tracer=tracer)
+    conn = _established(h, family)
     h.release(conn, 0.5)
-    _close_to_time_wait(h, conn)
+    _close_to_time_wait(h, conn, family)
     segments(h, 1.01)
-    assert h.lookup(PEER, 40000, HOST, 80) is conn
+    assert h.lookup(peer, 40000, host, 80) is conn
     h.on_deadline(1.01 + 2 * h.config.msl)
     assert seen[-1] == ("TIME-WAIT", "CLOSED")
 
 
-def test_unreleased_time_wait_is_unchanged() -> None:
-    h = make_host()
-    conn = _established(h)
-    _close_to_time_wait(h, conn)
+@both_families
+def test_unreleased_time_wait_is_unchanged(family: int) -> None:
+    host, peer = addresses(family)
+    h = make_host(family)
+    conn = _established(h, family)
+    _close_to_time_wait(h, conn, family)
     segments(h, 1.01)
-    assert h.lookup(PEER, 40000, HOST, 80) is conn and h.connections == [conn]
+    assert h.lookup(peer, 40000, host, 80) is conn and h.connections == [conn]
     h.on_deadline(1.01 + 2 * h.config.msl)
     assert [type(e) for e in iter(h.next_event, None)] == [Closed]
 
 
-def _peer_packets(rcv_nxt: int, snd: int) -> list[tuple[float, bytearray]]:
+def _peer_packets(rcv_nxt: int, snd: int, family: int) -> list[tuple[float, bytearray]]:
     """What a peer may send a TIME-WAIT connection: its FIN again, old data, RSTs, SYNs below
     RCV.NXT, ACKs of the future and of the past, garbage sequence numbers."""
     f, a, r, s, p = tcp.FIN, tcp.ACK, tcp.RST, tcp.SYN, tcp.PSH
 
     def tcp_packet(sport: int, dport: int, seq: int, ack: int, flags: int, **kw: Any) -> bytearray:
-        return make_packet(sport, dport, seq & sq.MASK, ack & sq.MASK, flags, **kw)
+        return make_packet(sport, dport, seq & sq.MASK, ack & sq.MASK, flags, family=family, **kw)
 
     return [
         (2.0, tcp_packet(40000, 80, rcv_nxt - 1, snd, f | a)),
@@ -364,18 +411,20 @@ def _peer_packets(rcv_nxt: int, snd: int) -> list[tuple[float, bytearray]]:
     ]
 
 
-def test_host_with_records_sends_and_counts_what_a_host_without_them_does() -> None:
+@both_families
+def test_host_with_records_sends_and_counts_what_a_host_without_them_does(family: int) -> None:
+    host, peer = addresses(family)
     """Two hosts, the same packets; one releases the connection (a record answers), the other
     does not (the Connection answers): byte-identical output and identical counters, except
     the Closed event that only the unreleased connection reports."""
-    lean, whole = make_host(), make_host()
-    conns = [_established(h) for h in (lean, whole)]
+    lean, whole = make_host(family), make_host(family)
+    conns = [_established(h, family) for h in (lean, whole)]
     lean.release(conns[0], 0.5)
     for h, conn in zip((lean, whole), conns, strict=True):
-        _close_to_time_wait(h, conn)
+        _close_to_time_wait(h, conn, family)
     assert lean.packets_to_send(1.01) == whole.packets_to_send(1.01)
-    assert isinstance(lean.lookup(PEER, 40000, HOST, 80), TimeWait)
-    for now, pkt in _peer_packets(CLIENT_ISN + 2, SERVER_ISN + 2):
+    assert isinstance(lean.lookup(peer, 40000, host, 80), TimeWait)
+    for now, pkt in _peer_packets(CLIENT_ISN + 2, SERVER_ISN + 2, family):
         for h in (lean, whole):
             for d in iter(h.next_deadline, None):
                 if d > now:
