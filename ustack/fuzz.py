@@ -376,6 +376,8 @@ class Checker:
                 return None, f"output: an unparseable datagram ({e.reason})"
             if ip.src not in self._addrs:
                 return None, f"output: source {ipv4.int_to_addr(ip.src)} is not ours"
+            if ip.is_fragment:
+                return None, self._fragment_sent(4, ip.proto, ip.frag_offset, ip.payload, pkt, host)
             if ip.proto == ipv4.PROTO_ICMP:
                 try:
                     msg = icmp.parse(ip.payload)
@@ -412,6 +414,9 @@ class Checker:
             src = ip.src | addr.V6
             if src not in self._addrs:
                 return None, f"output: source {addr.to_text(src)} is not ours"
+            if ip.ext_headers == (ipv6.FRAGMENT,) and ip.fragment is not None:
+                f = ip.fragment
+                return None, self._fragment_sent(6, ip.proto, f.offset, ip.payload, pkt, host)
             if ip.ext_headers:
                 return None, f"output: extension headers {ip.ext_headers}"
             if ip.proto == ipv6.PROTO_ICMPV6:
@@ -426,6 +431,9 @@ class Checker:
                     return None, self._error_sent(msg.payload, 6, ip.dst | addr.V6, now)
                 if msg.type != icmpv6.ECHO_REPLY:
                     return None, f"output: ICMPv6 type {msg.type}"
+                if host is not None and len(pkt) > host.mtu:
+                    # a request reassembled from fragments is not answered (none are sent)
+                    return None, f"output: an ICMPv6 echo reply of {len(pkt)} octets > MTU"
                 return None, None
             if ip.proto != ipv6.PROTO_TCP:
                 return None, f"output: IPv6 next header {ip.proto}"
@@ -438,7 +446,6 @@ class Checker:
         if seg.src not in self._addrs:
             return seg, f"output: source {addr.to_text(seg.src)} is not ours"
         if host is not None and len(pkt) > host.mtu:
-            # (an echo reply may be longer: it answers a request reassembled from fragments)
             return seg, f"output: a TCP/IPv6 packet of {len(pkt)} octets > MTU {host.mtu}"
         key = (seg.dst, seg.dst_port, seg.src, seg.src_port)
         label = ((pkt[1] & 0x0F) << 16) | (pkt[2] << 8) | pkt[3]
@@ -446,6 +453,28 @@ class Checker:
         if old != label:
             return seg, f"flow_label: {old:#x} then {label:#x} on one 4-tuple (RFC 6437 3)"
         return seg, self._tcp_rules(seg, host)
+
+    @staticmethod
+    def _fragment_sent(
+        version: int,
+        proto: int,
+        offset: int,
+        payload: memoryview,
+        pkt: bytes | bytearray | memoryview,
+        host: Host | None,
+    ) -> str | None:
+        """A fragment the host sent: only an echo reply is ever cut (the answer to a request
+        that came in fragments), and each piece fits the link."""
+        icmp_proto, reply = (
+            (ipv4.PROTO_ICMP, icmp.ECHO_REPLY) if version == 4 else (ipv6.PROTO_ICMPV6, 129)
+        )
+        if proto != icmp_proto:
+            return f"output: an IPv{version} fragment of protocol {proto}"
+        if offset == 0 and (not payload or payload[0] != reply):
+            return f"output: an IPv{version} fragment of something other than an echo reply"
+        if host is not None and len(pkt) > host.mtu:
+            return f"output: an IPv{version} fragment of {len(pkt)} octets > MTU {host.mtu}"
+        return None
 
     @staticmethod
     def _error6_fields(msg: icmpv6.Icmpv6Message) -> str | None:

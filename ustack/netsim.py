@@ -33,7 +33,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ustack.link.fault import FaultModel
-from ustack.stack.events import ConnectionAccepted, HostEvent
+from ustack.stack.events import (
+    ConnectionAccepted,
+    ConnectionRequested,
+    DatagramReceived,
+    HostEvent,
+)
 from ustack.stack.host import Host, Listener
 from ustack.tcp.connection import Connection
 from ustack.tcp.events import (
@@ -515,6 +520,8 @@ class TransferApp:
                 self._push(conn, now)
                 conn = event.listener.accept()
             return
+        if isinstance(event, ConnectionRequested | DatagramReceived):
+            return  # forward mode's host events: no simulated application asks for them
         conn = event.conn
         key = id(conn)
         result = self.results.get(key)

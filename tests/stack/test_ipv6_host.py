@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from scapy.compat import raw
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment, fragment
 from scapy.layers.inet6 import (
     HBHOptUnknown,
     ICMPv6DestUnreach,
@@ -21,6 +21,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
     IPv6ExtHdrRouting,
+    defragment6,
     fragment6,
 )
 from scapy.packet import Packet, Raw
@@ -381,6 +382,76 @@ def test_no_icmp_time_exceeded_about_a_fragmented_icmp_error(
     assert len(sent) == (1 if answered else 0)
     assert h.stats.icmp_time_exceeded_sent == (1 if answered else 0)
     assert h.stats.icmp_error_about_error == (0 if answered else 1)
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        IPv6(src=HOST6, dst=HOST6) / TCP(sport=1, dport=80, flags="S"),  # the fast path
+        IPv6(src=HOST6, dst=HOST6) / ICMPv6EchoRequest(),  # the general path
+        IP(src="10.7.0.2", dst="10.7.0.2") / TCP(sport=1, dport=80, flags="S"),
+        IP(src="10.7.0.2", dst="10.7.0.2") / ICMP(),
+    ],
+    ids=["tcp6", "echo6", "tcp4", "echo4"],
+)
+def test_a_packet_from_our_own_address_is_a_counted_drop(packet: Packet) -> None:
+    """Nothing that comes in from the link was sent by us: a packet claiming one of our own
+    addresses as its source is dropped unanswered (no SYN,ACK or echo reply to ourselves)."""
+    h = make_host()
+    h.listen(80)
+    h.receive_packet(raw(packet), 0.0)
+    assert out(h) == []
+    v6 = IPv6 in packet
+    assert h.stats.ip6_bad_source == (1 if v6 else 0)
+    assert h.stats.ip_bad_source == (0 if v6 else 1)
+    assert h.stats.listen_syn == 0
+
+
+@pytest.mark.parametrize("offload", [False, True], ids=["plain", "offload"])
+@pytest.mark.parametrize("v6", [True, False], ids=["ipv6", "ipv4"])
+def test_an_echo_request_that_came_in_fragments_is_answered_in_fragments(
+    v6: bool, offload: bool
+) -> None:
+    """``ping -s 2000`` over a 1280-octet link: the request arrives in fragments, and so does
+    the reply (RFC 791 3.2, RFC 8200 4.5): every piece fits the MTU, and scapy's reassembly of
+    them gives the whole reply with the request's identifier, sequence and data."""
+    h = make_host(mtu=1280, offload=offload)
+    data = bytes(range(256)) * 8
+    if v6:
+        whole = (
+            IPv6(src=PEER6, dst=HOST6)
+            / IPv6ExtHdrFragment(id=3)
+            / ICMPv6EchoRequest(id=7, seq=9, data=data)
+        )
+        pieces = fragment6(whole, 1000)  # type: ignore[no-untyped-call]
+    else:
+        whole = IP(src="10.7.0.1", dst="10.7.0.2", id=3) / ICMP(id=7, seq=9) / data
+        pieces = fragment(whole, 1000)  # type: ignore[no-untyped-call]
+    assert len(pieces) > 1
+    for piece in pieces:
+        frame = raw(piece)
+        h.receive_packet(bytes(virtio.HEADER_LEN) + frame if offload else frame, 0.0)
+    sent = [p[virtio.HEADER_LEN :] if offload else p for p in out(h)]
+    assert len(sent) == 2 and all(len(p) <= 1280 for p in sent)
+    if v6:
+        assert h.stats.ip6_frag_created == 2 and h.stats.icmp6_echo_replies == 1
+        frags = [IPv6(p) for p in sent]
+        assert {f[IPv6ExtHdrFragment].id for f in frags} == {frags[0][IPv6ExtHdrFragment].id}
+        reply = defragment6(frags)  # type: ignore[no-untyped-call]
+        assert reply.src == HOST6 and reply.dst == PEER6
+        echo = ICMPv6EchoReply(raw(reply[ICMPv6EchoReply]))
+        ours = echo.cksum
+        del echo.cksum
+        rebuilt = IPv6(src=HOST6, dst=PEER6) / echo
+        assert IPv6(raw(rebuilt))[ICMPv6EchoReply].cksum == ours
+    else:
+        assert h.stats.ip_frag_created == 2 and h.stats.icmp_echo_replies == 1
+        frags = [IP(p) for p in sent]
+        assert all(not f.flags.DF for f in frags) and frags[0].flags.MF and not frags[1].flags.MF
+        (reply,) = defragment(frags)  # type: ignore[no-untyped-call]
+        echo = reply[ICMP]
+        assert (reply.src, reply.dst) == ("10.7.0.2", "10.7.0.1")
+    assert (echo.id, echo.seq, bytes(echo.payload) if not v6 else echo.data) == (7, 9, data)
 
 
 def _sent_syn(h: Host) -> tuple[bytes, int]:

@@ -43,13 +43,22 @@ Discovery and MLD are counted and dropped -- TUN is a layer-3 point-to-point lin
 IPv6 key writes the fixed header (hop limit from ``HostConfig.ttl``, an RFC 6437 flow label per
 connection) and TCP with its pseudo-header sum; offload marks super-segments ``GSO_TCPV6``;
 without it, software GSO emits one segment per MSS (no gathered writes for IPv6 yet).
+
+Forward mode (``enable_forwarding``, for ``ustack forward``): the host stands in for every
+destination behind its link, as slirp and pasta do. A packet to any unicast address (not only
+ours) is taken in -- the "not for us" test is reached only for packets that fail the address
+set, so the normal path pays nothing -- TCP goes to the demux's catch-all listener, ICMP and
+ICMPv6 echo requests are answered by this host in the destination's name, and UDP (RFC 768, which
+a host without forwarding does not speak: it answers protocol unreachable) is parsed, checked and
+handed up as ``DatagramReceived`` events for a relay; ``send_udp`` sends the replies back in.
+Broadcast, multicast, loopback and unspecified destinations are still dropped as not for us.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import Final, Protocol
 
 from ustack.stack import icmp_errors
@@ -58,7 +67,7 @@ from ustack.stack.isn import Rfc6528Isn
 from ustack.stack.reassembly import ParamProblem, Reassembler
 from ustack.tcp.connection import OutSegment
 from ustack.tcp.stats import Stats
-from ustack.wire import checksum, icmp, icmpv6, ipv4, ipv6, tcp, virtio
+from ustack.wire import checksum, icmp, icmpv6, ipv4, ipv6, tcp, udp, virtio
 from ustack.wire.addr import V6
 from ustack.wire.errors import ParseError
 
@@ -116,6 +125,10 @@ _PARSE_COUNTERS: Final = {
     "ipv6_too_many_options": "ip6_option_dropped",
     "icmpv6_truncated": "icmp6_truncated",
     "icmpv6_bad_checksum": "icmp6_bad_checksum",
+    "udp_truncated": "udp_truncated",
+    "udp_bad_length": "udp_bad_length",
+    "udp_bad_checksum": "udp_bad_checksum",
+    "udp_zero_checksum_ipv6": "udp_zero_checksum_ipv6",
 }
 _PARSE_FALLBACK: Final = (
     ("tcp_option", "tcp_bad_options"),
@@ -217,6 +230,21 @@ def _about_an_error(original: bytes | bytearray | memoryview) -> bool:
     return mv[9] == ipv4.PROTO_ICMP and at < len(mv) and mv[at] in _ICMP4_ERRORS
 
 
+def _unicast4(addr: int) -> bool:
+    """An IPv4 address one host can be: not 0/8 ("this network", RFC 1122 3.2.1.3), loopback,
+    multicast, or the limited broadcast."""
+    return (
+        addr >> 24 != 0
+        and addr >> 24 != _LOOPBACK_NET
+        and addr >> 28 != _MULTICAST_PREFIX
+        and addr != _BROADCAST
+    )
+
+
+UdpSink = Callable[[int, int, int, int, bytes], None]
+"""Forward mode's receiver of UDP: ``(src, src_port, dst, dst_port, payload)``."""
+
+
 def _unicast6(addr: int) -> bool:
     """A tagged IPv6 address a host can have or talk to: not unspecified, loopback or
     multicast."""
@@ -285,11 +313,18 @@ class IpLayer:
         self._scatter = scatter and offload
         self._out: list[OutPacket] = []
         self._ip_id = 0
+        # IPv6 fragment identifications: a counter offset by a keyed hash of the addresses
+        # (RFC 7739 5.3), so they cannot be predicted from outside.
+        self._frag6_next = 0
         self._icmp_tokens = float(host_config.icmp_error_burst)
         self._icmp_refill = now
         # IPv4 fragments in reassembly, with their own deadline (see next_deadline).
         self._reasm = Reassembler(host_config, stats)
         self._internal_error_logged = False
+        # Forward mode (enable_forwarding): packets to any unicast address are taken in, UDP
+        # goes to this sink.
+        self._forwarding = False
+        self._udp_sink: UdpSink | None = None
         # The TCP layer above (``_tcp``) and its bound methods are set by attach().
 
     def attach(self, tcp_layer: TcpLayer) -> None:
@@ -299,6 +334,18 @@ class IpLayer:
         self._segment = tcp_layer.segment
         self._icmp_error = tcp_layer.icmp_error
         self._collect = tcp_layer.collect
+
+    def enable_forwarding(self, udp_sink: UdpSink | None = None) -> None:
+        """Forward mode (see the module docstring): take in packets to any unicast address,
+        and hand UDP datagrams to ``udp_sink`` (``TcpDemux.post_datagram``); without one, UDP
+        is answered as an unknown protocol, as before."""
+        self._forwarding = True
+        self._udp_sink = udp_sink
+
+    def _foreign(self, dst: int) -> bool:
+        """Whether a packet to ``dst``, not one of our addresses, is ours to take anyway:
+        forward mode, and an address a host could have."""
+        return self._forwarding and (_unicast6(dst) if dst >> 128 else _unicast4(dst))
 
     def source_for(self, remote_addr: int, local_addr: int | None) -> int:
         """The local address of a connection to ``remote_addr``: ``local_addr`` if it is ours
@@ -366,13 +413,14 @@ class IpLayer:
             # The common case in one parse: a well-formed TCP/IPv4 datagram. The checks and
             # counters are the general path's, in its order.
             src = seg.src
-            if seg.dst not in self._address_set:
+            if seg.dst not in self._address_set and not self._foreign(seg.dst):
                 stats.ip_not_for_us += 1
             elif (
                 src == _BROADCAST
                 or src >> 28 == _MULTICAST_PREFIX
                 or src >> 24 == _LOOPBACK_NET
                 or src == 0
+                or src in self._address_set
             ):
                 stats.ip_bad_source += 1
             else:
@@ -386,16 +434,16 @@ class IpLayer:
                 self._receive6(buf, now, trusted, 0)
                 return
             # The common IPv6 case in one parse, with the general path's checks and counters.
-            if seg.dst not in self._address_set:
+            if seg.dst not in self._address_set and not self._foreign(seg.dst):
                 stats.ip6_not_for_us += 1
-            elif not _unicast6(seg.src):
+            elif not _unicast6(seg.src) or seg.src in self._address_set:
                 stats.ip6_bad_source += 1
             else:
                 stats.tcp_rx += 1
                 self._segment(seg, now)
             return
         pkt = ipv4.parse(buf)
-        if pkt.dst not in self._address_set:
+        if pkt.dst not in self._address_set and not self._foreign(pkt.dst):
             stats.ip_not_for_us += 1
             return
         src = pkt.src
@@ -404,8 +452,11 @@ class IpLayer:
             or src == _BROADCAST
             or src >> 28 == _MULTICAST_PREFIX
             or src >> 24 == _LOOPBACK_NET
+            or src in self._address_set
         ):
-            # RFC 1122 3.2.1.3: such a source is never a host we could answer.
+            # RFC 1122 3.2.1.3: such a source is never a host we could answer. Nor is one of
+            # our own addresses: nothing from the link was sent by us, and answering it would
+            # be talking to ourselves (Linux drops it as a "martian" source).
             stats.ip_bad_source += 1
             return
         if pkt.is_fragment:
@@ -416,6 +467,9 @@ class IpLayer:
             self._receive_tcp(pkt, now, trusted)
         elif proto == ipv4.PROTO_ICMP:
             self._receive_icmp(pkt, now)
+        elif proto == udp.PROTO and self._udp_sink is not None:
+            pseudo = checksum.ipv4_pseudo_header_sum(pkt.src, pkt.dst, udp.PROTO, 0)
+            self._receive_udp(pkt.payload, pkt.src, pkt.dst, pseudo, False, trusted)
         else:
             stats.ip_unknown_protocol += 1
             original = buf if len(buf) == pkt.total_length else memoryview(buf)[: pkt.total_length]
@@ -456,7 +510,7 @@ class IpLayer:
             sequence=msg.sequence,
             payload=msg.payload,
         )
-        self._out.append(buf)
+        self._send_maybe_fragmented(buf, pkt.dst, pkt.src)
         stats.icmp_echo_replies += 1
 
     def _receive_icmp_error(self, msg: icmp.IcmpMessage, now: float) -> None:
@@ -498,6 +552,49 @@ class IpLayer:
             tcp.parse(pkt.payload, src, dst, pseudo=pseudo, verify_checksum=not trusted), now
         )
 
+    def _receive_udp(
+        self,
+        payload: memoryview,
+        src: int,
+        dst: int,
+        pseudo: int,
+        v6: bool,
+        trusted: bool,
+    ) -> None:
+        """Forward mode: a UDP datagram (to any address), checked (RFC 768; RFC 8200 8.1 for
+        IPv6) and handed to the relay. A datagram the kernel handed over with its checksum
+        left to the device (offload) is the kernel's own and not verified."""
+        d = udp.parse(payload, pseudo, ipv6=v6, verify_checksum=not trusted)
+        stats = self.stats
+        stats.udp_rx += 1
+        if d.dst_port == 0 or d.src_port == 0:
+            # Port 0 is reserved; a source port 0 asks for no reply, which a relay cannot give.
+            stats.udp_bad_port += 1
+            return
+        assert self._udp_sink is not None
+        self._udp_sink(src, d.src_port, dst, d.dst_port, bytes(d.payload))
+
+    def send_udp(self, src: int, src_port: int, dst: int, dst_port: int, payload: bytes) -> bool:
+        """Forward mode: queue a UDP datagram from ``src:src_port`` (any address: the relay
+        answers in the name of the destination it reached) to ``dst:dst_port``; False (counted)
+        if it does not fit the link's MTU unfragmented."""
+        v6 = bool(dst >> 128)
+        head = ipv6.HEADER_LEN if v6 else ipv4.HEADER_LEN
+        length = udp.HEADER_LEN + len(payload)
+        if head + length > self.mtu:
+            self.stats.forward_udp_too_big += 1
+            return False
+        if v6:
+            buf, at = self._new_ip6(src=src, dst=dst, next_header=udp.PROTO, length=length)
+            pseudo = ipv6.pseudo_header_sum(src & _UNTAG, dst & _UNTAG, udp.PROTO, 0)
+        else:
+            buf, at = self._new_ip(src=src, dst=dst, proto=udp.PROTO, payload_len=length)
+            pseudo = checksum.ipv4_pseudo_header_sum(src, dst, udp.PROTO, 0)
+        udp.emit(buf, at, src_port=src_port, dst_port=dst_port, payload=payload, pseudo=pseudo)
+        self._out.append(buf)
+        self.stats.forward_udp_sent += 1
+        return True
+
     # -- IPv6 input -------------------------------------------------------------------------
 
     def _receive6(
@@ -523,12 +620,13 @@ class IpLayer:
                 )
             return
         dst = pkt.dst | V6
-        if dst not in self._address_set:
+        if dst not in self._address_set and not self._foreign(dst):
             stats.ip6_not_for_us += 1
             return
         src = pkt.src | V6
-        if not _unicast6(src):
-            # RFC 4291 2.5.2, 2.7: never the source of a packet a host could answer.
+        if not _unicast6(src) or src in self._address_set:
+            # RFC 4291 2.5.2, 2.7: never the source of a packet a host could answer; nor is an
+            # address of ours (see the IPv4 check).
             stats.ip6_bad_source += 1
             return
         if pkt.fragment is not None:
@@ -546,6 +644,9 @@ class IpLayer:
             self._receive_icmp6(pkt, src, dst, now)
         elif proto == ipv6.NO_NEXT_HEADER:
             stats.ip6_no_next_header += 1  # RFC 8200 4.7: nothing follows to deliver
+        elif proto == udp.PROTO and self._udp_sink is not None:
+            pseudo = ipv6.pseudo_header_sum(pkt.src, pkt.dst, udp.PROTO, 0)
+            self._receive_udp(pkt.payload, src, dst, pseudo, True, trusted)
         else:
             # RFC 8200 4: "an unrecognized Next Header value ... should send an ICMP Parameter
             # Problem message ... with an ICMP Code value of 1 ... pointing to" that field.
@@ -604,7 +705,7 @@ class IpLayer:
                 src=pkt.dst,
                 dst=pkt.src,
             )
-            self._out.append(buf)
+            self._send_maybe_fragmented(buf, dst, src)
             stats.icmp6_echo_replies += 1
         elif type_ in _ICMP6_ERRORS:
             self._receive_icmp6_error(msg, now)
@@ -897,6 +998,28 @@ class IpLayer:
             hop_limit=self._ttl,
         )
         return buf, hdr + ipv6.HEADER_LEN
+
+    def _send_maybe_fragmented(self, buf: bytearray, src: int, dst: int) -> None:
+        """Queue a packet this host made whole (an echo reply, from ``src`` to ``dst``). One
+        longer than the link MTU -- the answer to a request that came in fragments -- goes out
+        in fragments as the request did (RFC 791 3.2; RFC 8200 4.5: in IPv6 only a source
+        fragments, and the reply's source is us); TCP never needs this, its MSS fits."""
+        hdr = self._hdr
+        if len(buf) - hdr <= self.mtu:
+            self._out.append(buf)
+            return
+        packet = memoryview(buf)[hdr:]
+        if dst >> 128:
+            self._frag6_next = (self._frag6_next + 1) & 0xFFFFFFFF
+            ident = (self._frag6_next + self._flow_hasher.hash(src, 0, dst, 0)) & 0xFFFFFFFF
+            pieces = ipv6.fragment(packet, self.mtu, ident)
+            self.stats.ip6_frag_created += len(pieces)
+        else:
+            pieces = ipv4.fragment(packet, self.mtu)
+            self.stats.ip_frag_created += len(pieces)
+        for piece in pieces:
+            # with offload, each fragment behind an all-zero virtio-net header (nothing asked)
+            self._out.append(bytearray(hdr) + piece if hdr else piece)
 
     def _offload_header(
         self, buf: bytearray, gso_type: int, ip_len: int, tcp_len: int, gso_size: int, n: int

@@ -39,6 +39,19 @@ SYN,ACK whose ISN is a signed cookie, and keeps nothing; an ACK that brings a va
 creates the connection straight in ESTABLISHED (``Connection.open_from_cookie``), queued for
 accept like any other. The key is ``cookie_secret``, else derived from ``secret``.
 
+Forward mode (``ustack forward``, see :mod:`ustack.forward`): ``listen_transparent`` makes a
+catch-all listener, looked at only for a segment no connection, TIME-WAIT record or port
+listener takes -- so the normal path pays nothing for it. There the SYN's destination, whatever
+it is, becomes the connection's local address (the network layer lets such packets up only in
+this mode, see ``IpLayer.enable_forwarding``). A SYN is not answered at once: it is kept, bounded
+by the listener's ``syn_backlog``, and reported as a ``ConnectionRequested`` event, so that the
+relay can first connect to the real destination; ``Listener.answer`` then runs the kept SYN
+through LISTEN as usual (the SYN,ACK goes out and the caller owns the SYN-RECEIVED connection,
+which no accept queue holds), and ``Listener.refuse`` sends the RST a closed port would have.
+Retransmitted SYNs meanwhile are dropped (counted). An answered connection reset in SYN-RECEIVED
+has no LISTEN to return to (RFC 9293 3.10.7.4), so it is reported ``Reset`` and ``Closed`` like
+an active open's.
+
 Whoever drives the host (the asyncio driver, the simulator) sets ``on_wakeup`` (through
 ``Host.on_wakeup``): the demux calls it when an application call left something to send or a new
 deadline, so the driver can flush.
@@ -46,6 +59,7 @@ deadline, so the driver can flush.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import heapq
@@ -55,14 +69,19 @@ from typing import Protocol
 
 from ustack.stack import icmp_errors
 from ustack.stack.config import HostConfig
-from ustack.stack.events import ConnectionAccepted, HostEvent
+from ustack.stack.events import (
+    ConnectionAccepted,
+    ConnectionRequested,
+    DatagramReceived,
+    HostEvent,
+)
 from ustack.stack.isn import IsnSource, Rfc6528Isn
 from ustack.stack.network import Key, OutPacket
 from ustack.stack.syncookie import LIFETIME as COOKIE_LIFETIME
 from ustack.stack.syncookie import SynCookies, decode_tsecr, encode_tsval
 from ustack.tcp.config import DEFAULT_PEER_MSS, TcpConfig
 from ustack.tcp.connection import TS_HZ, Connection, OutSegment, Tracer, negotiate, syn_ack_options
-from ustack.tcp.events import Closed, Established, Event
+from ustack.tcp.events import Closed, Established, Event, Reset
 from ustack.tcp.receiver import MAX_WINDOW_FIELD
 from ustack.tcp.state import State
 from ustack.tcp.stats import Stats
@@ -72,6 +91,9 @@ from ustack.wire.tcp import NO_OPTIONS, Control
 
 _COOKIE_KEY_LABEL = b"ustack syn cookie key"  # derives the cookie key from the ISN secret
 _MIN_MSS = 536  # RFC 9293 3.7.1: no segment this short can be a super-segment
+# Forward mode: datagrams waiting in the event queue for the relay at most (the driver empties
+# the queue after every batch of packets, so only a host nobody drives ever reaches it).
+MAX_QUEUED_DATAGRAMS = 1024
 
 
 class SegmentOutput(Protocol):
@@ -145,6 +167,7 @@ class Listener:
     __slots__ = (
         "_accept_queue",
         "_demux",
+        "_requests",
         "_syn_queue",
         "_tag",
         "backlog",
@@ -153,12 +176,24 @@ class Listener:
         "family",
         "port",
         "syn_backlog",
+        "transparent",
     )
 
     def __init__(
-        self, demux: TcpDemux, port: int, backlog: int, syn_backlog: int, family: int | None = None
+        self,
+        demux: TcpDemux,
+        port: int,
+        backlog: int,
+        syn_backlog: int,
+        family: int | None = None,
+        *,
+        transparent: bool = False,
     ) -> None:
         self._demux = demux
+        # Forward mode's catch-all listener (port 0): SYNs to any address and port that nothing
+        # else takes wait in ``_requests`` until answered or refused (see the module docstring).
+        self.transparent = transparent
+        self._requests: dict[Key, tcp.TcpSegment] = {}
         self.port = port
         self.family = family
         # The family as the address tag it must carry (addr >> 128: 0 IPv4, 1 IPv6), or None.
@@ -195,7 +230,25 @@ class Listener:
         """Stop listening; connections not yet accepted are reset (RFC 9293 3.10.4 ABORT)."""
         self._demux._close_listener(self, now)
 
+    @property
+    def requests(self) -> int:
+        """Forward mode: SYNs reported (``ConnectionRequested``) and not yet answered."""
+        return len(self._requests)
+
+    def answer(self, key: Key, now: float) -> Connection | None:
+        """Forward mode: answer the SYN kept for ``key`` -- its SYN,ACK goes out with the next
+        output -- and return the connection, in SYN-RECEIVED, now the caller's (no accept queue
+        holds it); None (counted) if no request for ``key`` is pending (the listener closed)."""
+        return self._demux._answer(self, key, now)
+
+    def refuse(self, key: Key, now: float) -> None:
+        """Forward mode: answer the SYN kept for ``key`` with the RST of a closed port (RFC 9293
+        3.10.7.1): the destination refused the relay, so the client is refused too."""
+        self._demux._refuse(self, key)
+
     def __repr__(self) -> str:
+        if self.transparent:
+            return f"<Listener transparent requests={self.requests}>"
         family = "" if self.family is None else f" family={self.family}"
         return (
             f"<Listener port={self.port}{family} half_open={self.half_open} pending={self.pending}>"
@@ -249,6 +302,8 @@ class TcpDemux:
         self._ip = ip
         self._conns: dict[Key, _Entry] = {}
         self._listeners: dict[int, Listener] = {}
+        # Forward mode's catch-all listener, if any (see listen_transparent).
+        self._transparent: Listener | None = None
         self._ports_in_use: dict[int, int] = {}
         self._next_ephemeral = 0
         self._events: deque[Event | HostEvent] = deque()
@@ -334,6 +389,31 @@ class TcpDemux:
         listener = Listener(self, port, backlog, syn_backlog if syn_backlog else backlog, family)
         self._listeners[port] = listener
         return listener
+
+    def listen_transparent(self, syn_backlog: int = 128) -> Listener:
+        """Forward mode: a catch-all listener for every segment to any address and port that no
+        connection or port listener takes; its SYNs are reported as ``ConnectionRequested`` and
+        wait for ``answer`` or ``refuse`` (at most ``syn_backlog`` of them, and connections it
+        answered still in SYN-RECEIVED, at a time). One per host."""
+        if syn_backlog < 1:
+            raise ValueError("syn_backlog must be at least 1")
+        if self._transparent is not None:
+            raise OSError(errno.EADDRINUSE, "this host already has a transparent listener")
+        listener = Listener(self, 0, 1, syn_backlog, None, transparent=True)
+        self._transparent = listener
+        return listener
+
+    def post_datagram(self, src: int, src_port: int, dst: int, dst_port: int, data: bytes) -> None:
+        """Forward mode: the network layer's UDP datagram for the relay, reported as a
+        ``DatagramReceived`` event to the owner of the transparent listener (bounded: see
+        ``MAX_QUEUED_DATAGRAMS``)."""
+        listener = self._transparent
+        stats = self.stats
+        if listener is None or len(self._events) >= MAX_QUEUED_DATAGRAMS:
+            stats.forward_udp_queue_full += 1
+            return
+        stats.forward_udp_delivered += 1
+        self._events.append(DatagramReceived(listener, src, src_port, dst, dst_port, data))
 
     def connect(
         self,
@@ -497,7 +577,10 @@ class TcpDemux:
             return
         listener = self._listeners.get(seg.dst_port)
         if listener is None:
-            self._reply_closed(key, seg)
+            if self._transparent is None:
+                self._reply_closed(key, seg)
+            else:
+                self._receive_transparent(self._transparent, key, seg)
         elif not listener.takes(seg.dst):
             # A listener of the other family is no socket for this segment: closed port.
             stats.listen_wrong_family += 1
@@ -509,7 +592,9 @@ class TcpDemux:
         """Whether a listener on ``key``'s local port takes its family: only then may a SYN
         end a TIME-WAIT (a listener of the other family would answer it with a RST)."""
         listener = self._listeners.get(key[3])
-        return listener is not None and listener.takes(key[2])
+        if listener is None:
+            return self._transparent is not None
+        return listener.takes(key[2])
 
     def _reuse_time_wait(self, entry: _Entry, seg: tcp.TcpSegment) -> bool:
         """RFC 9293 3.10.7.4 / RFC 6191: a SYN to a TIME-WAIT connection may start a new
@@ -601,6 +686,62 @@ class TcpDemux:
         conn.open_passive(now)
         conn.receive(seg, now)
         self._touched(entry)
+
+    def _receive_transparent(self, listener: Listener, key: Key, seg: tcp.TcpSegment) -> None:
+        """Forward mode: a segment for no connection, to any address. A SYN is kept and reported
+        (``ConnectionRequested``) for the relay to answer once it has reached the destination;
+        anything else gets the closed-port reply of RFC 9293 3.10.7.1, as no connection
+        exists."""
+        stats = self.stats
+        if seg.control is not Control.SYN or seg.has_ack:
+            self._reply_closed(key, seg)
+            return
+        requests = listener._requests
+        if key in requests:
+            # The client's SYN retransmission while the relay is still connecting.
+            stats.forward_syn_pending_dropped += 1
+            return
+        if len(requests) + len(listener._syn_queue) >= listener.syn_backlog:
+            stats.forward_request_overflow += 1
+            return
+        # Kept past this packet: a payload (data on a SYN) must not stay a view of the link's
+        # buffer; the other fields are values already.
+        requests[key] = (
+            dataclasses.replace(seg, payload=memoryview(bytes(seg.payload))) if seg.payload else seg
+        )
+        stats.forward_syn_requested += 1
+        self._events.append(ConnectionRequested(listener, key))
+
+    def _answer(self, listener: Listener, key: Key, now: float) -> Connection | None:
+        """``Listener.answer``: the kept SYN goes through LISTEN (3.10.7.2) as any SYN would."""
+        seg = listener._requests.pop(key, None)
+        if seg is None or listener.closed or key in self._conns:
+            self.stats.forward_request_stale += 1
+            return None
+        self.stats.forward_request_answered += 1
+        conn = self._new_connection(key, now)
+        entry = self._add(key, conn, listener)
+        # In the SYN queue for its handshake (that bounds the requests too); Established takes
+        # it out with no accept queue to go to (see _drain_events).
+        listener._syn_queue[entry] = None
+        conn.open_passive(now)
+        conn.receive(seg, now)
+        self._touched(entry)
+        if self.on_wakeup is not None:
+            self.on_wakeup()
+        return conn
+
+    def _refuse(self, listener: Listener, key: Key) -> None:
+        """``Listener.refuse``: "If the ACK bit is off, sequence number zero is used,
+        <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>" (RFC 9293 3.10.7.1)."""
+        seg = listener._requests.pop(key, None)
+        if seg is None:
+            self.stats.forward_request_stale += 1
+            return
+        self.stats.forward_request_refused += 1
+        self._emit_rst(key, 0, seq.add(seg.seq, seg.seg_len), tcp.RST | tcp.ACK)
+        if self.on_wakeup is not None:
+            self.on_wakeup()
 
     def _send_cookie(self, listener: Listener, key: Key, seg: tcp.TcpSegment, now: float) -> None:
         """The SYN,ACK a SYN-RECEIVED connection would send (3.10.7.2), built here with no
@@ -841,6 +982,10 @@ class TcpDemux:
                     listener = entry.listener
                     if listener is not None and entry in listener._syn_queue:
                         del listener._syn_queue[entry]
+                        if listener.transparent:
+                            # Answered in forward mode: its owner has it already.
+                            entry.listener = None
+                            continue
                         listener._accept_queue.append(entry)
                         self.stats.listen_queued += 1
                         events.append(ConnectionAccepted(listener))
@@ -849,7 +994,13 @@ class TcpDemux:
         if entry.alive and entry.listener is not None and conn.state is State.LISTEN:
             # RFC 9293 3.10.7.4: a RST in SYN-RECEIVED of a passive open returns it to LISTEN;
             # the host's listener is that LISTEN, so the per-SYN connection just goes away.
+            transparent = entry.listener.transparent
             self._forget(entry)
+            if transparent:
+                # Forward mode: its owner holds it and is told, as for an active open.
+                self.stats.forward_handshake_reset += 1
+                self._events.append(Reset(conn, False))
+                self._events.append(Closed(conn))
 
     def _refresh_deadlines(self) -> None:
         heap = self._heap
@@ -900,6 +1051,11 @@ class TcpDemux:
         listener.closed = True
         if self._listeners.get(listener.port) is listener:
             del self._listeners[listener.port]
+        if listener is self._transparent:
+            self._transparent = None
+            # Requests nobody will answer now: refused, as the closed port they have become.
+            for key in list(listener._requests):
+                self._refuse(listener, key)
         unaccepted = [*listener._syn_queue, *listener._accept_queue]
         for entry in unaccepted:
             self.stats.listen_close_reset += 1

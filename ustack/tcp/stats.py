@@ -140,7 +140,8 @@ class Stats:
     ip_bad_total_length: int = 0
     ip_malformed: int = 0  # any other IPv4 parse error
     ip_not_for_us: int = 0  # destination is none of our addresses
-    ip_bad_source: int = 0  # zero, broadcast, multicast or loopback source (RFC 1122 3.2.1.3)
+    # zero, broadcast, multicast or loopback source (RFC 1122 3.2.1.3), or one of our own
+    ip_bad_source: int = 0
     # IPv4 reassembly (ustack/stack/reassembly.py): each fragment is counted once in
     # ip_reasm_fragments and, if not held, once more by the reason it was dropped
     ip_reasm_fragments: int = 0  # fragments that reached reassembly
@@ -174,6 +175,7 @@ class Stats:
     icmp_malformed: int = 0  # any other ICMP parse error
     icmp_ignored: int = 0  # a valid message of a type the host does not act on
     icmp_echo_replies: int = 0  # echo request answered
+    ip_frag_created: int = 0  # fragments sent: echo replies to requests that came in fragments
     icmp_unreach_sent: int = 0  # protocol unreachable sent
     icmp_time_exceeded_sent: int = 0  # fragment reassembly time exceeded (RFC 792 code 1)
     icmp_rate_limited: int = 0  # an ICMP error not sent because of the rate limit
@@ -202,7 +204,8 @@ class Stats:
     ip6_jumbogram: int = 0  # RFC 2675 jumbogram or Jumbo option: never on TUN, dropped
     ip6_malformed: int = 0  # any other IPv6 parse error
     ip6_not_for_us: int = 0  # destination is none of our IPv6 addresses
-    ip6_bad_source: int = 0  # unspecified, multicast or loopback source (RFC 4291 2.5.2, 2.7)
+    # unspecified, multicast or loopback source (RFC 4291 2.5.2, 2.7), or one of our own
+    ip6_bad_source: int = 0
     ip6_no_next_header: int = 0  # Next Header 59: nothing to deliver (RFC 8200 4.7)
     ip6_unknown_next_header: int = 0  # answered with Parameter Problem code 1 (rate limited)
     ip6_reasm_nested: int = 0  # a reassembled packet still a fragment after the nesting bound
@@ -213,6 +216,7 @@ class Stats:
     icmp6_nd_ignored: int = 0  # ND, MLD, router messages: no ND on a layer-3 TUN link (RFC 4861)
     icmp6_ignored: int = 0  # a valid message of a type the host does not act on
     icmp6_echo_replies: int = 0  # echo request answered (RFC 4443 4.2)
+    ip6_frag_created: int = 0  # fragments sent (RFC 8200 4.5): echo replies, as for IPv4
     icmp6_param_problem_sent: int = 0  # Parameter Problem sent (RFC 4443 3.4)
     icmp6_time_exceeded_sent: int = 0  # fragment reassembly time exceeded (RFC 8200 4.5)
     icmp6_quote_malformed: int = 0  # quoted packet truncated, not first fragment, unparseable
@@ -250,3 +254,96 @@ class Stats:
     listen_close_reset: int = 0  # unaccepted connection reset by Listener.close()
     time_wait_reused: int = 0  # new SYN above RCV.NXT replaced a TIME-WAIT connection
     host_internal_error: int = 0  # a bug caught by receive_packet's last-resort handler
+    # --- forward mode (ustack/stack, for ``ustack forward``): the host terminates traffic to
+    # any unicast destination; see IpLayer.enable_forwarding and TcpDemux.listen_transparent
+    forward_syn_requested: int = 0  # SYN to a foreign address reported as ConnectionRequested
+    forward_syn_pending_dropped: int = 0  # SYN again while its request is unanswered
+    forward_request_overflow: int = 0  # SYN dropped: too many requests unanswered
+    forward_request_answered: int = 0  # request answered: SYN,ACK sent (the relay connected)
+    forward_request_refused: int = 0  # request refused: RST sent (the relay could not connect)
+    forward_request_stale: int = 0  # answer() or refuse() for a request that is not pending
+    forward_handshake_reset: int = 0  # RST in SYN-RECEIVED of an answered request
+    forward_udp_delivered: int = 0  # datagram to a foreign address handed to the relay
+    forward_udp_queue_full: int = 0  # datagram dropped: the relay's queue is full
+    forward_udp_sent: int = 0  # datagram the relay sent back in
+    forward_udp_too_big: int = 0  # reply longer than the link's MTU: not sent (no fragmenting)
+    udp_rx: int = 0  # UDP datagrams received (parsed and checked)
+    udp_truncated: int = 0
+    udp_bad_length: int = 0  # Length field shorter than the header or beyond the IP payload
+    udp_bad_checksum: int = 0
+    udp_zero_checksum_ipv6: int = 0  # RFC 8200 8.1: a zero checksum is invalid over IPv6
+    udp_bad_port: int = 0  # source or destination port 0
+    # --- live ladders and trace clients of a daemon (ustack/live.py, ustack/control.py):
+    # counted by the observers ``ustack serve`` attaches, not by the host ---
+    ladder_untracked: int = 0  # opening SYN not drawn: max_connections already tracked
+    ladder_rows_elided: int = 0  # rows left out of a printed ladder (its max_rows bound)
+    ladder_abandoned: int = 0  # a SYN that led to no connection and no reply: record freed
+    trace_lines_dropped: int = 0  # trace/ladder line not sent: that client's buffer was full
+    control_refused_peer: int = 0  # control client neither root nor serve's own uid (SO_PEERCRED)
+    control_refused_busy: int = 0  # control client refused: MAX_CLIENTS already attached
+    control_bad_request: int = 0  # control client's request unreadable, too long or too late
+    # --- Ethernet and ARP (ustack/stack/arp.py, owned by the TAP link and shared with the
+    # host's Stats once a stack starts on it): frames in and out, and the neighbour cache ---
+    eth_rx: int = 0  # frames handed to the layer
+    eth_truncated: int = 0  # shorter than the 14-octet header
+    eth_not_ethernet_ii: int = 0  # type field below 0x0600: an IEEE 802.3 length (LLC, STP)
+    eth_not_for_us: int = 0  # destination neither our MAC nor broadcast (no multicast joined)
+    eth_bad_source: int = 0  # source a group address, or our own MAC (a loop)
+    eth_ipv6_unsupported: int = 0  # IPv6 frame: no Neighbour Discovery, TAP is IPv4-only
+    eth_unknown_type: int = 0  # any other EtherType (VLAN tags included)
+    eth_tx_ipv6_unsupported: int = 0  # IPv6 packet to send on an IPv4-only TAP link
+    eth_tx_malformed: int = 0  # outgoing packet too short to name its destination
+    eth_tx_no_route: int = 0  # destination off the subnet and no gateway
+    arp_rx: int = 0  # ARP packets received (before parsing)
+    arp_truncated: int = 0  # shorter than 28 octets
+    arp_unsupported_hardware: int = 0  # ar$hrd not Ethernet (RFC 826)
+    arp_unsupported_protocol: int = 0  # ar$pro not IPv4
+    arp_bad_address_length: int = 0  # ar$hln not 6 or ar$pln not 4
+    arp_bad_op: int = 0  # neither request nor reply
+    arp_malformed: int = 0  # any other ARP parse error
+    arp_bad_sender: int = 0  # sender MAC a group/zero address, or sender IP not a host's
+    arp_conflict: int = 0  # another interface claims our address (RFC 5227 2.4): not learned
+    arp_merged: int = 0  # RFC 826 merge: the sender's entry updated
+    arp_learned: int = 0  # RFC 826: we are the target, sender added to the cache
+    arp_other_target: int = 0  # for another address: merged only, never answered
+    arp_requests_answered: int = 0  # request for our address answered with a reply
+    arp_probes_answered: int = 0  # RFC 5227 probe (sender 0.0.0.0) for our address answered
+    arp_replies_received: int = 0  # reply addressed to us
+    arp_announcements_sent: int = 0  # RFC 5227 2.3 gratuitous ARP at start
+    arp_requests_sent: int = 0  # broadcast request to resolve a next hop (first one)
+    arp_request_retransmits: int = 0  # the same request again after retrans_time
+    arp_resolution_failed: int = 0  # no reply after max_requests: entry removed
+    arp_unresolved_dropped: int = 0  # packets that waited for a resolution that failed
+    arp_queued: int = 0  # packets held for an address being resolved
+    arp_queue_sent: int = 0  # held packets sent once the address was resolved
+    arp_queue_overflow: int = 0  # an address's oldest held packet dropped for its newest
+    arp_queue_total_full: int = 0  # packet dropped: every queue together holds queue_total
+    arp_cache_full: int = 0  # packet dropped: every cache entry is still being resolved
+    arp_evicted: int = 0  # oldest resolved entry removed to make room
+    arp_reachable_expired: int = 0  # REACHABLE entry older than reachable_time: now STALE
+    arp_probes_sent: int = 0  # unicast request confirming a STALE neighbour (RFC 4861 7.3.3)
+    arp_probe_failed: int = 0  # probes unanswered: entry removed
+    arp_stale_forgotten: int = 0  # STALE entry unused for stale_time: resolved afresh
+    # IPv6 over TAP: Neighbor Discovery's address resolution (RFC 4861 7.2) in the same cache,
+    # whose arp_queue*/arp_resolution_failed/arp_probe* counters (and arp_requests_sent and
+    # arp_request_retransmits, for Neighbor Solicitations) count both families
+    nd_rx: int = 0  # NS and NA received (before validation)
+    nd_truncated: int = 0  # shorter than 24 octets
+    nd_bad_hop_limit: int = 0  # RFC 4861 7.1: not 255, so not from this link
+    nd_bad_checksum: int = 0
+    nd_bad_code: int = 0
+    nd_multicast_target: int = 0
+    nd_bad_option: int = 0  # an option of length 0 or running past the message
+    nd_bad_dad: int = 0  # NS from :: not to the solicited-node group, or with a source address
+    nd_solicited_to_multicast: int = 0  # NA with S set sent to a multicast address
+    nd_malformed: int = 0  # any other ND or IPv6 parse error
+    nd_ns_other_target: int = 0  # NS for another address
+    nd_ns_answered: int = 0  # NS for our address answered with a solicited NA
+    nd_dad_answered: int = 0  # DAD probe for our address: NA to all-nodes (RFC 4862 5.4.3)
+    nd_learned: int = 0  # NS source added to the cache, STALE (RFC 4861 7.2.3)
+    nd_merged: int = 0  # NS source's entry updated
+    nd_na_received: int = 0  # NA for an entry we hold: taken
+    nd_na_unsolicited: int = 0  # NA for no entry: discarded (RFC 4861 7.2.5)
+    nd_na_no_lladdr: int = 0  # NA without a link-layer address for an INCOMPLETE entry
+    nd_na_ignored: int = 0  # NA with Override clear and another address: ours kept
+    nd_conflict: int = 0  # NA advertising our own address (RFC 4862 5.4.4)

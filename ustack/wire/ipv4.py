@@ -250,3 +250,33 @@ def format(pkt: IPv4Packet) -> str:
         f"(tos {pkt.tos:#x}, ttl {pkt.ttl}, id {pkt.ident}, offset {pkt.frag_offset}, "
         f"flags [{flags or 'none'}], proto {name} ({pkt.proto}), length {pkt.total_length})"
     )
+
+
+def fragment(datagram: bytes | bytearray | memoryview, mtu: int) -> list[bytearray]:
+    """Cut a datagram without IP options (as :func:`emit` writes them) into fragments of at
+    most ``mtu`` octets (RFC 791 3.2, "fragmentation"): each carries the original header with
+    DF cleared, its Fragment Offset (in 8-octet units) and MF on all but the last, its own Total
+    Length and header checksum; every fragment's data but the last's is a multiple of 8 long.
+    Returns ``[datagram]`` (a copy) when it fits already."""
+    mv = memoryview(datagram)
+    (vihl, tos, total, ident, _flags, ttl, proto, _csum, src, dst) = _HEADER.unpack_from(mv)
+    if vihl != _VERSION_IHL_NO_OPTIONS or total != len(mv):
+        raise ValueError("fragment takes a whole datagram without IP options")
+    if total <= mtu:
+        return [bytearray(mv)]
+    step = (mtu - HEADER_LEN) // 8 * 8
+    if step < 8:
+        raise ValueError(f"MTU {mtu} leaves no room for fragment data")
+    out = []
+    data = mv[HEADER_LEN:]
+    for at in range(0, len(data), step):
+        piece = data[at : at + step]
+        more = at + step < len(data)
+        flags_frag = (FLAG_MF if more else 0) | (at >> 3)
+        length = HEADER_LEN + len(piece)
+        buf = bytearray(length)
+        csum = header_checksum(length, ident, flags_frag, ttl, proto, src, dst, tos)
+        _HEADER.pack_into(buf, 0, vihl, tos, length, ident, flags_frag, ttl, proto, csum, src, dst)
+        buf[HEADER_LEN:] = piece
+        out.append(buf)
+    return out

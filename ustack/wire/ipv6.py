@@ -497,3 +497,41 @@ def format(pkt: IPv6Packet) -> str:
         else:
             text += f" {_EXT_NAMES[ext]}"
     return text
+
+
+def fragment(packet: bytes | bytearray | memoryview, mtu: int, ident: int) -> list[bytearray]:
+    """Cut a packet without extension headers (as :func:`emit` writes them) into fragments of
+    at most ``mtu`` octets (RFC 8200 4.5): each is the fixed header (its Next Header now
+    Fragment, its Payload Length its own) and a Fragment header (the original Next Header, the
+    offset in 8-octet units, M on all but the last, identification ``ident``) before its part
+    of the payload, a multiple of 8 octets long but for the last. Only a source fragments in
+    IPv6; the one packet ustack may need to is an echo reply to a request that came in
+    fragments. Returns ``[packet]`` (a copy) when it fits already."""
+    mv = memoryview(packet)
+    if len(mv) < HEADER_LEN or mv[0] >> 4 != 6:
+        raise ValueError("fragment takes an IPv6 packet")
+    if len(mv) <= mtu:
+        return [bytearray(mv)]
+    if not 0 <= ident <= 0xFFFFFFFF:
+        raise ValueError("a fragment identification is 32 bits")
+    next_header = mv[OFF_NEXT_HEADER]
+    if next_header in _WALKED:
+        raise ValueError("fragment takes a packet without extension headers")
+    step = (mtu - HEADER_LEN - _FRAGMENT_LEN) // 8 * 8
+    if step < 8:
+        raise ValueError(f"MTU {mtu} leaves no room for fragment data")
+    head = bytes(mv[:HEADER_LEN])
+    data = mv[HEADER_LEN:]
+    out = []
+    for at in range(0, len(data), step):
+        piece = data[at : at + step]
+        more = at + step < len(data)
+        buf = bytearray(head)
+        buf[OFF_NEXT_HEADER] = FRAGMENT
+        buf[OFF_PAYLOAD_LENGTH : OFF_PAYLOAD_LENGTH + 2] = (_FRAGMENT_LEN + len(piece)).to_bytes(
+            2, "big"
+        )
+        buf += _FRAGMENT.pack(next_header, 0, at | (_FRAG_M if more else 0), ident)
+        buf += piece
+        out.append(buf)
+    return out
