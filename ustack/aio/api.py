@@ -170,6 +170,63 @@ class Stack:
             link.close()
             raise
 
+    @classmethod
+    def tap(
+        cls,
+        name: str = "ustack0",
+        address: str = "10.7.0.2",
+        peer: str = "10.7.0.1",
+        prefixlen: int = 24,
+        mtu: int = 1500,
+        *,
+        netns: str | None = None,
+        mac: str | bytes | None = None,
+        address6: str | None = None,
+        peer6: str | None = None,
+        prefixlen6: int = 64,
+        arp_config: Any = None,
+        **kwargs: Any,
+    ) -> Stack:
+        """A stack on a new TAP device (Ethernet, with ARP, and Neighbor Discovery for IPv6:
+        see :mod:`ustack.aio.ethernet`): the kernel side gets ``peer/prefixlen`` and is the
+        router, the stack answers as ``address`` with MAC ``mac`` (default: random, locally
+        administered); ``address6``/``peer6``/``prefixlen6`` as for :meth:`tun`. An
+        ``on_packet`` observer also sees every ARP (and IPv6 NS/NA) frame, as directions
+        ``"arp-in"`` and ``"arp-out"`` (``ustack.ladder.Ladder`` draws them). ``arp_config`` is an
+        :class:`ustack.stack.arp.ArpConfig` (neighbour cache times and bounds).
+
+        Raises :class:`~ustack.link.errors.LinkError` (an ``OSError``) with a one-line reason.
+        """
+        from ustack.aio.ethernet import EthernetLink
+        from ustack.link.tap import TapLink
+
+        if (address6 is None) != (peer6 is None):
+            raise ValueError("address6 and peer6 go together: give both or neither")
+        tap = TapLink.open(
+            name,
+            mtu=mtu,
+            address=peer,
+            peer=address,
+            prefixlen=prefixlen,
+            netns=netns,
+            mac=mac,
+            address6=f"{peer6}/{prefixlen6}" if peer6 is not None else None,
+            peer6=address6,
+        )
+        link = EthernetLink.over(tap, arp_config=arp_config)
+        observer = kwargs.get("on_packet")
+        if observer is not None:
+
+            def on_arp(direction: str, frame: bytes, now: float) -> None:
+                observer(f"arp-{direction}", frame, now)
+
+            link.on_arp = on_arp
+        try:
+            return cls(link, address=address, address6=address6, **kwargs)
+        except BaseException:
+            link.close()
+            raise
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._driver else "new"
         both = self.address if self.address6 is None else f"{self.address} {self.address6}"
@@ -226,6 +283,18 @@ class Stack:
             busy_poll=self._busy_poll,
         )
         self._driver.on_link_lost = self._link_lost
+        # A TAP link's Ethernet/ARP layer (ustack.aio.ethernet, perhaps under a fault injector
+        # or a pcap tap, which keep what they wrap as ``inner``) counts into the host's one
+        # Stats from now on.
+        inner: Any = self.link
+        for _ in range(16):  # wrappers nest a few deep at most
+            share_stats = getattr(inner, "share_stats", None)
+            if share_stats is not None:
+                share_stats(self._host.stats)
+                break
+            inner = getattr(inner, "inner", None)
+            if inner is None:
+                break
         self._driver.start()
 
     def _link_lost(self, failure: OSError) -> None:
