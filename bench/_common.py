@@ -576,7 +576,7 @@ class UstackServe:
                 ustack = [sys.executable, "-m", "ustack"]
             else:
                 ustack = [sys.executable, str(BENCH / "_profiled.py"), str(self.profile_dir / "p")]
-            cmd = ["ip", "netns", "exec", self.ns.name, *ustack, "serve",
+            cmd = ["ip", "netns", "exec", self.ns.name, *ustack, "serve", "--no-control",
                    "--mtu", str(self.mtu), "--services", self.services, "--address", USTACK_ADDR,
                    "--peer", USTACK_PEER, "--grace", "1", *self.extra]  # fmt: skip
             self.proc = Proc(cmd, name="ustack", env=_python_env())

@@ -22,6 +22,13 @@ ALLOWED: dict[str, set[str]] = {
     "fuzz": {"wire", "tcp", "stack", "netsim", "fuzz"},
     "aio": {"wire", "tcp", "stack", "link", "aio"},
     "apps": {"wire", "tcp", "stack", "link", "aio", "apps"},
+    # a running daemon's per-connection ladders, and the control socket that streams them
+    "live": {"wire", "tcp", "ladder", "live"},
+    "control": {"wire", "tcp", "stack", "link", "aio", "ladder", "live", "control"},
+    # ustack forward: a relay between the stack and host sockets
+    "forward": {"wire", "tcp", "stack", "link", "aio", "forward"},
+    # textbook scenarios: a stack against the kernel, or two hosts in virtual time, drawn
+    "scenarios": {"wire", "tcp", "stack", "link", "aio", "apps", "netsim", "ladder", "scenarios"},
 }
 SANS_IO = {"wire", "tcp", "stack"}
 FORBIDDEN_IN_SANS_IO = {"asyncio", "socket", "os", "time", "random", "selectors", "threading"}
@@ -33,7 +40,8 @@ def _layer(path: Path) -> str | None:
     rel = path.relative_to(PKG)
     return (
         rel.parts[0].removesuffix(".py")
-        if len(rel.parts) > 1 or rel.stem in ("netsim", "ladder", "fuzz")
+        if len(rel.parts) > 1
+        or rel.stem in ("netsim", "ladder", "fuzz", "live", "control", "forward")
         else None
     )
 

@@ -27,6 +27,8 @@ from ustack import __version__
 DEFAULT_SERVICES = "echo,discard,chargen,http"
 OFFLOAD_CHOICES = ("auto", "on", "off")  # ustack.link.tun.OFFLOAD_MODES, without importing it
 EXIT_ERROR = 1
+DEMO_SIZE = 300_000  # ustack demo's download
+DEMO_MSL = 1.0  # ustack demo's MSL: TIME-WAIT ends while you watch
 EXIT_USAGE = 2
 
 log = logging.getLogger("ustack")
@@ -69,6 +71,18 @@ def _ipv6(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not an IPv6 address: {text!r}") from None
 
 
+def _mac(text: str) -> str:
+    from ustack.wire import ethernet
+
+    try:
+        mac = ethernet.mac_from_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if mac[0] & 1 or not any(mac):
+        raise argparse.ArgumentTypeError(f"not a unicast MAC address: {text!r}")
+    return ethernet.mac_to_text(mac)
+
+
 def _mtu(text: str) -> int:
     try:
         value = int(text)
@@ -97,6 +111,24 @@ def _positive(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
     return value
+
+
+def _ports(text: str) -> list[int]:
+    """``"80,7"`` -> ``[80, 7]``: local ports for ``--ladder`` and ``trace --ports``."""
+    ports: list[int] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if not item.isdigit() or not 1 <= int(item) <= 65535:
+            raise argparse.ArgumentTypeError(f"bad port {item!r}: use 1-65535")
+        ports.append(int(item))
+    if not ports:
+        raise argparse.ArgumentTypeError("no ports given")
+    return ports
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
 
 
 def parse_services(text: str) -> list[tuple[str, int]]:
@@ -273,6 +305,18 @@ def _faults(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in faults.items() if value}
 
 
+def _mac_text(link: Any) -> str:
+    """ ", MAC 02:..." for a link with a MAC address of its own (TAP, through any wrappers)."""
+    while link is not None:
+        arp = getattr(link, "arp", None)
+        if arp is not None:
+            from ustack.wire import ethernet
+
+            return f" MAC {ethernet.mac_to_text(arp.mac)}"
+        link = getattr(link, "inner", None)
+    return ""
+
+
 def _offload_text(link: Any, reason: str = "") -> str:
     """The startup line's words for the link's offload state."""
     if getattr(link, "offload", False):
@@ -281,13 +325,29 @@ def _offload_text(link: Any, reason: str = "") -> str:
 
 
 def _open_tun(args: argparse.Namespace, offload: str) -> Any:
-    """The TUN device with both families unless ``--no-ipv6``. Where the kernel or the
-    namespace has IPv6 disabled (Docker's default) ``serve`` runs on IPv4 alone, saying why,
-    and ``args.ipv6`` is cleared so the rest of the startup knows."""
+    """The TUN device (or with ``--link tap`` the TAP device, Ethernet with ARP and Neighbor
+    Discovery) with both families unless ``--no-ipv6``. Where the kernel or the namespace has
+    IPv6 disabled (Docker's default) ``serve`` runs on IPv4 alone, saying why, and
+    ``args.ipv6`` is cleared so the rest of the startup knows."""
     from ustack.link.errors import LinkError
     from ustack.link.tun import TunLink
 
     def open_link(v6: bool) -> Any:
+        if args.link == "tap":
+            from ustack.aio.ethernet import EthernetLink
+            from ustack.link.tap import TapLink
+
+            tap = TapLink.open(
+                args.name,
+                mtu=args.mtu,
+                address=args.peer,
+                peer=args.address,
+                prefixlen=args.prefixlen,
+                mac=args.mac,
+                address6=f"{args.peer6}/{args.prefixlen6}" if v6 else None,
+                peer6=args.address6 if v6 else None,
+            )
+            return EthernetLink.over(tap)
         return TunLink.open(
             args.name,
             mtu=args.mtu,
@@ -315,7 +375,9 @@ def _build_link(args: argparse.Namespace) -> tuple[Any, str]:
     """The link ``serve`` runs on, and the words for its offload state."""
     faults = _faults(args)
     offload, reason = args.offload, ""
-    if faults:
+    if args.link == "tap":
+        offload, reason = "off", "TAP carries plain Ethernet frames"
+    elif faults:
         # _cmd_serve refused "on" already.
         offload, reason = "off", FAULTS_NEED_PLAIN
     link = _open_tun(args, offload)
@@ -363,10 +425,17 @@ async def _serve(
 ) -> int:
     import ustack
     from ustack.apps import SERVICES
+    from ustack.control import ControlServer, TraceHub
 
     loop = asyncio.get_running_loop()
     tracer = _Tracer(args.trace, sys.stderr) if args.trace else None
     link, offload = _build_link(args)
+    try:
+        # Before the privilege drop: /run/ustack is root's.
+        control_sock, control_path, control_note, ladder_out = _open_live(args, identity)
+    except BaseException:
+        link.close()
+        raise
     running_as = ""
     if identity is not None:
         # The device is open and configured and the capture file open: nothing ahead needs
@@ -377,6 +446,8 @@ async def _serve(
             drop_privileges(identity)
         except BaseException:
             link.close()
+            if control_sock is not None:
+                control_sock.close()
             raise
         running_as = f", running as user {identity.user} (uid {identity.uid})"
     stack = ustack.Stack(
@@ -388,6 +459,14 @@ async def _serve(
         busy_poll=args.busy_poll / 1e6,
         gso=not args.no_gso,
     )
+    stack.start()
+    # Live ladders and ``ustack trace``: the hub installs the observers while someone watches.
+    hub = TraceHub(stack, base_tracer=tracer)
+    if ladder_out is not None:
+        hub.add("ladder", args.ladder or None, text=_ladder_printer(ladder_out))
+    control = None
+    if control_sock is not None:
+        control = ControlServer(control_sock, hub, control_path)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -397,6 +476,8 @@ async def _serve(
 
     servers = []
     try:
+        if control is not None:
+            await control.start()
         for name, port in services:
             handler = SERVICES[name][1](info=info)
             servers.append(await ustack.start_server(handler, port=port, stack=stack))
@@ -408,12 +489,15 @@ async def _serve(
             kernel += f" and {args.peer6}/{args.prefixlen6}"
         print(
             f"ustack {__version__}: serving {listening} on {addresses} "
-            f"(TUN {args.name}, kernel side {kernel}, MTU {args.mtu}, "
+            f"({args.link.upper()} {args.name}{_mac_text(link)}, kernel side {kernel}, "
+            f"MTU {args.mtu}, "
             f"{offload}, {type(loop).__module__.split('.')[0]} loop{running_as}); "
             "Ctrl-C or SIGTERM to stop",
             file=sys.stderr,
             flush=True,
         )
+        if control_note:
+            print(control_note, file=sys.stderr, flush=True)
         # Until a signal, or until the stack closes by itself (its TUN device deleted).
         stopped = asyncio.ensure_future(stop.wait())
         lost = asyncio.ensure_future(stack.wait_closed())
@@ -428,7 +512,71 @@ async def _serve(
         for server in servers:
             server.close()
         await stack.aclose(grace=args.grace)
+        # After the connections: the ladders of those closed on the way out are written too.
+        hub.close()
+        if control is not None:
+            await control.aclose()
+        elif control_sock is not None:
+            control_sock.close()
+        if ladder_out is not None and ladder_out is not sys.stdout:
+            ladder_out.close()
     return 0
+
+
+def _open_live(args: argparse.Namespace, identity: Any) -> tuple[Any, str, str, TextIO | None]:
+    """``serve``'s control socket (owned by the user it will run as) and ``--ladder`` output:
+    (listening socket or None, its path, a warning to print or "", the ladder stream or None).
+    The default socket is a convenience: if it cannot be made, serve runs without it, saying
+    why; a ``--control PATH`` that cannot be made is an error."""
+    from ustack.control import ControlError, bind, default_path
+
+    ladder_out: TextIO | None = None
+    if args.ladder is not None:
+        if args.ladder_file:
+            try:
+                ladder_out = open(args.ladder_file, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise ValueError(f"--ladder-file {args.ladder_file}: {exc.strerror}") from None
+        else:
+            ladder_out = sys.stdout
+    if not args.control_enabled:
+        return None, "", "", ladder_out
+    path = args.control or default_path(args.name)
+    owner = (identity.uid, identity.gid) if identity is not None else None
+    try:
+        return bind(path, owner), path, "", ladder_out
+    except ControlError as exc:
+        if ladder_out is not None and ladder_out is not sys.stdout:
+            ladder_out.close()
+        if args.control:
+            raise ValueError(str(exc)) from None
+        return None, "", f"ustack: warning: no control socket (ustack trace): {exc}", ladder_out
+
+
+def _ladder_printer(out: TextIO) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        # A closed or full pipe must not take the daemon down: the ladder is lost, not serve.
+        try:
+            print(text, file=out, flush=True)
+        except (OSError, ValueError):
+            log.warning("ladder output failed; ladder not written")
+
+    return write
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from ustack.control import ControlError, default_path, trace
+
+    path = args.control or default_path(args.name)
+    mode = "json" if args.json else "ladder"
+    try:
+        return asyncio.run(trace(path, mode=mode, ports=args.ports, count=args.count))
+    except ControlError as exc:
+        return _fail(str(exc))
+    except BrokenPipeError:
+        # ``ustack trace | head``: the reader is gone, which is how such a pipe ends.
+        sys.stderr.close()
+        return 0
 
 
 def _settle_gc() -> None:
@@ -461,6 +609,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"--offload on cannot be combined with --loss, --duplicate, --reorder, --corrupt "
             f"or --delay: {FAULTS_NEED_PLAIN} (use --offload auto or off)"
         )
+    if args.ladder_file and args.ladder is None:
+        print("ustack: error: --ladder-file needs --ladder", file=sys.stderr)
+        return EXIT_USAGE
+    if args.mac is not None and args.link != "tap":
+        print("ustack: error: --mac needs --link tap", file=sys.stderr)
+        return EXIT_USAGE
+    if args.link == "tap" and args.offload == "on":
+        print("ustack: error: --offload on needs --link tun (TAP has no offloads)", file=sys.stderr)
+        return EXIT_USAGE
     identity = None
     if args.user is not None or args.group is not None:
         from ustack.link.privilege import resolve
@@ -517,26 +674,45 @@ async def _demo(args: argparse.Namespace) -> int:
     config.msl = args.msl  # short, so TIME-WAIT ends while you watch
     with NetNamespace(prefix="ustack-demo") as ns:
         print(f"created network namespace {ns.name}", file=sys.stderr)
-        link = TunLink.open(
-            "ustack0",
-            mtu=1500,
-            address=peer,
-            peer=address,
-            netns=ns.name,
-            offload=args.offload,
-            address6=f"{peer6}/64" if args.ipv6 else None,
-            peer6=address6 if args.ipv6 else None,
-        )
-        print(_offload_text(link), file=sys.stderr)
-        ladder = Ladder(max_run=args.fold, timestamps=args.timestamps, header_len=link.header_len)
-        stack = ustack.Stack(
-            link,
-            address=address,
-            address6=address6 if args.ipv6 else None,
-            config=config,
-            tracer=tracer,
-            on_packet=on_packet,
-        )
+        if args.link == "tap":
+            # Ethernet with ARP (and Neighbor Discovery for IPv6): the ladder draws the
+            # neighbour resolution before the first SYN.
+            ladder = Ladder(max_run=args.fold, timestamps=args.timestamps)
+            stack = ustack.Stack.tap(
+                "ustack0",
+                address=address,
+                peer=peer,
+                netns=ns.name,
+                address6=address6 if args.ipv6 else None,
+                peer6=peer6 if args.ipv6 else None,
+                config=config,
+                tracer=tracer,
+                on_packet=on_packet,
+            )
+            print(f"TAP device ustack0, ustack's MAC {_mac_text(stack.link)[5:]}", file=sys.stderr)
+        else:
+            link = TunLink.open(
+                "ustack0",
+                mtu=1500,
+                address=peer,
+                peer=address,
+                netns=ns.name,
+                offload=args.offload,
+                address6=f"{peer6}/64" if args.ipv6 else None,
+                peer6=address6 if args.ipv6 else None,
+            )
+            print(_offload_text(link), file=sys.stderr)
+            ladder = Ladder(
+                max_run=args.fold, timestamps=args.timestamps, header_len=link.header_len
+            )
+            stack = ustack.Stack(
+                link,
+                address=address,
+                address6=address6 if args.ipv6 else None,
+                config=config,
+                tracer=tracer,
+                on_packet=on_packet,
+            )
         async with stack:
 
             def info() -> dict[str, Any]:
@@ -602,11 +778,73 @@ async def _fetch(ns: Any, url: str) -> tuple[bytes, str]:
     return body, "Python sockets"
 
 
+def _time_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.001 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"time scale must be between 0.001 and 1000: {text!r}")
+    return value
+
+
+def _demo_usage(message: str) -> int:
+    print(f"ustack demo: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ustack.aio.loop import run
     from ustack.link.errors import LinkError
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    if args.list or args.scenario is not None:
+        from ustack import scenarios
+
+        if args.list:
+            print(scenarios.listing())
+            return 0
+        scenario = scenarios.SCENARIOS.get(args.scenario)
+        if scenario is None:
+            return _demo_usage(
+                f"unknown scenario {args.scenario!r} (ustack demo --list names them)"
+            )
+        plain_only = [
+            flag
+            for flag, given in (
+                ("--size", args.size != DEMO_SIZE),
+                ("--msl", args.msl != DEMO_MSL),
+                ("--offload", args.offload != "auto"),
+                ("--ipv6", args.ipv6),
+                ("--link", args.link != "tun"),
+            )
+            if given
+        ]
+        if plain_only:
+            return _demo_usage(f"{', '.join(plain_only)}: only for the plain demo, not scenarios")
+        if scenario.peer == scenarios.PEER_KERNEL:
+            from ustack.link.netns import have_net_admin
+
+            able, why = have_net_admin()
+            if not able:
+                return _fail(f"scenario {scenario.name!r} needs root for a namespace: {why}")
+        options = scenarios.Options(
+            time_scale=args.time_scale, fold=args.fold, timestamps=args.timestamps
+        )
+        try:
+            report = run(scenario.run(options), use_uvloop=not args.no_uvloop)
+        except LinkError as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            return _fail(str(exc))
+        print(report.text(), end="")
+        if not report.ok:
+            return _fail(f"scenario {scenario.name!r} did not go as described")
+        return 0
+    if args.time_scale != 1.0:
+        return _demo_usage("--time-scale is for scenarios (ustack demo --list names them)")
+    if args.link == "tap" and args.offload == "on":
+        return _demo_usage("--offload on needs --link tun (TAP has no offloads)")
     try:
         return run(_demo(args), use_uvloop=not args.no_uvloop)
     except LinkError as exc:
@@ -614,6 +852,77 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             return _fail(f"{exc} (the demo needs root to create a network namespace)")
         return _fail(str(exc))
     except OSError as exc:
+        return _fail(str(exc))
+
+
+def _cmd_forward(args: argparse.Namespace) -> int:
+    from ustack import forward
+    from ustack.aio.loop import run
+    from ustack.link.errors import LinkError
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if args.netns is None and not command:
+        print(
+            "ustack forward: error: give --netns NAME (an existing namespace) or a command "
+            "to run: ustack forward -- CMD [ARGS...]",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.netns is not None and command:
+        print(
+            "ustack forward: error: --netns and a command do not go together (the command "
+            "runs in a namespace of its own)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.netns is not None and (not args.netns or "/" in args.netns or args.netns[0] == "."):
+        print(f"ustack forward: error: bad namespace name {args.netns!r}", file=sys.stderr)
+        return EXIT_USAGE
+    if command and shutil.which(command[0]) is None:
+        print(f"ustack forward: error: command not found: {command[0]}", file=sys.stderr)
+        return 127
+    for ours, theirs, what in (
+        (args.gateway, args.address, "address"),
+        (args.gateway6, args.address6, "IPv6 address"),
+    ):
+        if ours == theirs:
+            return _fail(f"bad {what}: the namespace and its gateway both use {ours}")
+    setup = forward.ForwardSetup(
+        netns=args.netns,
+        command=command,
+        name=args.name,
+        mtu=args.mtu,
+        address=args.address,
+        gateway=args.gateway,
+        prefixlen=args.prefixlen,
+        ipv6=args.ipv6,
+        address6=args.address6,
+        gateway6=args.gateway6,
+        prefixlen6=args.prefixlen6,
+        offload=args.offload,
+    )
+    config = forward.ForwardConfig(
+        connect_timeout=args.connect_timeout,
+        map_gateway=args.map_gateway,
+        trace=forward.print_trace if args.trace else None,
+    )
+
+    def announce(line: str) -> None:
+        if not command or args.trace:
+            print(f"ustack {__version__}: {line}", file=sys.stderr, flush=True)
+
+    try:
+        return run(forward.forward(setup, config, announce=announce), use_uvloop=not args.no_uvloop)
+    except LinkError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES) and "needs" not in str(exc):
+            return _fail(f"{exc} (ustack forward needs CAP_NET_ADMIN, e.g. run it as root)")
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(exc.strerror or str(exc))
+    except ValueError as exc:
         return _fail(str(exc))
 
 
@@ -636,6 +945,15 @@ def build_parser() -> argparse.ArgumentParser:
         "until SIGINT/SIGTERM. Then try: curl http://10.7.0.2/ or curl -g 'http://[fd00:7::2]/'",
     )
     serve.add_argument("--name", default="ustack0", help="TUN device name (default ustack0)")
+    serve.add_argument(
+        "--link",
+        choices=("tun", "tap"),
+        default="tun",
+        help="tun: IP packets (default); tap: Ethernet frames, with ARP and Neighbor Discovery",
+    )
+    serve.add_argument(
+        "--mac", type=_mac, default=None, help="with --link tap: ustack's MAC (default random)"
+    )
     serve.add_argument(
         "--address", type=_ipv4, default="10.7.0.2", help="the stack's address (10.7.0.2)"
     )
@@ -752,14 +1070,84 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
     )
+    serve.add_argument(
+        "--ladder",
+        nargs="?",
+        const=[],
+        type=_ports,
+        metavar="PORT,...",
+        help="draw each finished connection's ladder diagram as it closes, folded like the "
+        "demo's (only for these local ports, if given; default all)",
+    )
+    serve.add_argument(
+        "--ladder-file", metavar="FILE", help="with --ladder: append the ladders to FILE"
+    )
+    serve.add_argument(
+        "--control",
+        metavar="PATH",
+        help="the control socket for ustack trace (default /run/ustack/<name>.sock)",
+    )
+    serve.add_argument(
+        "--no-control",
+        dest="control_enabled",
+        action="store_false",
+        help="no control socket: ustack trace cannot attach",
+    )
     serve.set_defaults(func=_cmd_serve)
+
+    trace = sub.add_parser(
+        "trace",
+        help="attach to a running ustack serve: ladders or JSON trace lines of its connections",
+        description="Attach to a running ustack serve through its control socket (root or "
+        "the user serve runs as) and print each connection made from then on: its ladder "
+        "diagram when it finishes, or with --json one JSON object per event (state changes, "
+        "segments, retransmissions, RTO, recovery, SACK; schema in docs/trace-schema.md).",
+    )
+    trace.add_argument(
+        "--control", metavar="PATH", help="serve's control socket (default /run/ustack/<name>.sock)"
+    )
+    trace.add_argument(
+        "--name", default="ustack0", help="serve's TUN device, naming the default socket (ustack0)"
+    )
+    trace.add_argument(
+        "--json", action="store_true", help="JSON trace lines instead of ladder diagrams"
+    )
+    trace.add_argument(
+        "--ports", type=_ports, metavar="PORT,...", help="only connections to these local ports"
+    )
+    trace.add_argument(
+        "--count",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="exit after N connections have finished (default 0: until serve stops)",
+    )
+    trace.set_defaults(func=_cmd_trace)
 
     demo = sub.add_parser(
         "demo",
-        help="see it work: HTTP through ustack in a private namespace, as a ladder diagram",
+        help="see it work: HTTP through ustack in a private namespace, as a ladder diagram; "
+        "or a textbook scenario (--list)",
     )
-    demo.add_argument("--size", type=int, default=300_000, help="download size (300000)")
-    demo.add_argument("--msl", type=_positive, default=1.0, help="MSL for the demo (1 s)")
+    demo.add_argument(
+        "scenario",
+        nargs="?",
+        metavar="SCENARIO",
+        help="run one textbook scenario instead of the HTTP demo (see --list)",
+    )
+    demo.add_argument(
+        "--list", action="store_true", help="name the scenarios, one line each, and exit"
+    )
+    demo.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=1.0,
+        metavar="FACTOR",
+        help="scenarios: multiply the timers they wait for (back-off, keep-alive, MSL) by "
+        "FACTOR; the explanation says so (1)",
+    )
+    demo.add_argument("--size", type=int, default=DEMO_SIZE, help="download size (300000)")
+    demo.add_argument("--msl", type=_positive, default=DEMO_MSL, help="MSL for the demo (1 s)")
     demo.add_argument("--fold", type=int, default=4, help="data segments shown per run (4)")
     demo.add_argument(
         "--timestamps",
@@ -777,8 +1165,78 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fetch over IPv6 (http://[fd00:7::2]/) instead of IPv4",
     )
+    demo.add_argument(
+        "--link",
+        choices=("tun", "tap"),
+        default="tun",
+        help="tap: an Ethernet device, so the ladder starts with ARP (or ND with --ipv6)",
+    )
     demo.add_argument("--no-uvloop", action="store_true")
     demo.set_defaults(func=_cmd_demo)
+
+    fwd = sub.add_parser(
+        "forward",
+        help="give a network namespace its network through ustack (like slirp4netns/pasta)",
+        description="Put a TUN device into a network namespace as its default route and relay "
+        "every TCP connection and UDP datagram from it over ordinary sockets of the namespace "
+        "ustack runs in; ping is answered by ustack itself. Either for an existing namespace "
+        "(--netns NAME, until SIGINT/SIGTERM) or for a command run in a namespace of its own "
+        "(ustack forward -- CMD ARGS...; exits with its status). Inside, the namespace has "
+        "10.0.2.100/24 via 10.0.2.2 and fd00::100/64 via fd00::2; the gateway addresses reach "
+        "the host's loopback. Needs CAP_NET_ADMIN.",
+    )
+    fwd.add_argument("--netns", metavar="NAME", help="an existing namespace (ip netns add NAME)")
+    fwd.add_argument("--name", default="ustack0", help="TUN device name inside (ustack0)")
+    fwd.add_argument(
+        "--address", type=_ipv4, default="10.0.2.100", help="the namespace's address (10.0.2.100)"
+    )
+    fwd.add_argument(
+        "--gateway", type=_ipv4, default="10.0.2.2", help="its gateway, ustack (10.0.2.2)"
+    )
+    fwd.add_argument(
+        "--prefixlen", type=int, choices=range(8, 31), default=24, metavar="N", help="(24)"
+    )
+    fwd.add_argument(
+        "--address6", type=_ipv6, default="fd00::100", help="the namespace's IPv6 (fd00::100)"
+    )
+    fwd.add_argument(
+        "--gateway6", type=_ipv6, default="fd00::2", help="its IPv6 gateway, ustack (fd00::2)"
+    )
+    fwd.add_argument(
+        "--prefixlen6", type=int, choices=range(8, 128), default=64, metavar="N", help="(64)"
+    )
+    fwd.add_argument("--no-ipv6", dest="ipv6", action="store_false", help="IPv4 only")
+    fwd.add_argument("--mtu", type=_mtu, default=1500, help="576-65535 (default 1500)")
+    fwd.add_argument(
+        "--offload",
+        choices=OFFLOAD_CHOICES,
+        default="auto",
+        help="TUN checksum offload and 64 KB TSO/GRO super-segments (default auto)",
+    )
+    fwd.add_argument(
+        "--connect-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a connection to a destination may take before the client is refused (10)",
+    )
+    fwd.add_argument(
+        "--no-map-gateway",
+        dest="map_gateway",
+        action="store_false",
+        help="relay connections to the gateway addresses as they are, not to the host's loopback",
+    )
+    fwd.add_argument(
+        "--trace", action="store_true", help="one line per relayed connection and UDP flow"
+    )
+    fwd.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
+    fwd.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ARGS",
+        help="run CMD in a new namespace through ustack, then exit with its status",
+    )
+    fwd.set_defaults(func=_cmd_forward)
     return parser
 
 

@@ -32,9 +32,11 @@ link is drawn wider for it; should it still not fit, on the note line under the 
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ustack.wire import addr, ipv4, ipv6, virtio
+from ustack.wire import addr, arp, ethernet, ipv4, ipv6, nd, virtio
 from ustack.wire import seq as sq
 from ustack.wire import tcp as tcpw
 from ustack.wire.errors import ParseError
@@ -43,10 +45,16 @@ from ustack.wire.tcp import Control
 # Directions as seen from ustack.
 INBOUND = "in"  # peer -> ustack
 OUTBOUND = "out"  # ustack -> peer
+# A frame of neighbour resolution (a whole Ethernet frame: ARP, or an IPv6 NS/NA) that crossed a
+# TAP link: what ``Stack.tap`` hands the packet observer besides IP packets, so one observer
+# feeding :meth:`Ladder.packet` draws both.
+ARP_INBOUND = "arp-in"
+ARP_OUTBOUND = "arp-out"
 
 _WIDTH = 56  # columns of the arrow between the two lifelines
 _GSO_EXTRA = 16  # more of them where super-segments are drawn
 _VERSION_6 = 6  # the version nibble of an IPv6 header (RFC 8200 3)
+LOST = "lost"  # the label of a segment the link lost: the receiver's state cannot follow it
 
 
 @dataclass(slots=True)
@@ -68,6 +76,11 @@ class _Flow:
     folded_bytes: int = 0
     fold_start: float = 0.0
     peer_fin_seq: int | None = None  # sequence number of the peer's FIN, once seen
+    # The peer is another ustack whose states are recorded (remote_state): never inferred.
+    peer_recorded: bool = False
+    # Index of the first row of the 4-tuple's current incarnation: a listener's LISTEN goes
+    # there, not above an earlier incarnation's rows.
+    start: int = 0
     # Window scale shifts from the two SYNs; None until known (RFC 7323 2.2: both or neither).
     peer_wscale: int | None = None
     local_wscale: int | None = None
@@ -78,6 +91,42 @@ class _Flow:
     # Each side's first TSval: relative timestamps, like relative sequence numbers.
     peer_ts0: int | None = None
     local_ts0: int | None = None
+
+
+class _Rows(list[_Row]):
+    """A flow's rows when the ladder is bounded (``max_rows``): the first half as they came,
+    then the latest ones in a ring, so a long connection keeps both its handshake and its
+    close. What falls out between them is counted and drawn as one marker row."""
+
+    def __init__(self, limit: int, marker: Callable[[int], str]) -> None:
+        super().__init__()
+        self.head = max(1, limit // 2)
+        self.tail: deque[_Row] = deque(maxlen=max(1, limit - self.head))
+        self.elided = 0
+        self._marker = marker
+
+    def append(self, row: _Row) -> None:
+        if len(self) < self.head and not self.tail:
+            super().append(row)
+            return
+        if len(self.tail) == self.tail.maxlen:
+            self.elided += 1
+        self.tail.append(row)
+
+    def insert(self, index: int, row: _Row) -> None:  # type: ignore[override]
+        super().insert(index, row)
+        if len(self) > self.head:
+            spill = self.pop()
+            if len(self.tail) == self.tail.maxlen:
+                self.elided += 1
+            else:
+                self.tail.appendleft(spill)
+
+    def __iter__(self) -> Iterator[_Row]:
+        yield from super().__iter__()
+        if self.elided:
+            yield _Row(self.tail[0].time, self._marker(self.elided))
+        yield from self.tail
 
 
 def _endpoint(address: int, port: int) -> str:
@@ -140,8 +189,16 @@ class Ladder:
         timestamps: bool = False,
         header_len: int = 0,
         width: int | None = None,
+        infer_peer: bool = True,
+        max_rows: int | None = None,
     ):
         self.max_run = max_run
+        # A bound on the rows kept per connection (see _Rows), for ladders of a daemon's
+        # connections, which may live long and retransmit much; None keeps every row.
+        self.max_rows = max_rows
+        # False when the peer is a host whose own states are fed in (remote_state), as when
+        # two ustack hosts talk: then nothing is inferred, not even before its first change.
+        self.infer_peer = infer_peer
         self.timestamps = timestamps
         self.header_len = header_len
         self._width = width if width else _WIDTH + (_GSO_EXTRA if header_len else 0)
@@ -150,18 +207,46 @@ class Ladder:
         self._flows: dict[tuple[int, int, int, int], _Flow] = {}
         self._order: list[tuple[int, int, int, int]] = []
         self._t0: float | None = None
+        # ARP rows seen before any connection: drawn at the top of the next one to start.
+        self._arp_rows: list[_Row] = []
 
     def _flow(self, local: tuple[int, int], peer: tuple[int, int]) -> _Flow:
         key = (local[0], local[1], peer[0], peer[1])
         flow = self._flows.get(key)
         if flow is None:
             flow = self._flows[key] = _Flow(peer=peer, local=local)
+            if self.max_rows:
+                flow.rows = _Rows(self.max_rows, self._elision)
             self._order.append(key)
+            for row in self._arp_rows:  # the address resolution this connection waited for
+                flow.rows.append(row)
+            self._arp_rows.clear()
         return flow
 
-    def packet(self, now: float, direction: str, packet: bytes | bytearray | memoryview) -> None:
+    def _elision(self, count: int) -> str:
+        return self._line(note=f"... {count} rows left out ...")
+
+    def elided(self) -> int:
+        """Rows left out so far, over every connection (only with ``max_rows``)."""
+        return sum(f.rows.elided for f in self._flows.values() if isinstance(f.rows, _Rows))
+
+    def packet(
+        self,
+        now: float,
+        direction: str,
+        packet: bytes | bytearray | memoryview,
+        *,
+        label: str = "",
+    ) -> None:
         """Record one IPv4 or IPv6 packet that crossed the link (``direction``: ``"in"`` or
-        ``"out"``), behind its virtio-net header if the ladder was made with ``header_len``."""
+        ``"out"``), behind its virtio-net header if the ladder was made with ``header_len``.
+
+        ``label`` is drawn with the segment (``lost``, ``cookie``): what the one feeding the
+        ladder knows about it and the segment itself cannot say. A labelled segment is never
+        folded away."""
+        if direction in (ARP_INBOUND, ARP_OUTBOUND):
+            self.arp(now, direction[4:], packet)
+            return
         gso = 0
         try:
             if self.header_len:
@@ -189,7 +274,38 @@ class Ladder:
             flow = self._flow((dst, seg.dst_port), (src, seg.src_port))
         else:
             flow = self._flow((src, seg.src_port), (dst, seg.dst_port))
-        self._segment(flow, now, direction, seg, gso)
+        self._segment(flow, now, direction, seg, gso, label)
+
+    def arp(self, now: float, direction: str, frame: bytes | bytearray | memoryview) -> None:
+        """Record one ARP frame (Ethernet header and all) that crossed a TAP link: a row across
+        the ladder in tcpdump's words (``who-has 10.7.0.2? tell 10.7.0.1``, ``10.7.0.2 is-at
+        02:..``); an IPv6 Neighbor Solicitation or Advertisement is drawn the same way, marked
+        ``ND``. Rows before any connection open the next connection's ladder, which is where a
+        textbook draws the exchange (before the first SYN); later ones go to the newest."""
+        try:
+            f = ethernet.parse(frame)
+            if f.ethertype == ethernet.ETHERTYPE_IPV6:
+                ip6 = ipv6.parse(f.payload)
+                msg = nd.parse(ip6.payload, ip6.src, ip6.dst, ip6.hop_limit)
+                target = addr.to_text(addr.tag6(msg.target))
+                if msg.type == nd.NEIGHBOR_SOLICITATION:
+                    label = f"ND who-has {target}? tell {addr.to_text(addr.tag6(ip6.src))}"
+                else:
+                    mac = ethernet.mac_to_text(msg.lladdr) if msg.lladdr else "?"
+                    label = f"ND {target} is-at {mac}"
+            else:
+                label = f"ARP {arp.summary(arp.parse(f.payload))}"
+        except ParseError:
+            return
+        if self._t0 is None:
+            self._t0 = now
+        row = _Row(now, self._line(arrow=(direction, label)))
+        if not self._order:
+            self._arp_rows.append(row)
+            return
+        flow = self._flows[self._order[-1]]
+        self._flush_fold(flow)
+        flow.rows.append(row)
 
     def state(
         self, now: float, local: tuple[int, int], peer: tuple[int, int], old: str, new: str
@@ -201,15 +317,46 @@ class Ladder:
         flow = self._flow(local, peer)
         self._flush_fold(flow)
         row = _Row(now, self._line(right=new))
-        if new == "LISTEN" and flow.rows:
+        self._place(flow, row, new)
+
+    def _place(self, flow: _Flow, row: _Row, new: str) -> None:
+        if new == "LISTEN" and flow.start < len(flow.rows):
             # A listener's per-SYN TCB is created when the SYN arrives; a textbook draws the
             # listening side in LISTEN before anything happens.
-            row.time = min(now, flow.rows[0].time)
-            flow.rows.insert(0, row)
+            row.time = min(row.time, flow.rows[flow.start].time)
+            flow.rows.insert(flow.start, row)
         else:
             flow.rows.append(row)
 
+    def event(self, now: float, local: tuple[int, int], peer: tuple[int, int], text: str) -> None:
+        """Record something a connection reported that no segment shows (a recovery episode
+        entered, a timer fired): a note across the ladder. ``local`` and ``peer`` as in
+        :meth:`state`."""
+        if self._t0 is None:
+            self._t0 = now
+        flow = self._flow(local, peer)
+        self._flush_fold(flow)
+        for line in _wrap(f"[{text}]", self._width - 2):
+            flow.rows.append(_Row(now, self._line(note=line)))
+
+    def remote_state(
+        self, now: float, local: tuple[int, int], peer: tuple[int, int], old: str, new: str
+    ) -> None:
+        """Record a state change of the *peer's* connection, when the peer is a host whose
+        states can be seen (a second ustack): ``local`` and ``peer`` as that connection names
+        them, so its own tracer can call this unchanged. The flow's peer states are from then
+        on the recorded ones, never inferred."""
+        if self._t0 is None:
+            self._t0 = now
+        flow = self._flow(peer, local)
+        flow.peer_recorded = True
+        flow.peer_state = new
+        self._flush_fold(flow)
+        self._place(flow, _Row(now, self._line(new)), new)
+
     def _peer_state(self, flow: _Flow, now: float, new: str) -> None:
+        if not self.infer_peer or flow.peer_recorded:
+            return
         if flow.peer_state != new:
             flow.peer_state = new
             self._flush_fold(flow)
@@ -252,7 +399,13 @@ class Ladder:
         return st if st != flow.peer_state else None
 
     def _segment(
-        self, flow: _Flow, now: float, direction: str, seg: tcpw.TcpSegment, gso: int = 0
+        self,
+        flow: _Flow,
+        now: float,
+        direction: str,
+        seg: tcpw.TcpSegment,
+        gso: int = 0,
+        label: str = "",
     ) -> None:
         ts = seg.options.timestamps
         if seg.control is Control.SYN:
@@ -260,6 +413,8 @@ class Ladder:
             # highest sequence number, or its first segments would all look like retransmissions.
             if direction == INBOUND:
                 if seg.seq != flow.peer_isn:
+                    if flow.peer_isn is not None and not seg.has_ack:
+                        flow.start = len(flow.rows)
                     flow.peer_high = flow.peer_ts0 = None
                 flow.peer_isn, flow.peer_wscale = seg.seq, seg.options.wscale
             else:
@@ -274,11 +429,16 @@ class Ladder:
         if seg.control is Control.FIN and direction == INBOUND:
             flow.peer_fin_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
         retransmission = self._track_high(flow, direction, seg)
-        plain = seg.control is Control.NONE and not seg.options.sack_blocks and not retransmission
+        plain = (
+            seg.control is Control.NONE
+            and not seg.options.sack_blocks
+            and not retransmission
+            and not label
+        )
         if direction == OUTBOUND:
             # The peer's view changes when it receives our segment; show the arrow first.
-            self._arrow(flow, now, direction, seg, plain, retransmission, gso)
-            new = self._infer_peer(flow, direction, seg)
+            self._arrow(flow, now, direction, seg, plain, retransmission, gso, label)
+            new = self._infer_peer(flow, direction, seg) if label != LOST else None
             if new:
                 self._peer_state(flow, now, new)
         else:
@@ -289,7 +449,7 @@ class Ladder:
             new = self._infer_peer(flow, direction, seg)
             if new:
                 self._peer_state(flow, now, new)
-            self._arrow(flow, now, direction, seg, plain, retransmission, gso)
+            self._arrow(flow, now, direction, seg, plain, retransmission, gso, label)
 
     @staticmethod
     def _track_high(flow: _Flow, direction: str, seg: tcpw.TcpSegment) -> bool:
@@ -345,6 +505,7 @@ class Ladder:
         plain: bool,
         retransmission: bool,
         gso: int = 0,
+        mark: str = "",
     ) -> None:
         if plain and flow.run >= self.max_run:
             if not flow.folded:
@@ -369,6 +530,8 @@ class Ladder:
             label += f" ack={_rel(seg.ack, ack_isn)}"
         label += f" win={window} len={len(seg.payload)}"
         extras = ["retransmission"] if retransmission else []
+        if mark:
+            extras.insert(0, mark)
         size = len(seg.payload)
         if gso and size > gso:
             extras.insert(0, f"(gso {gso} x {-(-size // gso)})")
@@ -434,6 +597,13 @@ class Ladder:
             left = max(self._width // 2 + 14, len(peer) + 1)
             out.append(f"{'time':>9}  {peer:<{left}}{local:>{self._width // 2}}")
             for row in flow.rows:
+                out.append(f"{(row.time - t0) * 1000:8.3f}ms {row.text}")
+            out.append("")
+        if self._arp_rows:  # ARP that no connection followed
+            left = self._width // 2 + 14
+            peer, local = f"{self.peer_name} (ARP)", f"{self.local_name} (ARP)"
+            out.append(f"{'time':>9}  {peer:<{left}}{local:>{self._width // 2}}")
+            for row in self._arp_rows:
                 out.append(f"{(row.time - t0) * 1000:8.3f}ms {row.text}")
             out.append("")
         return "\n".join(out)

@@ -31,7 +31,8 @@ from .conftest import (
 
 pytestmark = [pytest.mark.tun, needs_tun]
 
-SERVE = [PYTHON, "-m", "ustack", "serve"]
+# --no-control: tests leave nothing in the host's /run (the control socket has its own tests)
+SERVE = [PYTHON, "-m", "ustack", "serve", "--no-control"]
 STOP_BOUND = 5.0  # seconds from SIGTERM to exit, with connections open
 
 

@@ -232,7 +232,8 @@ async def test_20_mb_at_5_percent_loss(make_stack: MakeStack, netns: NetNamespac
 async def serving(ns: NetNamespace, *args: str) -> AsyncIterator[tuple[bytes, bytes]]:
     """``ustack serve ARGS`` inside ``ns``; yields (its lines before "serving", that line)."""
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns.name, PYTHON, "-m", "ustack", "serve", "--name", "ustk0", *args,
+        "ip", "netns", "exec", ns.name, PYTHON, "-m", "ustack", "serve", "--name", "ustk0",
+        "--no-control", *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

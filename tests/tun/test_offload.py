@@ -181,7 +181,8 @@ async def test_kernel_refusing_offloads_auto_serves_plain_and_on_fails(
 async def _serve_first_line(ns: NetNamespace, *args: str) -> str:
     """Start ``ustack serve ARGS`` in ``ns``, return its first stderr line, stop it."""
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns.name, PYTHON, "-m", "ustack", "serve", "--name", "t3", *args,
+        "ip", "netns", "exec", ns.name, PYTHON, "-m", "ustack", "serve", "--name", "t3",
+        "--no-control", *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
