@@ -39,7 +39,6 @@ from ustack.link.netns import run_in_netns
 from ustack.link.tun import (
     _NO_LINK_LOCAL,
     IFA_F_NODAD,
-    NEED_CAP,
     PROC_IPV6,
     TUN_DEVICE,
     TunLink,
@@ -49,30 +48,13 @@ from ustack.link.tun import (
     _check_name,
     _ipv6_unavailable,
     _netlink_error,
+    _open_error,
     _quiet_ipv6,
     _TunDevice,
 )
 from ustack.wire import ethernet
 
 log = logging.getLogger(__name__)
-
-
-def _open_error(exc: OSError, name: str, device: str) -> LinkError:
-    code = exc.errno or 0
-    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        message = (
-            f"no TUN/TAP support at {device}: load the tun module (modprobe tun), "
-            "or docker run --device /dev/net/tun"
-        )
-    elif code in (errno.EPERM, errno.EACCES):
-        message = f"not allowed to create TAP device {name!r}: {NEED_CAP}"
-    elif code == errno.EBUSY:
-        message = f"TAP device {name!r} is busy: another process has it open"
-    elif code == errno.EINVAL:
-        message = f"cannot use {name!r} as a TAP device: an interface of another type has that name"
-    else:
-        message = f"cannot open TAP device {name!r}: {os.strerror(code) if code else exc}"
-    return LinkError(message, code)
 
 
 def _create(
@@ -89,7 +71,7 @@ def _create(
     try:
         dev = _TunDevice(name, IFF_TAP | IFF_NO_PI, dev=device)
     except OSError as exc:
-        raise _open_error(exc, name, device) from None
+        raise _open_error(exc, name, device, "TAP") from None
     fd, ifname = dev.detach(), dev.name
     step = "look up the interface"
     try:

@@ -241,21 +241,24 @@ def _quiet_ipv6(ifname: str) -> None:
             log.debug("TUN device %s: cannot write %s: %s", ifname, path, exc)
 
 
-def _open_error(exc: OSError, name: str, device: str) -> LinkError:
+def _open_error(exc: OSError, name: str, device: str, kind: str = "TUN") -> LinkError:
+    """The one-line error for a failed open of ``device`` as a ``kind`` ("TUN" or "TAP")."""
     code = exc.errno or 0
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
         message = (
-            f"no TUN support at {device}: load the tun module (modprobe tun), "
+            f"no {kind} support at {device}: load the tun module (modprobe tun), "
             "or docker run --device /dev/net/tun"
         )
     elif code in (errno.EPERM, errno.EACCES):
-        message = f"not allowed to create TUN device {name!r}: {NEED_CAP}"
+        message = f"not allowed to create {kind} device {name!r}: {NEED_CAP}"
     elif code == errno.EBUSY:
-        message = f"TUN device {name!r} is busy: another process has it open"
+        message = f"{kind} device {name!r} is busy: another process has it open"
     elif code == errno.EINVAL:
-        message = f"cannot use {name!r} as a TUN device: an interface of another type has that name"
+        message = (
+            f"cannot use {name!r} as a {kind} device: an interface of another type has that name"
+        )
     else:
-        message = f"cannot open TUN device {name!r}: {os.strerror(code) if code else exc}"
+        message = f"cannot open {kind} device {name!r}: {os.strerror(code) if code else exc}"
     return LinkError(message, code)
 
 
