@@ -8,8 +8,9 @@ is :meth:`ArpLayer.next_deadline`. The TAP link owns it and does the I/O.
 
 Input (:meth:`ArpLayer.receive`). A frame addressed to neither our MAC nor broadcast is not for
 us; one from a group or our own source address is bogus; both are dropped and counted. IPv4
-goes up as a view of the payload; ARP is handled here; IPv6 is counted and dropped: there is no
-Neighbour Discovery (RFC 4861), so a TAP link is IPv4-only.
+and IPv6 go up as views of the payload; ARP is handled here, and so are IPv6's Neighbor
+Solicitations and Advertisements (RFC 4861 7.2), which resolve IPv6 next hops in the same
+neighbour cache (keyed by the tagged address) -- so a TAP link carries both families.
 
 ARP follows RFC 826's packet reception algorithm. If the sender's protocol address is already in
 the neighbour cache, its hardware address is updated ("merged"); then, if we are the target, the
@@ -39,7 +40,8 @@ for us as it does for TUN). Broadcast and multicast destinations map to group MA
 address (RFC 1122 2.3.2.2: keep at least the latest, so a full queue drops its oldest), bounded
 in total too.
 
-Every decision bumps one counter in the ``Stats`` block for this layer (``eth_*``, ``arp_*``);
+Every decision bumps one counter in the ``Stats`` block for this layer (``eth_*``, ``arp_*``,
+``nd_*``);
 the TAP link shares them with the host's ``Stats`` once a stack starts on it.
 """
 
