@@ -94,11 +94,15 @@ async def test_time_wait_fin_re_acked_and_new_syn_accepted() -> None:
 
 async def test_rst_for_a_closed_port_and_a_forgotten_connection() -> None:
     text = await run("rst")
-    closed, forgotten = flows(text)
+    closed, stray, forgotten = flows(text)
     assert len(arrows(closed, INBOUND_ARROW, r" S   seq=0 ")) == 1
     assert len(arrows(closed, OUTBOUND_ARROW, r" R\.  seq=0 ack=1 ")) == 1
     assert right_states(closed) == []  # no TCB at all
     assert "ConnectionRefusedError" in text
+    # data with ACK on to the closed port: answered <SEQ=SEG.ACK><CTL=RST>
+    assert len(arrows(stray, INBOUND_ARROW, r" P\.  seq=1000 ack=5000 .*len=6 ")) == 1
+    assert len(arrows(stray, OUTBOUND_ARROW, r" R   seq=5000 ")) == 1
+    assert right_states(stray) == []
     # the kernel's abort RST lost; ustack's data answered by a RST; ustack CLOSED, no FIN
     assert len(arrows(forgotten, INBOUND_ARROW, r" R\.? .*lost")) == 1
     data = arrows(forgotten, OUTBOUND_ARROW, r" P\.  .*len=15 ")

@@ -22,13 +22,16 @@ from typing import Any
 from ustack.ladder import INBOUND, LOST, OUTBOUND, Ladder
 from ustack.link.fault import Delivery, FaultModel
 from ustack.scenarios import Options, Report
-from ustack.wire import ipv4
+from ustack.wire import checksum, ipv4
 from ustack.wire import tcp as tcpw
 from ustack.wire.errors import ParseError
 from ustack.wire.tcp import Control
 
 ADDRESS = "10.7.0.2"  # ustack
 KERNEL = "10.7.0.1"
+# The source port of the hand-made data segment of the rst scenario: no kernel socket has it, so
+# the kernel ignores ustack's RST to it (a RST is never answered, RFC 9293 3.10.7.1).
+_RAW_SOURCE_PORT = 45_454
 SAFETY = 20.0  # seconds: the bound on any wait; a healthy run needs a fraction of it
 MSL = 1.0  # so TIME-WAIT (2*MSL) ends while you watch; --time-scale scales it
 
@@ -226,6 +229,33 @@ class _KernelPeer:
         """Wait until ustack has no connection left (TIME-WAIT over), so the ladder ends."""
         return await self.until(lambda: not self._stack.connections())
 
+    def send_raw_segment(self, port: int, *, seq: int, ack: int, payload: bytes) -> None:
+        """A TCP data segment (ACK, PSH) from the kernel's address to ustack's ``port`` that no
+        kernel connection sent: written by hand and sent on a raw socket in the namespace (the
+        kernel adds the IPv4 header), as a peer that lost its state or a stray packet would."""
+        length = tcpw.HEADER_LEN + len(payload)
+        segment = bytearray(length)
+        tcpw.emit(
+            segment,
+            0,
+            pseudo=checksum.ipv4_pseudo_header_sum(
+                ipv4.addr_to_int(KERNEL), ipv4.addr_to_int(ADDRESS), tcpw.PROTO, 0
+            ),
+            src_port=_RAW_SOURCE_PORT,
+            dst_port=port,
+            seq=seq,
+            ack=ack,
+            flags=tcpw.ACK | tcpw.PSH,
+            window=65535,
+            payload=payload,
+        )
+
+        def send() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+                raw.sendto(bytes(segment), (ADDRESS, 0))
+
+        self._ns.call(send)
+
     def render(self) -> str:
         return self.ladder.render()
 
@@ -395,6 +425,12 @@ async def rst(opts: Options) -> Report:
             sock.close()
         except ConnectionRefusedError as exc:
             refused = f"ConnectionRefusedError: {exc}"
+        # 1b. Data to that closed port: a segment with ACK on, answered <SEQ=SEG.ACK><CTL=RST>.
+        closed_before = peer.stack.stats.rst_sent_closed_port
+        peer.send_raw_segment(81, seq=1000, ack=5000, payload=b"hello?")
+        data_refused = await peer.until(
+            lambda: peer.stack.stats.rst_sent_closed_port > closed_before
+        )
         # 2. A connection the kernel forgets: its application aborts (SO_LINGER 0 sends a RST,
         # which the link loses), so ustack still thinks it is ESTABLISHED.
         sock = await peer.connect(80)
@@ -402,13 +438,17 @@ async def rst(opts: Options) -> Report:
         sock.close()
         await peer.until(lambda: bool(lost))
         forgotten.set()
-        ok = await peer.settle() and bool(refused) and bool(outcome)
+        ok = await peer.settle() and bool(refused) and bool(outcome) and data_refused
         server.close()
     explanation = f"""\
 Reset (RFC 9293 3.5.2, 3.10.7.1). First the kernel sends a SYN to port 81, where ustack has no
 listener: the connection is CLOSED (no TCB exists), and any segment but a RST is answered with
 one -- here, as the SYN has no ACK bit, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; the kernel's
 connect() fails ({refused or "no error"}).
+Then data to that closed port -- a segment with the ACK bit on, made by hand and sent from a raw
+socket, as a peer that lost its connection would: the answer is <SEQ=SEG.ACK><CTL=RST> (a RST
+whose sequence number is the segment's acknowledgment number, so the sender can accept it); the
+kernel has no connection for it and drops it, as a RST is never answered.
 Then a connection the kernel has forgotten, a half-open connection (3.5.2): the kernel's
 application aborts its connection, and the RST that says so is lost on the way. ustack still
 sees ESTABLISHED; when it sends data, the kernel has no connection for the segment and answers
