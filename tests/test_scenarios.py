@@ -18,7 +18,7 @@ from ustack.cli import main
 from ustack.scenarios import Options
 
 # A state row: nothing between the lifelines, the state on the left (peer) or right (ustack).
-_STATE = re.compile(r"^\s*[\d.]+ms\s+(?P<left>[A-Z12-]*) \|\s+\|(?: (?P<right>[A-Z12-]+))?$")
+_STATE = re.compile(r"^\s*[\d.]+m?s\s+(?P<left>[A-Z12-]*) \|\s+\|(?: (?P<right>[A-Z12-]+))?$")
 INBOUND_ARROW = "->|"  # left -> right
 OUTBOUND_ARROW = "|<-"  # right -> left
 

@@ -129,6 +129,16 @@ class _Rows(list[_Row]):
         yield from self.tail
 
 
+def _stamp(seconds: float) -> str:
+    """A row's time in the ten columns the header leaves for it: milliseconds below 10 s
+    (``1010.000ms``), seconds from there (``  31.010s ``), so that a ladder running for minutes
+    -- a back-off, a keep-alive -- keeps its lifelines under the header."""
+    ms = seconds * 1000
+    if ms < 9999.9995:
+        return f"{ms:8.3f}ms"
+    return f"{seconds:8.3f}s "
+
+
 def _endpoint(address: int, port: int) -> str:
     """``10.7.0.2:80``, or ``[fd00:7::2]:80``: an IPv6 address in brackets, so the port's colon
     is not read as part of it (RFC 5952 6)."""
@@ -597,13 +607,13 @@ class Ladder:
             left = max(self._width // 2 + 14, len(peer) + 1)
             out.append(f"{'time':>9}  {peer:<{left}}{local:>{self._width // 2}}")
             for row in flow.rows:
-                out.append(f"{(row.time - t0) * 1000:8.3f}ms {row.text}")
+                out.append(f"{_stamp(row.time - t0)} {row.text}")
             out.append("")
         if self._arp_rows:  # ARP that no connection followed
             left = self._width // 2 + 14
             peer, local = f"{self.peer_name} (ARP)", f"{self.local_name} (ARP)"
             out.append(f"{'time':>9}  {peer:<{left}}{local:>{self._width // 2}}")
             for row in self._arp_rows:
-                out.append(f"{(row.time - t0) * 1000:8.3f}ms {row.text}")
+                out.append(f"{_stamp(row.time - t0)} {row.text}")
             out.append("")
         return "\n".join(out)
