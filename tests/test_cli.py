@@ -304,7 +304,9 @@ def test_json_trace_keeps_the_detail_as_given(
         "10.7.0.1:40000",
     )
     assert isinstance(record["time"], float)
-    detail_keys = {k: v for k, v in record.items() if k not in ("time", "local", "remote", "event")}
+    assert record["v"] == 1  # the schema version of docs/trace-schema.md, as ustack trace's
+    common = ("v", "time", "local", "remote", "event")
+    detail_keys = {k: v for k, v in record.items() if k not in common}
     # Absolute numbers, lists as lists, enums as their values; a detail key named like one of
     # the record's own is prefixed with the event.
     expected = {

@@ -191,15 +191,10 @@ class _Tracer:
         remote = endpoint_text(conn.remote_addr, conn.remote_port)
         when = time.time()
         if self.fmt == "json":
-            record: dict[str, Any] = {
-                "time": round(when, 6),
-                "local": local,
-                "remote": remote,
-                "event": kind,
-            }
-            for key, value in detail.items():
-                record[f"{kind}_{key}" if key in record else key] = _jsonable(value)
-            line = json.dumps(record, sort_keys=True)
+            from ustack.live import trace_record
+
+            # the same objects as ustack trace --json streams (docs/trace-schema.md)
+            line = json.dumps(trace_record(when, local, remote, kind, detail), sort_keys=True)
         else:
             stamp = time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1e6):06d}"
             line = f"{stamp} {local} <-> {remote} {_describe(conn, kind, detail)}"
