@@ -840,56 +840,16 @@ class IpLayer:
         these options) is a super-segment the kernel cuts into ``gso_size`` pieces (TSO); with
         ``scatter`` such a segment is returned as (headers, payload), so its payload is not
         copied again."""
-        remote_addr, remote_port, local_addr, local_port = key
         options = tcp.encode_options(s.options)
         payload = s.payload
-        hlen = tcp.HEADER_LEN + len(options)
         hdr = self._hdr
         gather = self._scatter and gso_size != 0 and len(payload) > gso_size
-        tail = hlen + (0 if gather else len(payload))
-        if remote_addr >> 128:
-            buf = bytearray(hdr + ipv6.HEADER_LEN + tail)
-            tcp.emit_ipv6(
-                buf,
-                hdr,
-                self._head6(key),
-                src_port=local_port,
-                dst_port=remote_port,
-                seq=s.seq,
-                ack=s.ack,
-                flags=s.flags,
-                window=s.window,
-                options=options,
-                payload=payload,
-                partial_checksum=hdr != 0,
-                headers_only=gather,
-            )
-            ip_len, gso_type = ipv6.HEADER_LEN, virtio.GSO_TCPV6
-        else:
-            buf = bytearray(hdr + ipv4.HEADER_LEN + tail)
-            self._ip_id = ident = (self._ip_id + 1) & _IP_MAX_ID
-            tcp.emit_ipv4(
-                buf,
-                hdr,
-                local_addr,
-                remote_addr,
-                ident=ident,
-                ttl=self._ttl,
-                src_port=local_port,
-                dst_port=remote_port,
-                seq=s.seq,
-                ack=s.ack,
-                flags=s.flags,
-                window=s.window,
-                options=options,
-                payload=payload,
-                partial_checksum=hdr != 0,
-                headers_only=gather,
-            )
-            ip_len, gso_type = ipv4.HEADER_LEN, virtio.GSO_TCPV4
+        buf, ip_len, gso_type = self._emit_tcp(key, s, s.flags, options, payload, hdr, gather)
         if (
             hdr
-            and self._offload_header(buf, gso_type, ip_len, hlen, gso_size, len(payload))
+            and self._offload_header(
+                buf, gso_type, ip_len, tcp.HEADER_LEN + len(options), gso_size, len(payload)
+            )
             and gather
         ):
             return buf, payload
@@ -900,51 +860,76 @@ class IpLayer:
         segments, as the kernel does for TSO -- the headers copied, the sequence number
         advanced, PSH and FIN on the last piece only. TCP formed the segment once; only the
         wire work is per packet."""
-        remote_addr, remote_port, local_addr, local_port = key
         options = tcp.encode_options(s.options)
         payload = memoryview(s.payload)
         middle = s.flags & ~(tcp.PSH | tcp.FIN)  # PSH and FIN go on the last piece only
+        first, _, _ = self._emit_tcp(key, s, middle, options, payload[:mss], 0, False)
+        if key[0] >> 128:
+            pieces = tcp.cut_ipv6(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
+        else:
+            pieces = tcp.cut_ipv4(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
+            # the first piece took the next identification, the others the ones after it
+            self._ip_id = (self._ip_id + pieces - 1) & _IP_MAX_ID
+        stats = self.stats
+        # the counters count wire segments, as they would without GSO
+        stats.tcp_segments_sent += pieces - 1
+        stats.tcp_data_segments_sent += pieces - 1
+
+    def _emit_tcp(
+        self,
+        key: Key,
+        s: OutSegment,
+        flags: int,
+        options: bytes,
+        payload: bytes | memoryview,
+        hdr: int,
+        headers_only: bool,
+    ) -> tuple[bytearray, int, int]:
+        """One TCP segment of the connection ``key`` (its sequence number, ACK and window from
+        ``s``, with ``flags`` and ``payload``) in a new buffer, behind ``hdr`` octets left for
+        a virtio-net header (when set, the checksum is left to the device); IPv4 or IPv6 by
+        the key's family. Returns the buffer, the IP header's length and the GSO type."""
+        remote_addr, remote_port, local_addr, local_port = key
+        tail = tcp.HEADER_LEN + len(options) + (0 if headers_only else len(payload))
         if remote_addr >> 128:
-            first = bytearray(ipv6.HEADER_LEN + tcp.HEADER_LEN + len(options) + mss)
+            buf = bytearray(hdr + ipv6.HEADER_LEN + tail)
             tcp.emit_ipv6(
-                first,
-                0,
+                buf,
+                hdr,
                 self._head6(key),
                 src_port=local_port,
                 dst_port=remote_port,
                 seq=s.seq,
                 ack=s.ack,
-                flags=middle,
+                flags=flags,
                 window=s.window,
                 options=options,
-                payload=payload[:mss],
+                payload=payload,
+                partial_checksum=hdr != 0,
+                headers_only=headers_only,
             )
-            pieces = tcp.cut_ipv6(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
-        else:
-            first = bytearray(ipv4.HEADER_LEN + tcp.HEADER_LEN + len(options) + mss)
-            ident = (self._ip_id + 1) & _IP_MAX_ID
-            tcp.emit_ipv4(
-                first,
-                0,
-                local_addr,
-                remote_addr,
-                ident=ident,
-                ttl=self._ttl,
-                src_port=local_port,
-                dst_port=remote_port,
-                seq=s.seq,
-                ack=s.ack,
-                flags=middle,
-                window=s.window,
-                options=options,
-                payload=payload[:mss],
-            )
-            pieces = tcp.cut_ipv4(first, payload, mss, s.flags, out)  # type: ignore[arg-type]
-            self._ip_id = (ident + pieces - 1) & _IP_MAX_ID
-        stats = self.stats
-        # the counters count wire segments, as they would without GSO
-        stats.tcp_segments_sent += pieces - 1
-        stats.tcp_data_segments_sent += pieces - 1
+            return buf, ipv6.HEADER_LEN, virtio.GSO_TCPV6
+        buf = bytearray(hdr + ipv4.HEADER_LEN + tail)
+        self._ip_id = ident = (self._ip_id + 1) & _IP_MAX_ID
+        tcp.emit_ipv4(
+            buf,
+            hdr,
+            local_addr,
+            remote_addr,
+            ident=ident,
+            ttl=self._ttl,
+            src_port=local_port,
+            dst_port=remote_port,
+            seq=s.seq,
+            ack=s.ack,
+            flags=flags,
+            window=s.window,
+            options=options,
+            payload=payload,
+            partial_checksum=hdr != 0,
+            headers_only=headers_only,
+        )
+        return buf, ipv4.HEADER_LEN, virtio.GSO_TCPV4
 
     # -- IPv6 output ------------------------------------------------------------------------
 
